@@ -1,0 +1,135 @@
+"""``edgekd train | distill | evaluate | metadata``: thin click commands over :mod:`edgekd.distill.api`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from edgekd.errors import EdgekdError
+
+
+def _common_options(func):
+    """Options shared by train and distill (each overrides the YAML config)."""
+    options = [
+        click.option("--data", "data", required=True, type=click.Path(path_type=Path),
+                     help="Dataset directory (from `edgekd data synth` or `edgekd data import-deepsense`)."),
+        click.option("--out", "out", required=True, type=click.Path(path_type=Path),
+                     help="Checkpoint to write (.pt); the per-epoch log goes next to it as .log.jsonl."),
+        click.option("--config", "config", type=click.Path(path_type=Path), default=None,
+                     help="YAML TrainConfig (unknown keys are errors); flags below override it."),
+        click.option("--epochs", type=int, default=None, help="Maximum number of epochs."),
+        click.option("--lr", type=float, default=None, help="Learning rate."),
+        click.option("--batch-size", type=int, default=None, help="Windows per batch (per rank under torchrun)."),
+        click.option("--seed", type=int, default=None, help="Seed for init, shuffling and partner sampling."),
+        click.option("--max-train-windows", type=int, default=None,
+                     help="Use only the first N training windows (emulates a node's small local dataset)."),
+        click.option("--patience", type=int, default=None, help="Early-stopping patience in epochs (val loss)."),
+        click.option("--threads", type=int, default=None, help="torch intra-op threads."),
+        click.option("--device", type=str, default=None, help="cpu, cuda or cuda:N."),
+        click.option("--log", "log_path", type=click.Path(path_type=Path), default=None,
+                     help="JSONL log path (default: OUT with suffix .log.jsonl)."),
+        click.option("--resume", is_flag=True, default=False,
+                     help="Continue the interrupted/finished run saved at --out (epochs, optimizer, schedule)."),
+        click.option("--no-progress", is_flag=True, default=False, help="Hide the progress bar."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def _config(config, **flags):
+    from edgekd.distill.config import load_train_config
+
+    progress = None if not flags.pop("no_progress", False) else False
+    return load_train_config(config, progress=progress, **flags)
+
+
+def _summary(result, out: Path) -> str:
+    test = result.metrics.get("test") or result.metrics.get("val") or {}
+    split = "test" if "test" in result.metrics else "val"
+    top1 = " ".join(f"{v:.3f}" for v in test.get("top1", []))
+    return (f"wrote {out} ({result.method}, {result.epochs_run} epochs, best {result.best_epoch}, "
+            f"{result.seconds:.1f}s); {split} top-1 t0..t3: {top1}")
+
+
+@click.command("train")
+@click.option("--model", "model_name", required=True, help="Registered model name (see `edgekd models list`).")
+@_common_options
+def train(model_name, data, out, config, log_path, resume, **flags):
+    """Train a model on the labels only (a teacher, or the no-KD student baseline)."""
+    from edgekd.distill.api import train_model
+
+    cfg = _config(config, **flags)
+    _, result = train_model(model_name, data, cfg, out=out, resume=resume, log_path=log_path)
+    if result.checkpoint:
+        click.echo(_summary(result, out))
+
+
+@click.command("distill")
+@click.option("--teacher", type=click.Path(path_type=Path), default=None,
+              help="Teacher checkpoint (required except for --method dml/none).")
+@click.option("--student", default=None, help="Registered student model name (omit for --method self).")
+@click.option("--method", required=True,
+              help="KD method: kd, mse, rkd, rkd-park, fitnet, self, dml, none (and any registered later).")
+@click.option("--alpha", type=float, default=None, help="Distillation weight: (1-alpha)*focal + alpha*distill.")
+@click.option("--temperature", type=float, default=None, help="Softmax temperature of the KL terms.")
+@click.option("--horizon-weights", default=None,
+              help="Per-horizon weights of the distillation term, e.g. 0.7,0.9,1.1,1.3 (normalised to mean 1).")
+@_common_options
+def distill(teacher, student, method, alpha, temperature, horizon_weights, data, out, config, log_path, resume,
+            **flags):
+    """Distil a student from a teacher checkpoint with a registered KD method."""
+    from edgekd.distill.api import distill_model
+    from edgekd.distill.config import parse_horizon_weights
+
+    cfg = _config(config, alpha=alpha, temperature=temperature,
+                  horizon_weights=parse_horizon_weights(horizon_weights), **flags)
+    _, result = distill_model(teacher, student, method, data, cfg, out=out, resume=resume, log_path=log_path)
+    if result.checkpoint:
+        click.echo(_summary(result, out))
+
+
+@click.command("evaluate")
+@click.argument("checkpoint", type=click.Path(path_type=Path))
+@click.option("--data", required=True, type=click.Path(path_type=Path), help="Dataset directory.")
+@click.option("--split", default="test", show_default=True, help="Split to evaluate: train, val or test.")
+@click.option("--plot", type=click.Path(path_type=Path), default=None,
+              help="Write a grouped bar plot (top-k per horizon, like the paper's Fig. 4) to this PNG.")
+@click.option("--json", "json_path", type=click.Path(path_type=Path), default=None,
+              help="Write the metrics as JSON to this file.")
+@click.option("--batch-size", type=int, default=256, show_default=True, help="Windows per inference batch.")
+def evaluate(checkpoint, data, split, plot, json_path, batch_size):
+    """Per-horizon top-k accuracy and DBA of a checkpoint on one split."""
+    from edgekd.distill.api import evaluate_checkpoint
+    from edgekd.distill.report import format_topk_table, plot_topk
+    from edgekd.io import atomic_write_json
+
+    if batch_size <= 0:
+        raise EdgekdError("must be positive", field="batch_size", fix="pass --batch-size 1 or more")
+    metrics = evaluate_checkpoint(checkpoint, data, split, batch_size=batch_size)
+    click.echo(format_topk_table(metrics))
+    if plot is not None:
+        plot_topk({checkpoint.stem: metrics}, plot, title=f"{metrics['model']} on {split}")
+        click.echo(f"wrote {plot}")
+    if json_path is not None:
+        atomic_write_json(json_path, metrics)
+        click.echo(f"wrote {json_path}")
+
+
+@click.command("metadata")
+@click.argument("checkpoint", type=click.Path(path_type=Path))
+@click.option("--data", required=True, type=click.Path(path_type=Path),
+              help="Dataset directory whose training split the model was trained on.")
+@click.option("--max-train-windows", type=int, default=None,
+              help="Use the first N training windows (default: the same as the checkpoint's run).")
+def metadata(checkpoint, data, max_train_windows):
+    """(Re)compute the last-hidden-state mean/variance (data-free KD metadata) and store them in CHECKPOINT."""
+    from edgekd.distill.api import add_teacher_stats
+
+    stats = add_teacher_stats(checkpoint, data, max_train_windows=max_train_windows)
+    click.echo(f"wrote teacher_stats to {checkpoint}: {len(stats['last_hidden_mean'])} hidden units "
+               f"over {stats['count']} training windows")
+
+
+__all__ = ["train", "distill", "evaluate", "metadata"]

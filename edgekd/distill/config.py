@@ -1,0 +1,132 @@
+"""Typed training/distillation config, loaded from YAML (unknown keys rejected), overridden by CLI flags.
+
+Loss knobs left as ``None`` take the chosen KD method's defaults (the paper's
+values, e.g. self-KD uses T=3 and alpha=0.5) and then the global fallbacks
+below; :func:`resolve_config` fills them in and the checkpoint records the
+resolved values, so a run is always described by concrete numbers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+from edgekd.config import load_config
+from edgekd.errors import EdgekdError
+
+# Values used when neither the config nor the method sets a loss knob.
+LOSS_FALLBACKS: dict[str, Any] = {
+    "alpha": 0.5,
+    "temperature": 4.0,
+    "rkd_distance_weight": 100.0,
+    "rkd_angle_weight": 100.0,
+    "hint_weight": 1.0,
+}
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """Everything that decides a training run (teacher, no-KD baseline or distillation)."""
+
+    # optimisation
+    epochs: int = 30
+    batch_size: int = 32
+    eval_batch_size: int = 256
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    optimizer: Literal["adam", "adamw"] = "adam"
+    scheduler: Literal["cosine", "none"] = "cosine"
+    grad_clip: float | None = 10.0
+    patience: int = 20
+    seed: int = 42
+    # data
+    num_workers: int = 0            # background threads that assemble the next batches (0 = inline)
+    max_train_windows: int | None = None   # keep only the first N training windows (a node's local data)
+    # supervised term
+    supervised_loss: Literal["focal", "ce"] = "focal"
+    focal_gamma: float = 2.0
+    # distillation terms (None = the method's default, see LOSS_FALLBACKS)
+    alpha: float | None = None      # total = (1 - alpha) * supervised + alpha * distill
+    temperature: float | None = None
+    horizon_weights: tuple[float, ...] | None = None   # per-horizon weights on the distill term, mean-normalised
+    rkd_distance_weight: float | None = None
+    rkd_angle_weight: float | None = None
+    rkd_partners: int = 4
+    rkd_feature: str = "temporal"
+    hint_feature: str = "temporal"
+    hint_weight: float | None = None
+    ema_decay: float = 0.999
+    ema_warmup: bool = True         # decay min(ema_decay, (1+n)/(10+n)) so short runs are not stuck at init
+    dml_peers: int = 2
+    # execution
+    device: str = "cpu"
+    threads: int | None = None
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "batch_size", "eval_batch_size", "lr", "patience", "rkd_partners", "dml_peers"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)!r}")
+        for name in ("weight_decay", "num_workers", "focal_gamma"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
+        if self.max_train_windows is not None and self.max_train_windows < 2:
+            raise ValueError(f"max_train_windows must be >= 2, got {self.max_train_windows}")
+        if self.alpha is not None and not 0.0 <= self.alpha <= 1.0:
+            raise ValueError(f"alpha must be in [0, 1], got {self.alpha}")
+        if self.temperature is not None and self.temperature <= 0:
+            raise ValueError(f"temperature must be positive, got {self.temperature}")
+        if self.grad_clip is not None and self.grad_clip <= 0:
+            raise ValueError(f"grad_clip must be positive or null, got {self.grad_clip}")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
+        if self.horizon_weights is not None:
+            if any(w < 0 for w in self.horizon_weights) or sum(self.horizon_weights) <= 0:
+                raise ValueError("horizon_weights must be non-negative with a positive sum")
+        if not re.fullmatch(r"cpu|cuda(:\d+)?|mps", self.device):
+            raise ValueError(f"device must be cpu, cuda, cuda:N or mps, got {self.device!r}")
+        if self.threads is not None and self.threads <= 0:
+            raise ValueError(f"threads must be positive, got {self.threads}")
+
+
+def load_train_config(path: str | os.PathLike | None = None, **overrides: Any) -> TrainConfig:
+    """Load a :class:`TrainConfig` from YAML (defaults when ``path`` is None), then apply flags."""
+    try:
+        return load_config(TrainConfig, path, **overrides)
+    except ValueError as exc:   # __post_init__ after an override
+        raise EdgekdError(str(exc), file=path or "<command line>",
+                          fix="see `edgekd train --help` for the allowed values") from None
+
+
+def resolve_config(cfg: TrainConfig, method_defaults: dict[str, Any]) -> TrainConfig:
+    """Fill every ``None`` loss knob from the method defaults, then the global fallbacks."""
+    filled = {}
+    for name, fallback in LOSS_FALLBACKS.items():
+        if getattr(cfg, name) is None:
+            filled[name] = method_defaults.get(name, fallback)
+    return dataclasses.replace(cfg, **filled)
+
+
+def parse_horizon_weights(text: str | None) -> tuple[float, ...] | None:
+    """``"0.7,0.9,1.1,1.3"`` -> ``(0.7, 0.9, 1.1, 1.3)`` (CLI helper)."""
+    if text is None:
+        return None
+    try:
+        values = tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise EdgekdError(f"not a comma-separated list of numbers: {text!r}", field="horizon_weights",
+                          fix="write e.g. --horizon-weights 0.7,0.9,1.1,1.3") from None
+    if not values:
+        raise EdgekdError("empty horizon weights", field="horizon_weights",
+                          fix="write e.g. --horizon-weights 0.7,0.9,1.1,1.3")
+    return values
+
+
+def example_configs() -> dict[str, Path]:
+    """The example YAML configs shipped in ``edgekd/distill/configs`` (name -> path)."""
+    folder = resources.files("edgekd.distill") / "configs"
+    return {Path(str(p)).stem: Path(str(p)) for p in folder.iterdir() if str(p).endswith(".yaml")}

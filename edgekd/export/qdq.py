@@ -1,0 +1,59 @@
+"""ONNX QDQ int8 through ``onnxruntime.quantization.quantize_static`` (for targets on ONNX Runtime).
+
+Calibrated on the same windows as the TFLite int8 file; QDQ format (what
+TensorRT and the ORT CPU/XNNPACK kernels fuse), int8 activations and weights,
+per-channel weights (conv/linear rows have very different ranges).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from edgekd.errors import EdgekdError
+
+log = logging.getLogger(__name__)
+
+
+def quantize_onnx_qdq(onnx_path: str | os.PathLike, out_path: str | os.PathLike,
+                      calibration: Sequence[dict[str, np.ndarray]], *, per_channel: bool = True) -> Path:
+    """Write a QDQ int8 copy of ``onnx_path`` calibrated on ``calibration`` (batch-1 input dicts)."""
+    from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
+                                          quantize_static)
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self._items = iter(calibration)
+
+        def get_next(self):
+            return next(self._items, None)
+
+    out_path = Path(out_path)
+    with tempfile.TemporaryDirectory(prefix="edgekd-qdq-") as tmp:
+        prepared = Path(tmp) / "prepared.onnx"
+        root = logging.getLogger()
+        level = root.level
+        root.setLevel(max(level, logging.WARNING))  # ORT's quantiser logs every bias copy on the root logger
+        try:
+            with contextlib.redirect_stdout(io.StringIO()):
+                quant_pre_process(str(onnx_path), str(prepared), skip_symbolic_shape=True)
+                quantize_static(str(prepared), str(out_path), Reader(), quant_format=QuantFormat.QDQ,
+                                activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+                                per_channel=per_channel, calibrate_method=CalibrationMethod.MinMax,
+                                extra_options={"ActivationSymmetric": False, "WeightSymmetric": True})
+        except Exception as exc:  # ORT quantisation raises many types
+            raise EdgekdError(f"ONNX QDQ quantisation failed: {type(exc).__name__}: {exc}", file=onnx_path,
+                              fix="export without onnx_int8_qdq (a target profile without it) or fix the op") from None
+        finally:
+            root.setLevel(level)
+    if not out_path.is_file():
+        raise EdgekdError("ONNX QDQ quantisation wrote no file", file=out_path)
+    return out_path

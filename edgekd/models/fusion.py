@@ -1,0 +1,102 @@
+"""Image+radar models of paper 1 (inputs in the order image, radar).
+
+At paper scale (224x224 images, radar 128x64) the teacher has 2.948M parameters
+(paper 2.931M) and the student 0.106M (paper 0.106M).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from edgekd.models.base import BeamModel, check_multiple, check_pair, check_width, register_model
+from edgekd.models.blocks import RecurrentHead, conv_bn_relu, depthwise_separable, mlp, scaled
+from edgekd.models.image import TeacherImageEncoder
+from edgekd.models.radar import StudentRadarEncoder, TeacherRadarEncoder
+
+EMBED = 64
+HIDDEN = 64
+
+
+class StudentFusionImageEncoder(nn.Module):
+    """3x3 stride-2 conv (1->12), depthwise-separable stride-2 blocks 12-16-24-40-96 -> 96 x S/32 x S/32,
+    global average + max pooling -> 192."""
+
+    def __init__(self, width: float = 1.0):
+        super().__init__()
+        c = scaled([12, 16, 24, 40, 96], width)
+        layers: list[nn.Module] = [conv_bn_relu(1, c[0], stride=2)]
+        layers += [depthwise_separable(a, b, stride=2) for a, b in zip(c[:-1], c[1:])]
+        self.cnn = nn.Sequential(*layers)
+        self.channels = 2 * c[-1]
+
+    def forward(self, frames: Tensor) -> dict[str, Tensor]:
+        fmap = self.cnn(frames)
+        pooled = torch.cat([fmap.mean(dim=(2, 3)), fmap.amax(dim=(2, 3))], dim=1)
+        return {"pooled": pooled, "vector": pooled}
+
+
+class _FusionModel(BeamModel):
+    input_modalities = ("image", "radar")
+
+    def __init__(self, *, num_beams: int, window: int, horizons: int, image_size: int, radar_shape,
+                 width: float):
+        super().__init__(num_beams=num_beams, window=window, horizons=horizons)
+        self.image_size = check_multiple("image_size", image_size, 32, why="5 stride-2 stages")
+        self.radar_shape = check_pair("radar_shape", radar_shape, 16, why="4 stride-2 stages")
+        self.width = check_width(width)
+
+    def input_shapes(self) -> dict[str, tuple[int, ...]]:
+        return {"image": (self.window, 1, self.image_size, self.image_size),
+                "radar": (self.window, 2, *self.radar_shape)}
+
+    def forward_features(self, image: Tensor, radar: Tensor) -> dict[str, Tensor]:
+        self.check_inputs((image, radar))
+        img = self.image_encoder(image.reshape(-1, 1, self.image_size, self.image_size))
+        rad = self.radar_encoder(radar.reshape(-1, 2, *self.radar_shape))
+        joint = self.fuse(torch.cat([img["vector"], rad["vector"]], dim=1))
+        embedding = self.norm(joint.reshape(-1, self.window, EMBED))
+        t = self.window
+        return {"image_backbone": img["pooled"].reshape(-1, t, self.image_encoder.channels),
+                "radar_backbone": rad["pooled"].reshape(-1, t, self.radar_encoder.channels),
+                "backbone": torch.cat([img["pooled"], rad["pooled"]], dim=1).reshape(-1, t, self.backbone_size),
+                "embedding": embedding, **self.head(embedding)}
+
+    @property
+    def backbone_size(self) -> int:
+        return self.image_encoder.channels + self.radar_encoder.channels
+
+
+@register_model("fusion_teacher")
+class FusionTeacher(_FusionModel):
+    """Image extractor (image teacher without attention) + radar extractor -> concat 128 -> 64 ->
+    LayerNorm -> 2-layer GRU(64) -> 8-head self-attention + residual -> classifier 64-64-64-beams."""
+
+    def __init__(self, *, num_beams: int = 64, window: int = 8, horizons: int = 4, image_size: int = 64,
+                 radar_shape: tuple[int, int] | list[int] = (64, 32), width: float = 1.0):
+        super().__init__(num_beams=num_beams, window=window, horizons=horizons, image_size=image_size,
+                         radar_shape=radar_shape, width=width)
+        self.image_encoder = TeacherImageEncoder(self.image_size, self.width, attention=False)
+        self.radar_encoder = TeacherRadarEncoder(self.radar_shape, self.width)
+        self.fuse = nn.Linear(2 * EMBED, EMBED)
+        self.norm = nn.LayerNorm(EMBED)
+        self.head = RecurrentHead(input_size=EMBED, hidden_size=HIDDEN, num_beams=self.num_beams,
+                                  horizons=self.horizons, num_layers=2, attention="mhsa", heads=8,
+                                  classifier=(64, 64), classifier_dropout=(0.5, 0.3))
+
+
+@register_model("fusion_student")
+class FusionStudent(_FusionModel):
+    """Depthwise-separable image and radar CNNs, avg+max pooling -> 384-128-64-64 -> LayerNorm ->
+    GRU(64, 64) -> classifier 64-64-beams."""
+
+    def __init__(self, *, num_beams: int = 64, window: int = 8, horizons: int = 4, image_size: int = 64,
+                 radar_shape: tuple[int, int] | list[int] = (64, 32), width: float = 1.0):
+        super().__init__(num_beams=num_beams, window=window, horizons=horizons, image_size=image_size,
+                         radar_shape=radar_shape, width=width)
+        self.image_encoder = StudentFusionImageEncoder(self.width)
+        self.radar_encoder = StudentRadarEncoder(self.width)
+        self.fuse = mlp([self.backbone_size, 128, 64, EMBED], (0.3, 0.2))
+        self.norm = nn.LayerNorm(EMBED)
+        self.head = RecurrentHead(input_size=EMBED, hidden_size=HIDDEN, num_beams=self.num_beams,
+                                  horizons=self.horizons, classifier=(64,), classifier_dropout=(0.5,))

@@ -1,0 +1,27 @@
+"""Forward pass of each student at batch 1 (default profile, eval, one thread), torch on CPU.
+
+Run: .venv/bin/python -m pytest tests/benchmarks/test_models_speed.py --benchmark-enable
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from edgekd.models import create_model
+
+STUDENTS = ["image_student", "fusion_student", "radar_student", "lidar_student", "gps_baseline"]
+
+
+@pytest.mark.parametrize("name", STUDENTS)
+def test_student_forward_batch1(benchmark, name: str) -> None:
+    torch.set_num_threads(1)
+    model = create_model(name).eval()
+    inputs = model.example_inputs(1)
+
+    def forward():
+        with torch.inference_mode():
+            return model(*inputs)
+
+    logits = benchmark(forward)
+    assert logits.shape == (1, 4, 64)

@@ -1,0 +1,303 @@
+"""The DeepSense 6G importer on fabricated scenario folders in the real file formats."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import scipy.io
+from PIL import Image
+
+from edgekd.data import load_dataset
+from edgekd.data.deepsense import (
+    EARTH_RADIUS_M,
+    ImportConfig,
+    import_deepsense,
+    latlon_to_metres,
+    parse_time_of_day,
+    read_ply_points,
+)
+from edgekd.errors import EdgekdError
+
+BS_LATLON = (33.42, -111.93)
+ALL_PARTS = ("rgb", "radar", "lidar_scr", "ply", "power", "beam", "loc")
+
+
+def _write_ply(path: Path, points: np.ndarray, fmt: str = "ascii") -> None:
+    header = (f"ply\nformat {fmt} 1.0\ncomment fabricated scan\nelement vertex {len(points)}\n"
+              "property float x\nproperty float y\nproperty float z\nproperty uchar intensity\nend_header\n")
+    with open(path, "wb") as handle:
+        handle.write(header.encode())
+        if fmt == "ascii":
+            for x, y, z in points:
+                handle.write(f"{x:.4f} {y:.4f} {z:.4f} 7\n".encode())
+        else:
+            dtype = np.dtype([("x", "<f4"), ("y", "<f4"), ("z", "<f4"), ("i", "u1")])
+            table = np.zeros(len(points), dtype=dtype)
+            table["x"], table["y"], table["z"], table["i"] = points[:, 0], points[:, 1], points[:, 2], 7
+            handle.write(table.tobytes())
+
+
+def _metres_to_latlon(east: float, north: float) -> tuple[float, float]:
+    lat = BS_LATLON[0] + math.degrees(north / EARTH_RADIUS_M)
+    lon = BS_LATLON[1] + math.degrees(east / (EARTH_RADIUS_M * math.cos(math.radians(BS_LATLON[0]))))
+    return lat, lon
+
+
+def build_scenario(root: Path, seq_lengths=(14, 13, 15, 12), parts=ALL_PARTS, *, nan_rows=(), seed=0,
+                   radar_shape=(4, 32, 16), csv_name="scenario8.csv", extra_columns=None) -> dict:
+    """Write a DeepSense-style folder; return the ground truth used to make it."""
+    rng = np.random.default_rng(seed)
+    root.mkdir(parents=True, exist_ok=True)
+    for sub in ("unit1/camera_data", "unit1/radar_data", "unit1/lidar_data", "unit1/lidar_SCR",
+                "unit1/mmWave_data", "unit1/GPS_data", "unit2/GPS_data"):
+        (root / sub).mkdir(parents=True, exist_ok=True)
+    (root / "unit1/GPS_data/bs_location.txt").write_text(f"{BS_LATLON[0]:.10f}\n{BS_LATLON[1]:.10f}\n")
+    header = ["index"]
+    names = {"rgb": "unit1_rgb", "radar": "unit1_radar", "ply": "unit1_lidar", "lidar_scr": "unit1_lidar_SCR",
+             "power": "unit1_pwr_60ghz", "beam": "unit1_beam"}
+    header += [names[p] for p in ("rgb", "radar", "ply", "lidar_scr", "power", "beam") if p in parts]
+    if "loc" in parts:
+        header += ["unit1_loc", "unit2_loc"]
+    header += ["seq_index", "time_stamp[UTC]"] + list(extra_columns or {})
+    rows, truth = [], {"best": [], "scr": [], "east_north": [], "seq": []}
+    index = 0
+    for seq, length in enumerate(seq_lengths, start=1):
+        for k in range(length):
+            index += 1
+            row = {"index": index, "seq_index": seq, "time_stamp[UTC]": f"11-46-{30 + k // 10:02d}.{k % 10}00000"}
+            best = int((seq * 7 + k) % 64)
+            power = rng.random(64) * 0.2
+            power[best] = 1.0 + rng.random()
+            if index in nan_rows:
+                power[5] = np.nan
+            if "power" in parts:
+                np.savetxt(root / f"unit1/mmWave_data/mmWave_power_{index}.txt", power)
+                row["unit1_pwr_60ghz"] = f"./unit1/mmWave_data/mmWave_power_{index}.txt"
+            if "beam" in parts:
+                row["unit1_beam"] = best + 1  # DeepSense beams are 1-based
+            if "rgb" in parts:
+                pixels = rng.integers(0, 256, (30, 40, 3), dtype=np.uint8)
+                Image.fromarray(pixels).save(root / f"unit1/camera_data/image_{index}.jpg", quality=90)
+                row["unit1_rgb"] = f"./unit1/camera_data/image_{index}.jpg"
+            if "radar" in parts:
+                cube = (rng.normal(size=radar_shape) + 1j * rng.normal(size=radar_shape)).astype(np.complex64)
+                scipy.io.savemat(root / f"unit1/radar_data/radar_{index}.mat", {"data": cube})
+                row["unit1_radar"] = f"./unit1/radar_data/radar_{index}.mat"
+            scan = rng.uniform(2.0, 40.0, 216)
+            if "lidar_scr" in parts:
+                scipy.io.savemat(root / f"unit1/lidar_SCR/lidar_{index}.mat", {"data": scan[None, :]})
+                row["unit1_lidar_SCR"] = f"./unit1/lidar_SCR/lidar_{index}.mat"
+            if "ply" in parts:
+                angles = rng.uniform(-1.0, 1.0, 200)
+                ranges = rng.uniform(3.0, 30.0, 200)
+                points = np.stack([ranges * np.cos(angles), ranges * np.sin(angles), rng.normal(0, 0.2, 200)], 1)
+                _write_ply(root / f"unit1/lidar_data/lidar_{index}.ply", points)
+                row["unit1_lidar"] = f"./unit1/lidar_data/lidar_{index}.ply"
+            east, north = 5.0 + 1.5 * k, 20.0 + seq
+            if "loc" in parts:
+                lat, lon = _metres_to_latlon(east, north)
+                (root / f"unit2/GPS_data/gps_{index}.txt").write_text(f"{lat:.10f}\n{lon:.10f}\n")
+                row["unit1_loc"] = "./unit1/GPS_data/bs_location.txt"
+                row["unit2_loc"] = f"./unit2/GPS_data/gps_{index}.txt"
+            for column, value in (extra_columns or {}).items():
+                row[column] = value(seq, k)
+            rows.append(row)
+            if index not in nan_rows:
+                truth["best"].append(best)
+                truth["scr"].append(scan)
+                truth["east_north"].append((east, north))
+                truth["seq"].append(seq)
+    with open(root / csv_name, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=header)
+        writer.writeheader()
+        writer.writerows(rows)
+    return {key: np.asarray(value) for key, value in truth.items()}
+
+
+def _all_windows(path):
+    return {s: load_dataset(path, s) for s in json.loads((path / "meta.json").read_text())["splits"]}
+
+
+@pytest.fixture(scope="module")
+def lidar_gps_scenario(tmp_path_factory):
+    root = tmp_path_factory.mktemp("scenario8")
+    truth = build_scenario(root, seq_lengths=(20, 16, 15, 14), parts=("lidar_scr", "power", "beam", "loc"),
+                           nan_rows=(5, 33))
+    return root, truth
+
+
+def test_import_lidar_gps(lidar_gps_scenario, tmp_path):
+    root, truth = lidar_gps_scenario
+    out = import_deepsense(root, tmp_path / "ds", config=ImportConfig(split=(0.5, 0.25, 0.25)))
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["source"] == "deepsense" and set(meta["modalities"]) == {"lidar", "gps"}
+    assert meta["dropped"]["nan_power"] == 2 and meta["dropped"]["csv_lines"] == [6, 34]
+    assert meta["num_frames"] == 65 - 2
+    assert meta["deepsense"]["beam_column_mismatch"] == 0
+    assert {"lighting", "weather", "los_blocked"} <= set(meta["unknown_conditions"])
+    # frames in CSV order within each drive: compare with the ground truth
+    beams = np.load(out / "frames/beams.npy")
+    np.testing.assert_array_equal(beams, truth["best"])  # 0-based argmax of power = 1-based column - 1
+    np.testing.assert_allclose(np.load(out / "frames/lidar.npy"), truth["scr"] / 10.0, rtol=1e-6)
+    np.testing.assert_allclose(np.load(out / "frames/gps.npy"), truth["east_north"] / 100.0, atol=1e-4)
+    np.testing.assert_array_equal(np.load(out / "info/drive.npy"), truth["seq"])
+    assert np.all(np.load(out / "info/lighting.npy") == -1)
+    power = np.load(out / "frames/power.npy")
+    assert np.all(np.isfinite(power)) and np.allclose(power.max(axis=1), 1.0)
+    # split by sequence, and no window spans a dropped row
+    drives = {s: set(ds.conditions["drive"].tolist()) for s, ds in _all_windows(out).items()}
+    assert drives == {"train": {1, 2}, "val": {3}, "test": {4}}
+    source_row = np.load(out / "info/source_row.npy")
+    for ds in _all_windows(out).values():
+        spans = ds.indices[:, None] + np.arange(ds.window + ds.horizons - 1)
+        assert np.all(np.diff(source_row[spans], axis=1) == 1)
+    time_s = np.load(out / "info/time_s.npy")
+    assert time_s[0] == 0.0 and time_s[1] == pytest.approx(0.1, abs=1e-5)
+
+
+def test_one_error_lists_every_bad_file(lidar_gps_scenario, tmp_path):
+    root, _ = lidar_gps_scenario
+    broken = tmp_path / "broken"
+    build_scenario(broken, parts=("lidar_scr", "power", "beam", "loc"), seq_lengths=(14, 13, 15, 12))
+    (broken / "unit1/lidar_SCR/lidar_3.mat").unlink()
+    (broken / "unit2/GPS_data/gps_9.txt").unlink()
+    (broken / "unit1/mmWave_data/mmWave_power_11.txt").write_text("1 2 3\n")  # 3 powers, not 64
+    (broken / "unit1/lidar_SCR/lidar_20.mat").write_bytes(b"this is not a mat file")
+    with pytest.raises(EdgekdError) as err:
+        import_deepsense(broken, tmp_path / "ds")
+    text = str(err.value)
+    assert "4 missing or unreadable" in text
+    for needle in ("lidar_3.mat: missing", "gps_9.txt: missing", "expected 64 powers", "lidar_20.mat: unreadable"):
+        assert needle in text
+    assert err.value.file.endswith("scenario8.csv") and err.value.fix
+    assert not (tmp_path / "ds").exists()
+
+
+def test_many_problems_are_capped(tmp_path):
+    root = tmp_path / "s"
+    build_scenario(root, parts=("lidar_scr", "power"), seq_lengths=(15, 15))
+    for path in sorted((root / "unit1/lidar_SCR").glob("*.mat")):
+        path.unlink()
+    with pytest.raises(EdgekdError) as err:
+        import_deepsense(root, tmp_path / "ds")
+    assert "30 missing" in str(err.value) and "... and 10 more" in str(err.value)
+    assert str(err.value).count("\n  - ") == 20  # the first 20 listed, the rest counted
+
+
+def test_beam_column_only_is_one_based(tmp_path):
+    root = tmp_path / "s"
+    truth = build_scenario(root, parts=("lidar_scr", "beam"), seq_lengths=(12, 12, 12))
+    out = import_deepsense(root, tmp_path / "ds", config=ImportConfig(split=(0.34, 0.33, 0.33)))
+    np.testing.assert_array_equal(np.load(out / "frames/beams.npy"), truth["best"])
+    power = np.load(out / "frames/power.npy")
+    np.testing.assert_array_equal(power.argmax(axis=1), truth["best"])  # one-hot when no power column
+    assert "one-hot" in json.loads((out / "meta.json").read_text())["deepsense"]["power"]
+    # a 0 in a 1-based column is an error naming the line
+    lines = (root / "scenario8.csv").read_text().splitlines()
+    cells = lines[1].split(",")
+    header = lines[0].split(",")
+    cells[header.index("unit1_beam")] = "0"
+    lines[1] = ",".join(cells)
+    (root / "scenario8.csv").write_text("\n".join(lines) + "\n")
+    with pytest.raises(EdgekdError, match="line 2, unit1_beam: 0: beam must be 1-based"):
+        import_deepsense(root, tmp_path / "ds2")
+
+
+def test_conditions_from_optional_column(tmp_path):
+    root = tmp_path / "s"
+    build_scenario(root, parts=("lidar_scr", "power"), seq_lengths=(12, 12, 12),
+                   extra_columns={"time_of_day": lambda seq, k: "night" if seq == 2 else "Day"})
+    out = import_deepsense(root, tmp_path / "ds", config=ImportConfig(split=(0.34, 0.33, 0.33)))
+    lighting = np.load(out / "info/lighting.npy")
+    drive = np.load(out / "info/drive.npy")
+    assert np.all(lighting[drive == 2] == 2) and np.all(lighting[drive != 2] == 0)
+    meta = json.loads((out / "meta.json").read_text())
+    assert "lighting" not in meta["unknown_conditions"] and "weather" in meta["unknown_conditions"]
+
+
+def test_bad_folders(tmp_path):
+    with pytest.raises(EdgekdError, match="scenario folder not found"):
+        import_deepsense(tmp_path / "nope", tmp_path / "ds")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(EdgekdError, match="no scenario CSV"):
+        import_deepsense(tmp_path / "empty", tmp_path / "ds")
+    root = tmp_path / "noseq"
+    build_scenario(root, parts=("lidar_scr", "power"), seq_lengths=(12,))
+    text = (root / "scenario8.csv").read_text().replace("seq_index", "sequence")
+    (root / "scenario8.csv").write_text(text)
+    with pytest.raises(EdgekdError) as err:
+        import_deepsense(root, tmp_path / "ds")
+    assert err.value.field == "seq_index"
+    with pytest.raises(EdgekdError, match="must be positive"):
+        ImportConfig(image_size=-1)
+
+
+@pytest.mark.parametrize("fmt", ["ascii", "binary_little_endian"])
+def test_ply_reader(tmp_path, fmt):
+    points = np.random.default_rng(1).normal(size=(50, 3)).astype(np.float32)
+    _write_ply(tmp_path / "scan.ply", points, fmt)
+    np.testing.assert_allclose(read_ply_points(tmp_path / "scan.ply"), points, atol=1e-4)
+    (tmp_path / "bad.ply").write_bytes(b"ply\nformat ascii 1.0\nelement vertex 3\nproperty float x\nend_header\n")
+    with pytest.raises(ValueError, match="x/y/z"):
+        read_ply_points(tmp_path / "bad.ply")
+
+
+def test_geodesy_and_time_helpers():
+    lat, lon = _metres_to_latlon(120.0, -45.0)
+    east_north = latlon_to_metres(np.array(lat), np.array(lon), np.array(BS_LATLON[0]), np.array(BS_LATLON[1]))
+    np.testing.assert_allclose(east_north, [120.0, -45.0], atol=0.05)
+    assert parse_time_of_day("11-46-30.5") == pytest.approx(11 * 3600 + 46 * 60 + 30.5)
+    assert parse_time_of_day("2021-08-25 11:46:30") == pytest.approx(11 * 3600 + 46 * 60 + 30)
+    assert parse_time_of_day("") is None
+
+
+def test_import_every_modality_like_the_synthetic_path(tmp_path):
+    from edgekd.data import camera, lidar, radar
+
+    root = tmp_path / "scenario9"
+    build_scenario(root, parts=("rgb", "radar", "ply", "power", "beam", "loc"), seq_lengths=(12, 13, 12))
+    cfg = ImportConfig(image_size=24, range_bins=16, angle_bins=8, split=(0.34, 0.33, 0.33))
+    out = import_deepsense(root, tmp_path / "ds", config=cfg)
+    meta = json.loads((out / "meta.json").read_text())
+    assert set(meta["modalities"]) == {"image", "radar", "lidar", "gps"}
+    assert meta["modalities"]["image"]["frame_shape"] == [1, 24, 24]
+    assert meta["modalities"]["radar"]["frame_shape"] == [2, 16, 8]
+    assert meta["modalities"]["radar"]["preprocessing"]["scale"] == radar.RadarConfig().map_scale
+    assert meta["modalities"]["lidar"]["preprocessing"]["column"] == "unit1_lidar"
+    # frame k of the dataset is CSV row k (one drive after another, no rows dropped)
+    k = 17
+    image = camera.preprocess_image(np.asarray(Image.open(root / f"unit1/camera_data/image_{k + 1}.jpg")), 24)
+    np.testing.assert_array_equal(np.load(out / "frames/image.npy")[k], image)
+    cube = scipy.io.loadmat(root / f"unit1/radar_data/radar_{k + 1}.mat")["data"]
+    maps = radar.normalise_maps(radar.cube_to_maps(cube[None].astype(np.complex64), 16, 8))[0]
+    np.testing.assert_allclose(np.load(out / "frames/radar.npy")[k].astype(np.float32),
+                               maps.astype(np.float32), atol=2e-3)
+    scan = lidar.points_to_bins(read_ply_points(root / f"unit1/lidar_data/lidar_{k + 1}.ply")) / 10.0
+    np.testing.assert_allclose(np.load(out / "frames/lidar.npy")[k], scan, rtol=1e-6)
+    ds = load_dataset(out, "train")
+    item = ds[0]
+    assert item["image"].shape == (8, 1, 24, 24) and item["radar"].shape == (8, 2, 16, 8)
+    assert 0 <= item["image"].min() and item["image"].max() <= 1
+
+
+def test_radar_bins_that_do_not_fit(tmp_path):
+    root = tmp_path / "s"
+    build_scenario(root, parts=("radar", "power"), seq_lengths=(12, 12, 12), radar_shape=(4, 16, 8))
+    with pytest.raises(EdgekdError) as err:
+        import_deepsense(root, tmp_path / "ds", config=ImportConfig(range_bins=64, angle_bins=8))
+    assert err.value.field == "unit1_radar" and "--range-bins" in err.value.fix
+    assert not (tmp_path / "ds").exists()
+
+
+def test_scr_preferred_over_point_cloud(tmp_path):
+    root = tmp_path / "s"
+    truth = build_scenario(root, parts=("lidar_scr", "ply", "power"), seq_lengths=(12, 12, 12))
+    out = import_deepsense(root, tmp_path / "ds", config=ImportConfig(split=(0.34, 0.33, 0.33)))
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["modalities"]["lidar"]["preprocessing"]["column"] == "unit1_lidar_SCR"
+    np.testing.assert_allclose(np.load(out / "frames/lidar.npy"), truth["scr"] / 10.0, rtol=1e-6)
