@@ -32,11 +32,10 @@ import numpy as np
 from edgekd import __version__
 from edgekd.bundle import read_manifest, verify_artifact_file
 from edgekd.errors import EdgekdError
-from edgekd.runtime.backends import open_artifact
+from edgekd.runtime.backends import open_artifact, tflite_interpreter_class
 from firmware_bench import inputs as inputs_mod
 from firmware_bench import latency, memory, opprofile
-from firmware_bench.power import (ESTIMATED, MeterOptions, PowerModel, PowerReader, choose_reader,
-                                  parse_meter_spec, parse_power_model)
+from firmware_bench.power import ESTIMATED, MeterOptions, PowerModel, PowerReader, choose_reader
 
 log = logging.getLogger(__name__)
 
@@ -180,6 +179,7 @@ def benchmark_student(bundle: Path, manifest: dict, name: str, settings: BenchSe
     reader, skipped = choose_reader(s.power_meter, options)
     idle = measure_idle(reader, s.idle_seconds, options.power_model)
 
+    import_ms = import_interpreter(artifact["format"])
     mem_before = memory.snapshot()
     t0 = time.perf_counter_ns()
     backend = open_artifact(bundle, artifact, threads=s.threads, providers=s.providers, verify_hash=False)
@@ -207,20 +207,34 @@ def benchmark_student(bundle: Path, manifest: dict, name: str, settings: BenchSe
                    "names": input_names, "shapes": {n: list(windows[0][n].shape) for n in input_names}},
         "output": output_check(timings.last_output),
         "latency": {
+            "interpreter_import_ms": import_ms,
             "init_ms": init_ms,
             "first_inference": first,
             "warmup": warm,
             **summary,
         },
-        "memory": memory_report(mem_before, mem_loaded, mem_after, peak_reset,
-                                {"model": model_path, "calibration": calib_path}),
-        "energy": energy_report(reader, skipped, energy, idle, timings.runs),
+        "memory": {**memory_report(mem_before, mem_loaded, mem_after, peak_reset,
+                                   {"model": model_path, "calibration": calib_path}),
+                   # the timed loop's own storage is part of the runs' RSS: say how much
+                   "timing_buffer_bytes": timings.buffer_bytes},
+        "energy": {"requested": s.power_meter,
+                   **energy_report(reader, skipped, energy, idle, timings.runs)},
         "accuracy": artifact.get("accuracy"),
     }
     if s.op_profile:
         result["op_profile"] = op_profile(backend, artifact, model_path, windows, s)
     result["flags"] = flags_of(result)
     return result
+
+
+def import_interpreter(fmt: str) -> float:
+    """Import the interpreter package before timing the load: init time is the model's, not Python's."""
+    t0 = time.perf_counter_ns()
+    if fmt == "tflite":
+        tflite_interpreter_class()
+    else:
+        importlib.import_module("onnxruntime")
+    return (time.perf_counter_ns() - t0) / 1e6
 
 
 def measure_idle(reader: PowerReader | None, seconds: float, model: PowerModel | None) -> dict[str, Any]:
@@ -238,7 +252,8 @@ def measure_idle(reader: PowerReader | None, seconds: float, model: PowerModel |
         joules = reader.stop()
     except (OSError, RuntimeError, ValueError, EdgekdError) as exc:
         return {"power_w": None, "method": UNAVAILABLE, "error": str(exc)}
-    return {"power_w": joules / seconds, "method": reader.method, "seconds": seconds}
+    window = reader.window_s or seconds
+    return {"power_w": joules / window, "method": reader.method, "seconds": window}
 
 
 def timed_with_energy(backend: Any, windows: list, rule: latency.StopRule,
@@ -291,11 +306,15 @@ def energy_report(reader: PowerReader | None, skipped: list[dict], energy: dict,
     if reader is None:
         report["notes"].append("no power meter readable and no power model: energy not reported")
     if joules is not None and runs > 0 and energy["seconds"]:
-        report["per_inference_mj"] = joules / runs * 1e3
-        report["mean_power_w"] = joules / energy["seconds"]
+        # The meter's window brackets the loop by a few reads; its mean power times the loop's own
+        # duration is the energy of the runs.
+        report["meter_window_s"] = reader.window_s or energy["seconds"]
+        report["mean_power_w"] = joules / report["meter_window_s"]
+        loop_joules = report["mean_power_w"] * energy["seconds"]
+        report["per_inference_mj"] = loop_joules / runs * 1e3
         if idle.get("power_w") is not None:
             # Energy the inferences add over an idle board: what a duty-cycled deployment pays per frame.
-            above = joules - idle["power_w"] * energy["seconds"]
+            above = loop_joules - idle["power_w"] * energy["seconds"]
             report["above_idle_per_inference_mj"] = above / runs * 1e3
     return report
 
@@ -311,7 +330,8 @@ def memory_report(before: dict, loaded: dict, after: dict, peak_reset: bool,
         "rss_after_runs_bytes": after.get("rss_bytes"),
         "load_delta_bytes": delta(before, loaded),
         "peak_rss_bytes": max(v for v in (before.get("peak_rss_bytes"), loaded.get("peak_rss_bytes"),
-                                          after.get("ru_maxrss_bytes")) if v is not None),
+                                          after.get("peak_rss_bytes"), after.get("ru_maxrss_bytes"))
+                              if v is not None),
         # After resetting VmHWM at the start of the runs, VmHWM at the end is the runs' own peak.
         "peak_rss_during_runs_bytes": after.get("peak_rss_bytes") if peak_reset else None,
         "peak_during_runs_note": None if peak_reset else "VmHWM could not be reset: only the lifetime peak is known",
@@ -395,6 +415,9 @@ def flags_of(result: dict[str, Any]) -> list[str]:
     if mlperf["flag"]:
         flags.append(mlperf["flag"])
     energy = result["energy"]
+    if energy.get("requested") not in (None, "auto", "estimate", "estimated") and energy["skipped"]:
+        first = energy["skipped"][0]
+        flags.append(f"power meter '{energy['requested']}' unavailable: {first['reason']}")
     if energy["method"] == ESTIMATED:
         flags.append("energy estimated from a power model, not measured")
     elif energy["method"] == UNAVAILABLE:

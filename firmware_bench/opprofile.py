@@ -163,4 +163,6 @@ def ort_op_profile(model_path: str | os.PathLike, feeds: Sequence[dict[str, np.n
     rows = aggregate_ort_profile(events, runs)
     return {"source": "onnxruntime session profiler (separate session)", "runs": runs,
             "op_counts": {r["op"]: r["count"] for r in rows}, "per_op_timing": rows,
-            "per_op_timing_note": f"ONNX Runtime kernel times, mean over {runs} profiled runs"}
+            "per_op_timing_note": (f"ONNX Runtime kernel times, mean over {runs} profiled runs; the profiler "
+                                   "adds overhead per node, so compare shares (avg_pct), not absolute "
+                                   "times, with the latency figures")}

@@ -111,7 +111,7 @@ def to_text(report: dict[str, Any]) -> str:
     for r in report["results"]:
         energy = r["energy"]
         if energy["method"] != "unavailable":
-            lines.append(f"  {r['student']}: energy {energy['method']} over {energy['scope']}")
+            lines.append(f"  {r['student']}: energy {energy['method']}, covers: {energy['scope']}")
         for flag in r["flags"]:
             lines.append(f"  {r['student']}: {flag}")
     return "\n".join(lines) + "\n"

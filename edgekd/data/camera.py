@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 
 import numpy as np
 
@@ -101,7 +102,8 @@ def _background(cam_key: tuple, street_key: tuple) -> tuple[np.ndarray, np.ndarr
 
     albedo = np.zeros((n, n))
     depth = np.full((n, n), SKY_DEPTH_M)
-    gx, gy = uu * ground_depth, ground_depth
+    gy = np.where(on_ground, ground_depth, 0.0)
+    gx = uu * gy
     far_curb = curb + 2 * lanes_each_way * lane_w
     road = (gy >= curb) & (gy <= far_curb)
     ground = np.where(road, 0.28, 0.55)
@@ -177,41 +179,44 @@ def _draw_vehicles(albedo: np.ndarray, depth: np.ndarray, lamps: np.ndarray, tru
     u1 = proj.column(xc + length / 2, face)
     visible = (face > 0.5) & (u1 > 0) & (u0 < n)
     order = np.argsort(-face)
-    for k in order[visible[order]]:
-        a, b = _span(u0[k], u1[k], n)
+    order = order[visible[order]]
+    if order.size == 0:
+        return
+    # Plain Python floats from here: a handful of vehicles, where numpy scalars only cost time.
+    focal, cv, cam_h = proj.focal, proj.cv, proj.height
+    rows = lambda z, y: cv + focal * (cam_h - z) / y  # noqa: E731
+    for k, xk, fk, wk, hk, lk, a_u, b_u, shade, vx in zip(
+            order.tolist(), xc[order].tolist(), face[order].tolist(), width[order].tolist(),
+            height[order].tolist(), length[order].tolist(), u0[order].tolist(), u1[order].tolist(),
+            truth.shade[order].tolist(), truth.velocity_x[f, order].tolist()):
+        a, b = _span(a_u, b_u, n)
         if a >= b:
             continue
-        top = proj.row(height[k], face[k])
-        bottom = proj.row(0.0, face[k])
-        roof_far = proj.row(height[k], face[k] + width[k])
-        r_roof, r_top = _span(roof_far, top, n)
+        top, bottom = rows(hk, fk), rows(0.0, fk)
+        r_roof, r_top = _span(rows(hk, fk + wk), top, n)
         r0, r1 = _span(top, bottom, n)
-        shade = truth.shade[k]
-        if r_roof < r_top:  # roof seen from above, lit a little brighter than the side
+        if r_roof < r_top:  # roof seen from above, a little brighter than the side
             albedo[r_roof:r_top, a:b] = min(shade * 1.15, 1.0)
-            depth[r_roof:r_top, a:b] = face[k] + width[k] / 2
+            depth[r_roof:r_top, a:b] = fk + wk / 2
         if r0 < r1:
             albedo[r0:r1, a:b] = shade
-            depth[r0:r1, a:b] = face[k]
-            tall = height[k] > 2.5
+            depth[r0:r1, a:b] = fk
             # Side windows: a dark band in the upper part of the body (a row of them on buses).
-            w0, w1 = _span(proj.row(height[k] * 0.85, face[k]),
-                           proj.row(height[k] * (0.55 if not tall else 0.6), face[k]), n)
-            inset = 0.15 * (u1[k] - u0[k])
-            c0, c1 = _span(u0[k] + inset, u1[k] - inset, n)
+            w0, w1 = _span(rows(hk * 0.85, fk), rows(hk * (0.6 if hk > 2.5 else 0.55), fk), n)
+            inset = 0.15 * (b_u - a_u)
+            c0, c1 = _span(a_u + inset, b_u - inset, n)
             if w0 < w1 and c0 < c1:
                 albedo[w0:w1, c0:c1] = 0.12
-        heading = np.sign(truth.velocity_x[f, k]) or 1.0
-        front = xc[k] + heading * length[k] / 2
-        rear = xc[k] - heading * length[k] / 2
-        lamp_row = proj.row(0.7, face[k])
-        radius = max(0.6 * proj.focal / face[k], 1.0)
-        _add_blob(lamps, proj.column(front, face[k]), lamp_row, radius, 1.0)
-        _add_blob(lamps, proj.column(rear, face[k]), lamp_row, radius * 0.6, 0.35)
+        heading = 1.0 if vx >= 0 else -1.0
+        lamp_row = rows(0.7, fk)
+        radius = max(0.6 * focal / fk, 1.0)
+        _add_blob(lamps, proj.cu + focal * (xk + heading * lk / 2) / fk, lamp_row, radius, 1.0)
+        _add_blob(lamps, proj.cu + focal * (xk - heading * lk / 2) / fk, lamp_row, radius * 0.6, 0.35)
 
 
 def _span(lo: float, hi: float, n: int) -> tuple[int, int]:
-    return int(np.clip(np.floor(lo), 0, n)), int(np.clip(np.ceil(hi), 0, n))
+    """Pixel index range [a, b) covering the interval [lo, hi], clipped to the image."""
+    return min(max(math.floor(lo), 0), n), min(max(math.ceil(hi), 0), n)
 
 
 @functools.lru_cache(maxsize=64)

@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import json
-import logging
 import time
 from pathlib import Path
 
 import click
 
 from edgekd.errors import EdgekdError
-
-log = logging.getLogger(__name__)
 
 SPLIT_HELP = "Train/val/test fractions of the drives, in order of drive id: 0.7,0.15,0.15 (or train,test: 0.8,0.2)."
 
@@ -31,36 +28,31 @@ def data() -> None:
     """
 
 
-@data.command("synth")
+@data.command("synth", short_help="Simulate the synthetic scenario into a dataset.")
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Dataset directory to create.")
-@click.option("--windows", type=int, default=None,
-              help="Number of windows (T observed frames + labels) to simulate [default: the scene config's].")
+@click.option("--windows", type=int, default=10_000, show_default=True,
+              help="Windows (T observed frames + future labels) to simulate; whole drives, so a few more may come.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Random seed; same seed, byte-identical arrays.")
 @click.option("--image-size", type=int, default=64, show_default=True, help="Camera image side in pixels (paper: 224).")
 @click.option("--config", "config_path", type=click.Path(path_type=Path), default=None,
-              help="Scene YAML (edgekd.data.synth.SceneConfig keys); default: the embedded scenario.")
+              help="Scene YAML (keys of edgekd.data.synth.SceneConfig) [default: the embedded scenario].")
 @click.option("--split", default="0.7,0.15,0.15", show_default=True, help=SPLIT_HELP)
 @click.option("--overwrite", is_flag=True, help="Replace --out if it is an existing dataset.")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar.")
-def synth(out: Path, windows: int | None, seed: int, image_size: int, config_path: Path | None, split: str,
+def synth(out: Path, windows: int, seed: int, image_size: int, config_path: Path | None, split: str,
           overwrite: bool, progress: bool) -> None:
     """Simulate the synthetic V2I scenario and store it as a dataset."""
-    from edgekd.data.store import check_output, normalise_split, write_recording
-    from edgekd.data.synth import synthesize_to_store_args
+    from edgekd.data.store import synthesize_dataset
 
     _positive(windows, "--windows", "ask for at least 1 window, e.g. --windows 10000")
     _positive(image_size, "--image-size", "use a positive image side, e.g. --image-size 64 (paper: 224)")
-    fractions = normalise_split(split)
-    check_output(out, overwrite=overwrite)  # fail before minutes of simulation, not after
     started = time.perf_counter()
-    recording, store_kwargs = synthesize_to_store_args(config_path, windows=windows, seed=seed,
-                                                      image_size=image_size, progress=progress)
-    path = write_recording(out, recording, split=fractions, overwrite=overwrite, **store_kwargs)
-    elapsed = time.perf_counter() - started
-    _echo_written(path, elapsed)
+    path = synthesize_dataset(out, windows=windows, seed=seed, image_size=image_size, config_path=config_path,
+                              split=split, overwrite=overwrite, progress=progress)
+    _echo_written(path, time.perf_counter() - started)
 
 
-@data.command("import-deepsense")
+@data.command("import-deepsense", short_help="Import a DeepSense 6G scenario folder.")
 @click.argument("scenario_dir", type=click.Path(path_type=Path))
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Dataset directory to create.")
 @click.option("--image-size", type=int, default=64, show_default=True, help="Camera image side after resizing.")
@@ -103,7 +95,7 @@ def _echo_written(path: Path, elapsed: float) -> None:
         click.echo(f"dropped {dropped} row(s) whose power vector has NaN")
 
 
-@data.command("info")
+@data.command("info", short_help="Verify and summarise a dataset; --plot draws it.")
 @click.argument("dataset", type=click.Path(path_type=Path))
 @click.option("--plot", "plot_path", type=click.Path(path_type=Path), default=None,
               help="Write a PNG: one window across all modalities, and the beam histograms.")

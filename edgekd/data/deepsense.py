@@ -32,7 +32,7 @@ import logging
 import os
 import re
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable
 
 import numpy as np
 
@@ -625,8 +625,3 @@ def _gps(scenario_dir: Path, roles: dict[str, str], rows: list[dict[str, str]], 
     gps = np.nan_to_num(metres / GPS_SCALE).astype(np.float32)
     return gps, {"stored": f"[east, north] metres / {GPS_SCALE:g} relative to the {reference}",
                  "column": roles["ue_loc"], "load": "float32 as stored"}
-
-
-def split_arg(text: str | Sequence[float]) -> tuple[float, float, float]:
-    """Parse ``--split`` (``0.7,0.15,0.15`` or ``0.8,0.2``)."""
-    return normalise_split(text)

@@ -92,21 +92,55 @@ def synthesize_cube(range_m: np.ndarray, range_rate_mps: np.ndarray, angle_rad: 
     """Raw complex64 cubes ``[F, Rx, S, C]`` from point targets ``[F, P]`` (amplitude is complex).
 
     Targets beyond the unambiguous range (``samples * range_resolution``) are
-    removed by the IF filter, so they are dropped here.
+    removed by the IF filter and targets outside the antenna's field of view
+    are not illuminated, so both are dropped here.
     """
     rx, s, c = cfg.rx_antennas, cfg.samples, cfg.chirps
     frames = range_m.shape[0]
-    in_range = (range_m < s * cfg.range_resolution_m) & (np.abs(angle_rad) <= np.deg2rad(cfg.fov_deg) / 2)
-    amp = np.where(in_range, amplitude, 0).astype(np.complex64)
-    fast = np.exp(2j * np.pi * (range_m / cfg.range_resolution_m / s)[..., None] * np.arange(s))
-    slow = np.exp(1j * np.pi * (range_rate_mps / cfg.max_velocity_mps)[..., None] * np.arange(c))
-    space = np.exp(1j * np.pi * np.sin(angle_rad)[..., None] * np.arange(rx))
-    left = (space[..., :, None] * fast[..., None, :]).reshape(frames, -1, rx * s).astype(np.complex64)
-    right = (amp[..., None] * slow).astype(np.complex64)
-    cube = np.matmul(left.transpose(0, 2, 1), right).reshape(frames, rx, s, c)
+    live = ((range_m < s * cfg.range_resolution_m) & (np.abs(angle_rad) <= np.deg2rad(cfg.fov_deg) / 2)
+            & (amplitude != 0))
+    # Only the live targets take part in the product: move them first, trim the rest.
+    order = np.argsort(~live, axis=1, kind="stable")[:, : max(int(live.sum(axis=1).max()), 1)]
+    pick = lambda a: np.take_along_axis(a, order, axis=1)  # noqa: E731
+    range_m, range_rate_mps, angle_rad, amplitude = map(pick, (range_m, range_rate_mps, angle_rad, amplitude))
+    amplitude = np.where(pick(live), amplitude, 0)
+    fast = _cis(2 * np.pi * (range_m / cfg.range_resolution_m / s)[..., None] * np.arange(s))  # [F, P, S]
+    slow = _cis(np.pi * (range_rate_mps / cfg.max_velocity_mps)[..., None] * np.arange(c))  # [F, P, C]
+    space = _cis(np.pi * np.sin(angle_rad)[..., None] * np.arange(rx))  # [F, P, Rx]
+    left = (space[..., :, None] * fast[..., None, :]).reshape(frames, -1, rx * s)  # [F, P, Rx*S]
+    right = slow * amplitude.astype(np.complex64)[..., None]
+    cube = complex_matmul(left.transpose(0, 2, 1), right).reshape(frames, rx, s, c)
     if noise:
         cube += complex_gaussian(rng, cube.shape)
     return cube
+
+
+def _cis(phase: np.ndarray) -> np.ndarray:
+    """``exp(j phase)`` as complex64 (phases reduced in float64 first, so float32 keeps them exact)."""
+    phase = np.mod(phase, 2 * np.pi).astype(np.float32)
+    out = np.empty(phase.shape, dtype=np.complex64)
+    out.real = np.cos(phase)
+    out.imag = np.sin(phase)
+    return out
+
+
+def complex_matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``a @ b`` for complex64 stacks via one real product (BLAS sgemm is much faster than cgemm here).
+
+    ``[Re a, Im a] @ [[Re b, Im b], [-Im b, Re b]]`` with the output columns
+    interleaved (re, im) is exactly the complex product's memory layout.
+    """
+    a = np.ascontiguousarray(a, dtype=np.complex64)
+    b = np.asarray(b, dtype=np.complex64)
+    a2 = np.concatenate([a.real, a.imag], axis=-1)  # [..., M, 2K]
+    b2 = np.empty(b.shape[:-2] + (2 * b.shape[-2], 2 * b.shape[-1]), dtype=np.float32)
+    k = b.shape[-2]
+    b2[..., :k, 0::2] = b.real
+    b2[..., :k, 1::2] = b.imag
+    b2[..., k:, 0::2] = -b.imag
+    b2[..., k:, 1::2] = b.real
+    out = np.matmul(a2, b2)
+    return out.view(np.complex64)
 
 
 @functools.lru_cache(maxsize=1)
@@ -123,7 +157,7 @@ def _gaussian_table() -> np.ndarray:
 def complex_gaussian(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
     """Circular complex Gaussian noise with unit variance (``E|n|^2 = 1``), complex64."""
     count = int(np.prod(shape))
-    idx = np.frombuffer(rng.bytes(4 * count), dtype=np.uint16)
+    idx = rng.integers(0, 1 << 16, size=2 * count, dtype=np.uint16)
     parts = _gaussian_table()[idx] * np.float32(np.sqrt(0.5))
     return parts.view(np.complex64).reshape(shape)
 
@@ -133,7 +167,7 @@ def vehicle_targets(truth, cfg: RadarConfig, rng: np.random.Generator) -> tuple[
 
     ``truth`` is a :class:`edgekd.data.scene.DriveTruth`. Points sit on the side
     facing the radar; a point whose line of sight crosses another vehicle is
-    attenuated by ``occlusion_db``.
+    attenuated by ``occlusion_db`` (decided per vehicle, at the middle of that side).
     """
     from edgekd.data.channel import segment_box_crossing
 
@@ -154,11 +188,11 @@ def vehicle_targets(truth, cfg: RadarConfig, rng: np.random.Generator) -> tuple[
     amp_ref = 10 ** (cfg.snr_ref_db / 20) * 10.0 ** 2 / np.sqrt(10.0)  # 10 m^2 at 10 m -> snr_ref
     amp = amp_ref * np.sqrt(rcs * fluct) / np.maximum(rng_m, 1.0) ** 2
 
-    points = np.stack([x, y], axis=-1).reshape(frames, k * p, 2)
-    hit, _ = segment_box_crossing(np.zeros_like(points), points, truth.boxes()[:, None])
-    own = np.repeat(np.eye(k, dtype=bool), p, axis=0)  # [K*P, K]: a point is on its own box
-    hidden = np.any(hit & ~own, axis=-1).reshape(frames, k, p)
-    amp = amp * np.where(hidden, 10 ** (-cfg.occlusion_db / 20), 1.0)
+    # Occlusion is decided per vehicle, at the middle of its visible side.
+    middle = np.stack([truth.center[..., 0], truth.center[..., 1] - width / 2], axis=-1)  # [F, K, 2]
+    hit, _ = segment_box_crossing(np.zeros_like(middle), middle, truth.boxes()[:, None])
+    hidden = np.any(hit & ~np.eye(k, dtype=bool), axis=-1)  # another vehicle's box is in the way
+    amp = amp * np.where(hidden, 10 ** (-cfg.occlusion_db / 20), 1.0)[..., None]
     phase = np.exp(2j * np.pi * rng.random(x.shape))
     flat = lambda a: a.reshape(frames, k * p)  # noqa: E731
     return flat(rng_m), flat(rate), flat(angle), flat(amp * phase)
@@ -211,8 +245,13 @@ def cube_to_maps(cube: np.ndarray, range_bins: int, angle_bins: int) -> np.ndarr
     x = x - x.mean(axis=-1, keepdims=True)  # remove static returns (zero Doppler)
     x = _fft.fft(x, axis=-1)  # Doppler FFT
     # Angle FFT zero-padded to angle_bins, as an exact DFT matrix product over the Rx axis.
-    dft = np.exp(-2j * np.pi * np.outer(np.arange(rx), np.arange(angle_bins)) / angle_bins).astype(dtype)
-    x = np.moveaxis(x, -3, -1) @ dft  # [..., R, C, A]
+    dft = np.exp(-2j * np.pi * np.outer(np.arange(rx), np.arange(angle_bins)) / angle_bins)
+    x = np.moveaxis(x, -3, -1)  # [..., R, C, Rx]
+    if dtype == np.complex64:
+        lead = x.shape[:-1]
+        x = complex_matmul(x.reshape(-1, rx), dft).reshape(lead + (angle_bins,))  # [..., R, C, A]
+    else:
+        x = x @ dft
     mag = np.abs(x)
     range_angle = np.log2(1 + mag.mean(axis=-2))  # [..., R, A]
     doppler_angle = np.log2(1 + mag.mean(axis=-3))  # [..., C, A]

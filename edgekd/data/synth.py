@@ -19,8 +19,11 @@ The default configuration ships as ``edgekd/data/scenes/default.yaml``.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
+import multiprocessing
+import os
 from pathlib import Path
 from typing import Any
 
@@ -193,8 +196,14 @@ def count_windows(frames_per_drive: np.ndarray | list[int], window: int = 8, fut
 # ---------------------------------------------------------------- simulation
 
 def synthesize(cfg: SceneConfig, windows: int, seed: int, image_size: int | None = 64, progress: bool = False,
-               window: int = 8, future: int = 3) -> Recording:
-    """Simulate drives until they hold at least ``windows`` windows; deterministic in (cfg, seed, sizes)."""
+               window: int = 8, future: int = 3, workers: int | None = None) -> Recording:
+    """Simulate drives until they hold at least ``windows`` windows; deterministic in (cfg, seed, sizes).
+
+    Drives too short for one window are skipped. ``workers``: processes to render
+    drives in (0 = in this process; None = automatic: a process per core for
+    large requests). The result does not depend on it: drive ``d`` always uses
+    the generator seeded ``(seed, d)``.
+    """
     if windows <= 0:
         raise EdgekdError(f"windows must be positive, got {windows}", field="windows", fix="pass --windows 1 or more")
     if image_size is not None and image_size <= 0:
@@ -202,22 +211,91 @@ def synthesize(cfg: SceneConfig, windows: int, seed: int, image_size: int | None
                           fix="pass e.g. --image-size 64")
     if image_size is not None:
         cfg = dataclasses.replace(cfg, camera=dataclasses.replace(cfg.camera, image_size=image_size))
+    drives, gains = plan_drives(cfg, windows, seed, window, future)
+    if workers is None:
+        workers = min(os.cpu_count() or 1, 4) if windows >= 3000 else 0
     bar = _progress(windows, progress)
-    parts, have, drive = [], 0, 0
-    while have < windows:
-        rng = np.random.default_rng([seed, drive])
-        rec = simulate_drive(cfg, rng, drive_id=drive)
-        gained = count_windows([rec.num_frames], window, future)
-        if gained:  # a pass too short for one window is skipped (it cannot be used)
-            parts.append(rec)
-            have += gained
-            bar.update(min(gained, windows - (have - gained)))
-        drive += 1
+    parts = []
+    for rec, gained in zip(_render_drives(cfg, seed, drives, workers), gains):
+        parts.append(rec)
+        bar.update(gained)
     bar.close()
     out = concat_recordings(parts)
     out.seed = seed
-    log.info("synthesised %d drives, %d frames, %d windows", len(parts), out.num_frames, have)
+    log.info("synthesised %d drives, %d frames, %d windows", len(parts), out.num_frames, sum(gains))
     return out
+
+
+def drive_rng(seed: int, drive: int) -> np.random.Generator:
+    """The generator of drive ``drive`` of a dataset made with ``seed``."""
+    return np.random.default_rng([seed, drive])
+
+
+def plan_drives(cfg: SceneConfig, windows: int, seed: int, window: int = 8,
+                future: int = 3) -> tuple[list[int], list[int]]:
+    """Drive ids (and the windows each one holds) needed for ``windows`` windows.
+
+    Only the scene stream decides a pass's length, so this replays just the
+    traffic simulation (cheap) and renders nothing.
+    """
+    drives, gains, have, drive = [], [], 0, 0
+    while have < windows:
+        scene_rng = drive_rng(seed, drive).spawn(len(STREAMS))[STREAMS.index("scene")]
+        truth = simulate_pass(cfg.street, cfg.traffic, cfg.user, cfg.array.codebook_fov_deg, cfg.frame_rate_hz,
+                              scene_rng)
+        gained = count_windows([truth.num_frames], window, future)
+        if gained:
+            drives.append(drive)
+            gains.append(min(gained, windows - have))
+            have += gained
+        drive += 1
+        if drive > 100 * (len(drives) + 10):
+            raise EdgekdError("the scene's passes are too short to hold a window", field="user.speed_mps",
+                              fix="lower the user's speed or widen the codebook's field of view")
+    return drives, gains
+
+
+def _render_one(args: tuple[SceneConfig, int, int]) -> Recording:
+    cfg, seed, drive = args
+    return simulate_drive(cfg, drive_rng(seed, drive), drive_id=drive)
+
+
+def _render_drives(cfg: SceneConfig, seed: int, drives: list[int], workers: int):
+    """Yield the rendered drives in order, in this process or in a pool of fresh processes."""
+    jobs = [(cfg, seed, d) for d in drives]
+    if workers <= 1:
+        with _single_threaded_blas():
+            yield from map(_render_one, jobs)
+        return
+    # Fresh (spawned) workers with single-threaded BLAS: the small matrix products
+    # here gain nothing from BLAS threads, and on a busy machine those threads spin.
+    ctx = multiprocessing.get_context("spawn")
+    saved = {k: os.environ.get(k) for k in _BLAS_THREAD_VARS}
+    os.environ.update({k: "1" for k in _BLAS_THREAD_VARS})
+    try:
+        with ctx.Pool(workers) as pool:
+            yield from pool.imap(_render_one, jobs, chunksize=4)
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+_BLAS_THREAD_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+@contextlib.contextmanager
+def _single_threaded_blas():
+    """Limit BLAS to one thread in this process when threadpoolctl is installed (else a no-op)."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        yield
+        return
+    with threadpool_limits(limits=1, user_api="blas"):
+        yield
 
 
 def simulate_drive(cfg: SceneConfig, rng: np.random.Generator, n_frames: int | None = None,

@@ -134,6 +134,14 @@ def _resume_checkpoint(out: Path | None, resume: bool | str | os.PathLike, model
     return ckpt
 
 
+def _build(method: str, student: nn.Module, teacher: nn.Module | None, cfg: TrainConfig):
+    try:
+        return build_distiller(method, student, teacher, cfg)
+    except (ValueError, KeyError) as exc:
+        raise EdgekdError(f"cannot set up KD method '{method}': {str(exc).strip(chr(39))}", field="method",
+                          fix="check horizon_weights / rkd_feature / hint_feature against the method and models") from None
+
+
 def _run(distiller, train, val, test, cfg: TrainConfig, out, log_path, meta, resume_ckpt, info) -> TrainResult:
     trainer = Trainer(distiller, train, val, cfg, test_ds=test, out=out, log_path=log_path,
                       checkpoint_meta=meta, dist=info)
@@ -164,7 +172,7 @@ def train_model(model_name: str, data_path: str | os.PathLike, cfg: TrainConfig 
     model = create_model(model_name, **kwargs)
     train, val, test = _load_splits(data_path, model.input_modalities)
     check_model_fits_data(model, train)
-    distiller = build_distiller("none", model, None, cfg)
+    distiller = _build("none", model, None, cfg)
     record = {"config": {"method": "none", "train": dataclasses.asdict(distiller.cfg), "teacher": None},
               "data": _data_record(train, model.input_modalities,
                                    len(train_indices(len(train), cfg.max_train_windows)))}
@@ -222,11 +230,7 @@ def distill_model(teacher_ckpt: str | os.PathLike | None, student_name: str | No
         if teacher_ck.data.get("fingerprint") not in (None, train.fingerprint):
             log.warning("teacher %s was trained on another dataset (fingerprint %s..., this one %s...)",
                         teacher_ck.path, str(teacher_ck.data.get("fingerprint"))[:12], train.fingerprint[:12])
-    try:
-        distiller = build_distiller(method, student, teacher, cfg)
-    except (ValueError, KeyError) as exc:
-        raise EdgekdError(f"cannot set up KD method '{method}': {exc}", field="method",
-                          fix="check the feature names (rkd_feature/hint_feature) and the models") from None
+    distiller = _build(method, student, teacher, cfg)
     record = {"config": {"method": method, "train": dataclasses.asdict(distiller.cfg),
                          "teacher": _teacher_record(teacher_ck)},
               "data": _data_record(train, student.input_modalities,

@@ -66,15 +66,29 @@ class Distiller(nn.Module):
     method: ClassVar[str] = ""
     needs_teacher: ClassVar[bool] = True
     defaults: ClassVar[dict[str, Any]] = {}
+    # Per-horizon weights scale a per-(window, horizon) distillation term; relation/hint terms have none.
+    supports_horizon_weights: ClassVar[bool] = False
 
     def __init__(self, student: nn.Module, teacher: nn.Module | None, cfg: TrainConfig):
         super().__init__()
         if self.needs_teacher and teacher is None:
             raise ValueError(f"KD method '{self.method}' needs a teacher")
         self.cfg = resolve_config(cfg, self.defaults)
+        self._check_horizon_weights(student)
         self.student = student
         self.teacher = freeze(teacher) if teacher is not None and self.needs_teacher else None
         self.supervised = L.SupervisedLoss(self.cfg.supervised_loss, self.cfg.focal_gamma)
+
+    def _check_horizon_weights(self, student: nn.Module) -> None:
+        weights = self.cfg.horizon_weights
+        if weights is None:
+            return
+        if not self.supports_horizon_weights:
+            usable = ", ".join(n for n in KD_METHODS.names() if KD_METHODS.get(n).supports_horizon_weights)
+            raise ValueError(f"horizon_weights do not apply to method '{self.method}' (use them with {usable})")
+        horizons = getattr(student, "horizons", len(weights))
+        if len(weights) != horizons:
+            raise ValueError(f"horizon_weights has {len(weights)} values, the model predicts {horizons} horizons")
 
     # -- the interface the trainer uses ---------------------------------------------------------
     def forward(self, batch: Batch) -> tuple[Tensor, dict[str, Tensor]]:
@@ -132,6 +146,8 @@ class Supervised(Distiller):
 class ResponseKD(Distiller):
     """Hinton KD: (1 - alpha) * focal + alpha * KL(T) * T^2 (image student defaults, paper 1)."""
 
+    supports_horizon_weights = True
+
     defaults = {"alpha": 0.3, "temperature": 4.0}
 
     def forward_train(self, batch):
@@ -145,6 +161,8 @@ class ResponseKD(Distiller):
 @register_method("mse", aliases=("logit-mse",))
 class LogitMSE(Distiller):
     """Regress the teacher's raw logits (no temperature)."""
+
+    supports_horizon_weights = True
 
     defaults = {"alpha": 0.3}
 
@@ -291,6 +309,7 @@ class MutualLearning(Distiller):
     """
 
     needs_teacher = False
+    supports_horizon_weights = True
     defaults = {"alpha": 0.5, "temperature": 1.0}
 
     def __init__(self, student, teacher, cfg):

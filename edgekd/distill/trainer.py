@@ -285,6 +285,8 @@ class Trainer:
         st = self.state
         stopped_early = False
         deploy = self.distiller.deploy_model()
+        if st.epoch == 0 and self.log_path is not None and self.dist.is_main:
+            self.log_path.unlink(missing_ok=True)   # a fresh run starts a fresh log; a resumed one appends
         if self.val_ds is None or len(self.val_ds) == 0:
             log.warning("no validation windows: no early stopping, the last epoch's weights are kept")
         while st.epoch < self.cfg.epochs:

@@ -50,13 +50,18 @@ def parse_power_model(text: str, *, source: str = "--power-model") -> PowerModel
 def choose_reader(spec: str, options: MeterOptions) -> tuple[PowerReader | None, list[dict[str, str]]]:
     """The reader for ``spec`` (or the first available one for ``auto``) and why others were skipped.
 
+    A named meter that cannot be read falls back to the estimate too, its
+    reason recorded (the estimate is labelled, so nothing passes for measured).
     Returns (None, skipped) when nothing is available, not even the estimate
     (no power model): energy is then reported as unavailable, never as 0.
     """
     name, path = parse_meter_spec(spec)
     if path is not None:
         options = dataclasses.replace(options, csv_path=path)
-    candidates = [*AUTO_ORDER, "estimate"] if name == "auto" else [METERS.resolve(name)]
+    if name == "auto":
+        candidates = [*AUTO_ORDER, "estimate"]
+    else:
+        candidates = list(dict.fromkeys([METERS.resolve(name), "estimate"]))
     skipped: list[dict[str, str]] = []
     for candidate in candidates:
         reader = METERS.get(candidate)(options)

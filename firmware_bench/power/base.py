@@ -81,6 +81,7 @@ class PowerReader:
         self.options = options
         self.notes: list[str] = []
         self.samples = 0
+        self.window_s = 0.0  # seconds the last start()..stop() energy covers (set by stop())
 
     @property
     def method(self) -> str:

@@ -189,6 +189,7 @@ class CsvLogReader(PowerReader):
 
     def stop(self) -> float:
         self.t1 = time.time()
+        self.window_s = self.t1 - self.t0
         times, watts = parse_power_log(self.path)
         check_coverage(times, self.t0, self.t1, file=self.path)
         inside = (times >= self.t0) & (times <= self.t1)

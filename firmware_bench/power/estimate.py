@@ -56,6 +56,7 @@ class EstimateReader(PowerReader):
         model = self.options.power_model
         assert model is not None, "stop() before start()"
         wall = self._wall_clock() - self._wall0
+        self.window_s = wall
         cpu = self._cpu_clock() - self._cpu0
         cpus = cpu_count(self.options)
         self.utilisation = cpu_utilisation(cpu, wall, cpus)

@@ -116,6 +116,7 @@ class Ina3221Reader(PowerReader):
         assert self._sampler is not None, "stop() before start()"
         joules = self._sampler.stop()
         self.samples = self._sampler.count
+        self.window_s = self._sampler.t1 - self._sampler.t0
         if self._sampler.errors:
             self.notes.append(f"{self._sampler.errors} failed reads skipped")
         return joules

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 import threading
+import time
 from pathlib import Path
 
 from firmware_bench.power.base import METERS, MeterOptions, PowerReader
@@ -42,6 +43,7 @@ class RaplReader(PowerReader):
         self._last: dict[Path, int] = {}
         self._max: dict[Path, int] = {}
         self._total_uj = 0
+        self._t0 = 0.0
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -108,6 +110,7 @@ class RaplReader(PowerReader):
         self._domains = self.find_domains()
         self._max = {d: self._read_int(d / "max_energy_range_uj") for d in self._domains}
         self._last = {d: self._read_int(d / "energy_uj") for d in self._domains}
+        self._t0 = time.perf_counter()
         self._total_uj = 0
         self.samples = 1
         self.notes = [f"domains: {', '.join(d.name for d in self._domains)}; counters wrap at "
@@ -121,4 +124,5 @@ class RaplReader(PowerReader):
         if self._thread is not None:
             self._thread.join()
         self._poll()
+        self.window_s = time.perf_counter() - self._t0
         return self._total_uj / 1e6

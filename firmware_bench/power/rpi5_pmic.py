@@ -100,4 +100,5 @@ class Rpi5PmicReader(PowerReader):
         assert self._sampler is not None, "stop() before start()"
         joules = self._sampler.stop()
         self.samples = self._sampler.count
+        self.window_s = self._sampler.t1 - self._sampler.t0
         return joules

@@ -148,5 +148,6 @@ class TegrastatsReader(PowerReader):
         assert self._stream is not None, "stop() before start()"
         self.t1 = time.monotonic()
         self._stream.stop()
+        self.window_s = self.t1 - self.t0
         self.samples = sum(1 for t in self._stream.times if self.t0 <= t <= self.t1)
         return integrate_power(self._stream.times, self._stream.watts, self.t0, self.t1)

@@ -131,3 +131,81 @@ def test_import_overwrite(scenario, imported, tmp_path):
     meta = json.loads((out / "meta.json").read_text())
     assert set(meta["splits"]) == {"train", "test"}
     assert np.load(out / "frames/lidar.npy").shape[1] == 216
+
+
+# ----------------------------------------------------------------------------- synth (the simulator of edgekd.data.synth)
+
+SMALL = ("--windows", "40", "--image-size", "16", "--no-progress")
+
+
+@pytest.fixture(scope="module")
+def synthetic(tmp_path_factory):
+    out = tmp_path_factory.mktemp("synth") / "ds"
+    result = run("synth", "--out", str(out), "--seed", "3", *SMALL)
+    assert result.exit_code == 0, result.output
+    assert "wrote" in result.output and "windows: train" in result.output
+    return out
+
+
+def test_synth_dataset_follows_the_contract(synthetic):
+    from edgekd.data import load_dataset
+
+    meta = json.loads((synthetic / "meta.json").read_text())
+    assert meta["source"] == "synthetic" and meta["seed"] == 3 and meta["requested_windows"] == 40
+    assert meta["config"]["camera"]["image_size"] == 16  # the scene config is stored whole
+    assert meta["modalities"]["radar"]["preprocessing"]["scale"] == meta["config"]["radar"]["map_scale"]
+    drives = {}
+    for split in ("train", "val", "test"):
+        ds = load_dataset(synthetic, split)
+        assert len(ds) > 0
+        item = ds[len(ds) // 2]
+        assert item["image"].shape == (8, 1, 16, 16) and item["lidar"].shape == (8, 216)
+        assert item["gps"].shape == (8, 2) and item["radar"].shape[:2] == (8, 2)
+        assert item["beams"].shape == (4,) and item["power"].shape == (4, 64)
+        np.testing.assert_array_equal(item["beams"], item["power"].argmax(axis=1))
+        cond = ds.conditions
+        assert {"lighting", "weather", "los_blocked", "drive", "available_image"} <= set(cond)
+        drives[split] = set(cond["drive"].tolist())
+    assert max(drives["train"]) < min(drives["val"]) <= max(drives["val"]) < min(drives["test"])
+
+
+def test_synth_same_seed_same_bytes(synthetic, tmp_path):
+    again = tmp_path / "again"
+    assert run("synth", "--out", str(again), "--seed", "3", *SMALL).exit_code == 0
+    first = json.loads((synthetic / "meta.json").read_text())
+    second = json.loads((again / "meta.json").read_text())
+    assert first["arrays"] == second["arrays"] and first["fingerprint"] == second["fingerprint"]
+    for rel in first["arrays"]:
+        assert (synthetic / rel).read_bytes() == (again / rel).read_bytes()
+
+
+def test_synth_bad_input(synthetic, tmp_path):
+    out = tmp_path / "ds"
+    assert_user_error(run("synth", "--out", str(out), "--windows", "0"), "--windows", "fix:")
+    assert_user_error(run("synth", "--out", str(out), "--windows", "-5"), "--windows")
+    assert_user_error(run("synth", "--out", str(out), "--image-size", "-1"), "--image-size", "fix:")
+    assert_user_error(run("synth", "--out", str(out), "--image-size", "0"), "--image-size")
+    assert_user_error(run("synth", "--out", str(out), "--image-size", "8", *SMALL[:2]), "image_size")
+    assert_user_error(run("synth", "--out", str(out), "--split", "0.7,0.7"), "split")
+    assert_user_error(run("synth", "--out", str(synthetic), *SMALL), "already exists", "--overwrite")
+    bad = tmp_path / "scene.yaml"
+    bad.write_text("frame_rate_hz: 10.0\ncamera:\n  image_sise: 32\n")
+    assert_user_error(run("synth", "--out", str(out), "--config", str(bad), *SMALL),
+                      "scene.yaml", "camera.image_sise", "allowed keys")
+    assert_user_error(run("synth", "--out", str(out), "--config", str(tmp_path / "none.yaml"), *SMALL),
+                      "config file not found")
+    assert [p.name for p in tmp_path.iterdir()] == ["scene.yaml"]  # nothing half-written
+
+
+def test_synth_overwrite_with_config(synthetic, tmp_path):
+    import shutil
+
+    out = tmp_path / "ds"
+    shutil.copytree(synthetic, out)
+    scene = tmp_path / "scene.yaml"
+    scene.write_text("array:\n  num_beams: 32\n")
+    result = run("synth", "--out", str(out), "--config", str(scene), "--overwrite", "--split", "0.8,0.2", *SMALL)
+    assert result.exit_code == 0, result.output
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["num_beams"] == 32 and set(meta["splits"]) == {"train", "test"}
+    assert run("info", str(out)).exit_code == 0

@@ -86,8 +86,8 @@ def test_timed_loop_cycles_inputs_and_times_each_phase():
     timings = timed_loop(backend, windows, StopRule(runs=10), clock=lambda: next(ticks))
     assert backend.seen == [0, 1, 2, 3, 0, 1, 2, 3, 0, 1]
     assert timings.runs == 10
-    assert timings.invoke_ns == [1000] * 10 and timings.quantize_ns == [1000] * 10
-    assert timings.end_to_end_ns == [3000] * 10
+    assert list(timings.invoke_ns) == [1000] * 10 and list(timings.quantize_ns) == [1000] * 10
+    assert list(timings.end_to_end_ns) == [3000] * 10 and timings.buffer_bytes == 4 * 10 * 8
     summary = timings.summary()
     assert summary["invoke"]["p50_ms"] == pytest.approx(0.001)
     assert summary["mlperf_single_stream"]["flag"].startswith(latency.MLPERF_FLAG)
@@ -98,3 +98,17 @@ def test_timed_loop_for_a_duration_uses_the_real_clock():
     windows = [{"x": np.zeros((1, 3), dtype=np.float32)}]
     timings = timed_loop(CountingBackend(), windows, StopRule(seconds=0.05))
     assert timings.runs >= 1 and timings.wall_ns >= 50_000_000
+
+
+def test_timed_loop_pauses_the_garbage_collector_and_restores_it():
+    import gc
+
+    class GcProbe(CountingBackend):
+        def invoke_raw(self, raw):
+            self.seen.append(gc.isenabled())
+            return [raw[0]]
+
+    probe = GcProbe()
+    assert gc.isenabled()
+    timed_loop(probe, [{"x": np.zeros((1, 1), np.float32)}], StopRule(runs=3))
+    assert probe.seen == [False, False, False] and gc.isenabled()

@@ -213,3 +213,20 @@ def test_trainable_state_excludes_teacher_and_round_trips():
     other.load_trainable_state(state)
     for key, value in state.items():
         assert torch.equal(other.state_dict()[key], value)
+
+
+def test_horizon_weights_only_where_they_mean_something():
+    student, teacher = models()
+    weights = (0.7, 0.9, 1.1, 1.3)
+    kd = build_distiller("kd", student, teacher, TrainConfig(horizon_weights=weights, alpha=1.0, temperature=2.0))
+    batch = make_batch()
+    _, terms = kd.forward_train(batch)
+    with torch.no_grad():
+        s, t = student(batch["lidar"]), teacher(batch["lidar"])
+    per_row = (torch.softmax(t / 2, -1) * (torch.log_softmax(t / 2, -1) - torch.log_softmax(s / 2, -1))).sum(-1)
+    w = torch.tensor(weights) / torch.tensor(weights).mean()
+    assert terms["loss_kd"].item() == pytest.approx(((per_row * w).mean() * 4).item(), rel=1e-5)
+    with pytest.raises(ValueError, match="do not apply to method 'rkd'"):
+        build_distiller("rkd", student, teacher, TrainConfig(horizon_weights=weights))
+    with pytest.raises(ValueError, match="3 values"):
+        build_distiller("kd", student, teacher, TrainConfig(horizon_weights=(1.0, 1.0, 2.0)))

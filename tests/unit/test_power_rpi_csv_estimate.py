@@ -142,7 +142,7 @@ def test_meter_spec_parsing():
     with pytest.raises(EdgekdError):
         parse_meter_spec("csv:")
     reader, skipped = choose_reader("csv:/no/such/log.csv", MeterOptions())
-    assert reader is None and "not found" in skipped[0]["reason"]
+    assert reader is None and "not found" in skipped[0]["reason"] and skipped[1]["meter"] == "estimate"
 
 
 # ----------------------------------------------------------------------------- estimate and auto
@@ -191,3 +191,11 @@ def test_power_model_flag():
     for bad in ("2.7", "x,y", "7,3"):
         with pytest.raises(EdgekdError):
             parse_power_model(bad)
+
+
+def test_a_named_meter_that_cannot_be_read_falls_back_to_the_estimate(tmp_path):
+    reader, skipped = choose_reader("rapl", _no_meters(tmp_path, PowerModel(3.0, 8.0)))
+    assert reader.method == "estimated" and skipped == [{"meter": "rapl", "reason": skipped[0]["reason"]}]
+    assert "powercap" in skipped[0]["reason"]
+    reader, skipped = choose_reader("estimate", _no_meters(tmp_path, None))
+    assert reader is None and [s["meter"] for s in skipped] == ["estimate"]

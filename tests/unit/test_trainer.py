@@ -218,3 +218,14 @@ def test_user_errors(lidar_data, gps_only_data, teacher_ckpt, tmp_path):
         load_train_config(bad)
     with pytest.raises(EdgekdError, match="alpha"):
         load_train_config(None, alpha=1.5)
+
+
+def test_example_configs_load_and_match_the_paper():
+    from edgekd.distill.config import example_configs
+
+    configs = {name: load_train_config(path) for name, path in example_configs().items()}
+    assert {"teacher", "image_student_kd", "image_student_rkd", "fusion_student_kd", "self_kd"} <= set(configs)
+    assert (configs["image_student_kd"].lr, configs["image_student_kd"].temperature,
+            configs["image_student_kd"].alpha) == (8e-4, 4.0, 0.3)
+    assert configs["fusion_student_rkd"].rkd_distance_weight == 10.0
+    assert configs["horizon_adaptive_kd"].horizon_weights == (0.7, 0.9, 1.1, 1.3)
