@@ -186,8 +186,29 @@ def _child_main(argv: Sequence[str] | None = None) -> int:
         target = work / f"{onnx_path.stem}_int8.tflite"
         target.write_bytes(blob)
         files["int8"] = str(target)
+    # Load and invoke every file here: a file the interpreter aborts on must fail this child process
+    # (reported with its log), never the exporting process.
+    for precision, file in files.items():
+        print(f"edgekd: smoke-testing {precision} {file}", flush=True)
+        _smoke_test(Path(file), args.calibration, input_names)
+        print(f"edgekd: {precision} runs", flush=True)
     Path(args.result).write_text(json.dumps({"files": files, "timings": timings}))
     return 0
+
+
+def _smoke_test(path: Path, calibration_npz: str | None, input_names: list[str]) -> None:
+    from edgekd.runtime.backends import TFLiteBackend
+
+    for use_xnnpack in (False, True):
+        backend = TFLiteBackend(path, input_names=input_names, use_xnnpack=use_xnnpack)
+        if calibration_npz:
+            with np.load(calibration_npz) as data:
+                window = {name: data[name][:1] for name in input_names}
+        else:
+            window = {name: np.zeros(shape, np.float32) for name, shape in zip(input_names, backend.input_shapes)}
+        out = backend.run(window)
+        if not np.all(np.isfinite(out)):
+            raise SystemExit(f"{path.name} produces non-finite logits")
 
 
 if __name__ == "__main__":  # pragma: no cover - run as a child process

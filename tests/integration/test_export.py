@@ -137,15 +137,35 @@ def test_constant_predictor_fails_the_gate(workdir):
     from edgekd.checkpoint import load_checkpoint, save_checkpoint
 
     model = load_checkpoint(workdir / "lidar.pt").build()
+    head_weight, head_bias = [p for _, p in model.named_parameters()][-2:]
     with torch.no_grad():
-        for param in model.parameters():
-            param.zero_()
-        head_bias = [p for n, p in model.named_parameters() if n.endswith("bias")][-1]
-        head_bias[7] = 5.0  # beam 7 wins for every input
+        head_weight.mul_(1e-3)   # inputs barely matter ...
+        head_bias.zero_()
+        head_bias[7] = 5.0       # ... so beam 7 wins for every window
     save_checkpoint(workdir / "constant.pt", model)
     with pytest.raises(ParityGateError, match="predicts beam 7 for every one"):
         export_bundle([workdir / "constant.pt"], "rpi4", workdir / "data", workdir / "b-const",
                       eval_windows=30, calibration_size=16)
+    assert not (workdir / "b-const").exists()
+
+
+def test_a_file_the_interpreter_rejects_is_a_conversion_error(workdir):
+    # All-zero weights give zero quantisation ranges; whatever the converter makes of that must be
+    # reported as a failed conversion (with its log), never crash the exporter or pass as a success.
+    from edgekd.checkpoint import load_checkpoint, save_checkpoint
+
+    model = load_checkpoint(workdir / "lidar.pt").build()
+    with torch.no_grad():
+        for param in model.parameters():
+            param.zero_()
+    save_checkpoint(workdir / "zero.pt", model)
+    with pytest.raises(EdgekdError) as err:
+        export_bundle([workdir / "zero.pt"], "rpi4", workdir / "data", workdir / "b-zero",
+                      eval_windows=30, calibration_size=16)
+    assert "TFLite conversion failed" in str(err.value) or "predicts beam" in str(err.value)
+    if err.value.file and err.value.file.endswith(".log"):
+        assert Path(err.value.file).is_file()
+    assert not (workdir / "b-zero").exists()
 
 
 def test_unexportable_layer_is_named(tmp_path):
