@@ -19,6 +19,7 @@ The default configuration ships as ``edgekd/data/scenes/default.yaml``.
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import dataclasses
 import logging
@@ -273,8 +274,8 @@ def _render_drives(cfg: SceneConfig, seed: int, drives: list[int], workers: int)
     saved = {k: os.environ.get(k) for k in _BLAS_THREAD_VARS}
     os.environ.update({k: "1" for k in _BLAS_THREAD_VARS})
     try:
-        with ctx.Pool(workers) as pool:
-            yield from pool.imap(_render_one, jobs, chunksize=4)
+        with concurrent.futures.ProcessPoolExecutor(workers, mp_context=ctx) as pool:
+            yield from pool.map(_render_one, jobs, chunksize=4)
     finally:
         for k, v in saved.items():
             if v is None:
