@@ -246,7 +246,8 @@ def path_gains(paths: Paths, rng: np.random.Generator) -> np.ndarray:
     plus a Rayleigh part, split by the K-factor; mean power equals ``power_mw``."""
     shape = paths.power_mw.shape
     k = paths.k_factor
-    specular = np.where(np.isinf(k), 1.0, np.sqrt(k / (k + 1)))
+    with np.errstate(invalid="ignore"):  # inf / inf where there is no fading; replaced below
+        specular = np.where(np.isinf(k), 1.0, np.sqrt(k / (k + 1)))
     diffuse_std = np.where(np.isinf(k), 0.0, np.sqrt(1 / (k + 1)))
     phase = np.exp(1j * rng.uniform(0, 2 * np.pi, size=shape))
     scatter = (rng.standard_normal(shape) + 1j * rng.standard_normal(shape)) / np.sqrt(2)

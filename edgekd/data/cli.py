@@ -162,3 +162,34 @@ def format_summary(summary: dict) -> str:
     if "plot" in summary:
         lines.append(f"plot: {summary['plot']}")
     return "\n".join(lines)
+
+
+@data.command("drive", short_help="Record one continuous synthetic drive (day -> night) for `edgekd run --replay`.")
+@click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Drive file to write (.npz).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Random seed; same seed, same drive.")
+@click.option("--image-size", type=int, default=64, show_default=True,
+              help="Camera image side in pixels; must match the students' dataset.")
+@click.option("--minutes", type=float, default=4.0, show_default=True,
+              help="Length of the drive (10 frames per second on the default scene).")
+@click.option("--config", "config_path", type=click.Path(path_type=Path), default=None,
+              help="Scene YAML (keys of edgekd.data.synth.SceneConfig) [default: the embedded scenario].")
+@click.option("--overwrite", is_flag=True, help="Replace --out if it exists.")
+def drive(out: Path, seed: int, image_size: int, minutes: float, config_path: Path | None, overwrite: bool) -> None:
+    """Record a drive: day -> fog -> flaky camera -> dusk -> night with a LiDAR failure -> night rain."""
+    import numpy as np
+
+    from edgekd.data.drive import record_drive, write_drive
+
+    _positive(image_size, "--image-size", "use a positive image side, e.g. --image-size 64")
+    if not minutes > 0:
+        raise EdgekdError(f"must be positive, got {minutes}", field="--minutes", fix="e.g. --minutes 4")
+    if out.exists() and not overwrite:
+        raise EdgekdError("drive file already exists", file=out, fix="choose another --out or pass --overwrite")
+    started = time.perf_counter()
+    arrays, meta = record_drive(minutes=minutes, seed=seed, image_size=image_size, config_path=config_path)
+    write_drive(out, arrays, meta, overwrite=overwrite)
+    names = arrays["segment_names"]
+    counts = np.bincount(arrays["segment"], minlength=len(names))
+    click.echo(f"wrote {out}: {meta['frames']} frames ({minutes:g} min), {out.stat().st_size / 1e6:.1f} MB; "
+               + ", ".join(f"{name} {int(c)}" for name, c in zip(names, counts)) + f"; "
+               f"{time.perf_counter() - started:.1f} s")

@@ -127,7 +127,7 @@ def points_to_bins(points_xyz: np.ndarray, bins: int = 216, fov_deg: float = 180
     r = np.hypot(pts[:, 0], pts[:, 1])
     phi = np.arctan2(pts[:, 1], pts[:, 0])
     half = np.deg2rad(fov_deg) / 2
-    keep &= (r > 0) & (r <= max_range) & (phi >= -half) & (phi < half)
+    keep &= (r > 0) & (r <= max_range) & (phi >= -half) & (phi <= half)  # edges belong to the end bins
     idx = np.floor((phi[keep] + half) / (2 * half) * bins).astype(np.int64)
     idx = np.clip(idx, 0, bins - 1)
     out = np.full(bins, np.inf)

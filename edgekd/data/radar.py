@@ -26,10 +26,10 @@ are stacked ``[2, R, A]``. Cropping the range bins before the Doppler and
 angle FFTs gives the same numbers as cropping afterwards (both act per range
 bin) and halves the work.
 
-Storage (:func:`normalise_maps`): ``(map - map_offset) / map_scale`` as
+Storage (:func:`normalise_maps`): ``max(map - map_offset, 0) / map_scale`` as
 float16, with fixed constants from :class:`RadarConfig` so a live frame on a
 board is normalised exactly like the training set. Defaults (offset 5, scale
-10) put the synthetic maps in about [0, 1]: the noise floor near 0.1-0.2, the
+10) put the synthetic maps in about [0, 1]: the noise floor near 0.2-0.3, the
 strongest vehicles near 0.8-1.0.
 
 This module imports only numpy (scipy.fft is used when present, for speed):
@@ -275,11 +275,15 @@ def _resample_rows(a: np.ndarray, rows: int) -> np.ndarray:
 
 def normalise_maps(maps: np.ndarray, cfg: RadarConfig | None = None, *, offset: float | None = None,
                    scale: float | None = None) -> np.ndarray:
-    """``(maps - offset) / scale`` as float16, with the fixed constants of ``cfg`` (or given ones)."""
+    """``max(maps - offset, 0) / scale`` as float16, with the fixed constants of ``cfg`` (or given ones).
+
+    Values below the offset lie far under the noise floor: in practice only the
+    zero-Doppler row that the chirp-mean subtraction empties (log2(1 + 0) = 0).
+    """
     cfg = cfg or RadarConfig()
     offset = cfg.map_offset if offset is None else offset
     scale = cfg.map_scale if scale is None else scale
-    return ((maps - offset) / scale).astype(np.float16)
+    return (np.maximum(maps - offset, 0) / scale).astype(np.float16)
 
 
 def range_bin_of(range_m: float, cfg: RadarConfig) -> int:

@@ -327,7 +327,8 @@ def simulate_drive(cfg: SceneConfig, rng: np.random.Generator, n_frames: int | N
                     light[here] = segment.lighting
                 if segment.weather is not None:
                     weath[here] = segment.weather
-        parts.append(_render_pass(cfg, truth, times, light, weath, fog_visibility, streams, schedule, seg))
+        with _single_threaded_blas():
+            parts.append(_render_pass(cfg, truth, times, light, weath, fog_visibility, streams))
         done += truth.num_frames
         t0 = float(times[-1]) + 1.0 / cfg.frame_rate_hz
         if n_frames is None or done >= n_frames:
@@ -339,7 +340,7 @@ def simulate_drive(cfg: SceneConfig, rng: np.random.Generator, n_frames: int | N
 
 
 def _render_pass(cfg: SceneConfig, truth: DriveTruth, times: np.ndarray, lighting: np.ndarray,
-                 weather: np.ndarray, fog_visibility: float, streams: dict, schedule, seg) -> Recording:
+                 weather: np.ndarray, fog_visibility: float, streams: dict) -> Recording:
     heights = truth.heights()
     paths, los_blocked = user_paths(truth.user_xy, truth.boxes()[:, 1:], heights[:, 1:], truth.wall_y,
                                     cfg.array, cfg.channel, streams["channel"])

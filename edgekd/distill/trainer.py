@@ -32,7 +32,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from edgekd.checkpoint import load_checkpoint, save_checkpoint, update_checkpoint
+from edgekd.checkpoint import save_checkpoint
 from edgekd.distill import ddp
 from edgekd.distill.config import TrainConfig
 from edgekd.distill.losses import cross_entropy_loss, focal_loss
@@ -398,3 +398,13 @@ def _jsonable(obj: Any) -> Any:
     if isinstance(obj, Tensor):
         return obj.tolist()
     return obj
+
+
+def __getattr__(name: str):
+    # The run-level API (train_model, distill_model, ...) lives in edgekd.distill.api, which imports this
+    # module; resolving it lazily lets callers import it from here as well.
+    if name in ("train_model", "distill_model", "evaluate_checkpoint", "add_teacher_stats"):
+        from edgekd.distill import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -34,15 +34,11 @@ def _torchrun(args: list[str], tmp_path: Path, timeout: int = 240) -> subprocess
 
 @pytest.fixture(scope="module")
 def lidar_dataset(tmp_path_factory):
-    from click.testing import CliRunner
+    from edgekd.data import write_recording
+    from edgekd.data.synth import load_scene_config, synthesize
 
-    from edgekd.cli import cli
-
-    out = tmp_path_factory.mktemp("synth") / "scene"
-    result = CliRunner().invoke(cli, ["data", "synth", "--out", str(out), "--windows", "240", "--image-size", "32",
-                                      "--seed", "1", "--no-progress"], catch_exceptions=False)
-    assert result.exit_code == 0, result.output
-    return out
+    recording = synthesize(load_scene_config(), windows=240, seed=1, image_size=32)
+    return write_recording(tmp_path_factory.mktemp("synth") / "scene", recording)
 
 
 def test_cli_train_under_torchrun_writes_once(lidar_dataset, tmp_path):

@@ -27,9 +27,11 @@ def invoke(*args: str, code: int = 0):
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
-    out = tmp_path_factory.mktemp("synth") / "scene"
-    invoke("data", "synth", "--out", out, "--windows", "240", "--image-size", "32", "--seed", "0", "--no-progress")
-    return out
+    from edgekd.data import write_recording
+    from edgekd.data.synth import load_scene_config, synthesize
+
+    recording = synthesize(load_scene_config(), windows=240, seed=0, image_size=32)
+    return write_recording(tmp_path_factory.mktemp("synth") / "scene", recording)
 
 
 @pytest.fixture(scope="module")

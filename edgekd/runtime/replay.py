@@ -1,0 +1,329 @@
+"""Replay a recorded drive (``edgekd data drive``) through the runtime and report what happened.
+
+TORCH-FREE (numpy; matplotlib only inside :func:`plot_timeline`, imported there).
+A frame whose ``available_<m>`` flag is False is not pushed (a sensor that
+fails delivers nothing), so outages reach the runtime as staleness, as on a board.
+
+Outputs of :func:`write_report`: ``frames.jsonl`` (one record per frame),
+``segments.md`` / ``segments.csv`` (per segment and per true lighting: top-1/top-5
+at t0, coverage, active students, latency p50/p99), ``switches.csv``,
+``summary.json`` and ``timeline.png``.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import json
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from edgekd.errors import EdgekdError
+from edgekd.io import atomic_write_json, atomic_write_text
+
+log = logging.getLogger(__name__)
+
+DRIVE_FORMAT = "edgekd-drive/1"
+LIGHTING_NAMES = ("day", "dusk", "night")
+_REQUIRED = ("time_s", "beams", "lighting", "weather", "segment", "segment_names", "meta")
+
+
+@dataclasses.dataclass
+class Drive:
+    """A recorded drive (see ``edgekd.data.drive`` for the arrays)."""
+
+    path: Path
+    frames: dict[str, np.ndarray]
+    available: dict[str, np.ndarray]
+    time_s: np.ndarray
+    beams: np.ndarray
+    lighting: np.ndarray
+    weather: np.ndarray
+    segment: np.ndarray
+    segment_names: list[str]
+    meta: dict
+
+    @property
+    def num_frames(self) -> int:
+        return int(self.time_s.shape[0])
+
+
+def load_drive(path: str | os.PathLike) -> Drive:
+    path = Path(path)
+    if not path.is_file():
+        raise EdgekdError("drive file not found", file=path, fix="record one with `edgekd data drive --out PATH`")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {k: data[k] for k in data.files}
+    except (OSError, ValueError) as exc:
+        raise EdgekdError(f"not a readable .npz drive: {exc}", file=path,
+                          fix="record it again with `edgekd data drive`") from None
+    missing = [k for k in _REQUIRED if k not in arrays]
+    if missing:
+        raise EdgekdError(f"drive file lacks {missing}", file=path, field=missing[0],
+                          fix="record it again with `edgekd data drive`")
+    meta = json.loads(str(arrays["meta"]))
+    if meta.get("format") != DRIVE_FORMAT:
+        raise EdgekdError(f"unsupported drive format {meta.get('format')!r}", file=path, field="format",
+                          fix=f"record it again with `edgekd data drive` ({DRIVE_FORMAT})")
+    modalities = [m for m in ("image", "radar", "lidar", "gps") if m in arrays]
+    n = arrays["time_s"].shape[0]
+    available = {m: arrays.get(f"available_{m}", np.ones(n, dtype=bool)).astype(bool) for m in modalities}
+    # float16 storage is for disk only: a radar pipeline hands the runtime float32 maps (converting
+    # here keeps numpy's slow float16 cast out of the measured per-frame path)
+    frames = {m: arrays[m].astype(np.float32) if arrays[m].dtype == np.float16 else arrays[m] for m in modalities}
+    return Drive(path=path, frames=frames, available=available,
+                 time_s=arrays["time_s"].astype(np.float64), beams=arrays["beams"].astype(np.int64),
+                 lighting=arrays["lighting"], weather=arrays["weather"], segment=arrays["segment"],
+                 segment_names=[str(s) for s in arrays["segment_names"]], meta=meta)
+
+
+@dataclasses.dataclass
+class ReplayResult:
+    """Per-frame outcome arrays (``F`` frames) plus the JSON records."""
+
+    student: list[str | None]
+    top_beams: np.ndarray        # int64 [F, horizons, k], -1 where no prediction
+    latency: dict[str, np.ndarray]  # key -> float64 [F] milliseconds
+    switches: list[dict[str, Any]]
+    records: list[dict[str, Any]]
+    lighting_est: list[str]
+    wall_s: float
+    counters: dict[str, Any]
+
+
+def replay(runtime, drive: Drive, *, realtime: bool = False, keep_records: bool = True,
+           progress: bool = False, on_frame: Callable[[int, Any], None] | None = None) -> ReplayResult:
+    """Push every delivered frame at its time and predict once per frame."""
+    n = drive.num_frames
+    horizons, k = runtime.horizons, runtime.top_k
+    top = np.full((n, horizons, k), -1, dtype=np.int64)
+    latency = {key: np.zeros(n) for key in ("push", "policy", "preprocess", "invoke", "postprocess", "total")}
+    students: list[str | None] = []
+    lighting: list[str] = []
+    switches, records = [], []
+    modalities = [m for m in runtime.hub.modalities if m in drive.frames]
+    absent = [m for m in runtime.hub.modalities if m not in drive.frames]
+    if absent:
+        log.warning("the drive has no %s frames; those students can never be fed", absent)
+    frames = {m: drive.frames[m] for m in modalities}
+    available = {m: drive.available[m] for m in modalities}
+    iterator = range(n)
+    if progress:
+        from tqdm.auto import tqdm
+
+        iterator = tqdm(iterator, desc="replay", unit="frame")
+    t_wall = time.perf_counter()
+    t_drive0 = float(drive.time_s[0]) if n else 0.0
+    previous = None
+    for i in iterator:
+        t = float(drive.time_s[i])
+        if realtime:
+            delay = (t - t_drive0) - (time.perf_counter() - t_wall)
+            if delay > 0:
+                time.sleep(delay)
+        for m in modalities:
+            if available[m][i]:
+                runtime.push(m, frames[m][i], t)
+        pred = runtime.predict(t)
+        students.append(pred.student)
+        lighting.append(pred.lighting)
+        if pred.beams is not None:
+            top[i, :, : pred.beams.shape[1]] = pred.beams
+        for key in latency:
+            latency[key][i] = pred.latency_ms[key]
+        if pred.student is not None and previous is not None and pred.student != previous:
+            switches.append({"frame": i, "t": round(t, 3), "from": previous, "to": pred.student,
+                             "kind": switch_kind(pred.reason), "reason": pred.reason,
+                             "segment": drive.segment_names[int(drive.segment[i])]})
+        if pred.student is not None:
+            previous = pred.student
+        if keep_records:
+            record = {"frame": i, **pred.to_dict(), "segment": drive.segment_names[int(drive.segment[i])],
+                      "lighting_true": LIGHTING_NAMES[int(drive.lighting[i])] if drive.lighting[i] >= 0 else None,
+                      "truth": drive.beams[i].tolist()}
+            if pred.beams is not None:
+                record["hit_top1"] = [bool(drive.beams[i, h] == pred.beams[h, 0]) for h in range(horizons)]
+                record["hit_top5"] = [bool(drive.beams[i, h] in pred.beams[h, :5]) for h in range(horizons)]
+            records.append(record)
+        if on_frame is not None:
+            on_frame(i, pred)
+    wall = time.perf_counter() - t_wall
+    counters = {"frames": n, "no_prediction": int(sum(s is None for s in students)),
+                "sensors": runtime.hub.counters(), "switches": len(switches),
+                "inference_failures": {name: r.failures for name, r in runtime.students.items()}}
+    return ReplayResult(students, top, latency, switches, records, lighting, wall, counters)
+
+
+def switch_kind(reason: str) -> str:
+    """'fallback' (an inference failed), 'forced' (the active student lost a sensor) or 'preference'."""
+    if reason.startswith("fallback"):
+        return "fallback"
+    if "cannot be fed" in reason:
+        return "forced"
+    return "preference"
+
+
+# ---------------------------------------------------------------------------- scoring
+
+
+def hits(result: ReplayResult, drive: Drive, k: int, horizon: int = 0) -> np.ndarray:
+    """Bool ``[F]``: the true beam at ``horizon`` is among the top ``k`` (False where nothing was predicted)."""
+    truth = drive.beams[:, horizon]
+    return (result.top_beams[:, horizon, :k] == truth[:, None]).any(axis=1) & (truth >= 0)
+
+
+def scored_frames(runtime_window: int, drive: Drive) -> np.ndarray:
+    """Frames that count: past the first window's warm-up, with a ground-truth beam at t0."""
+    mask = drive.beams[:, 0] >= 0
+    mask[: max(0, runtime_window - 1)] = False
+    return mask
+
+
+def group_rows(result: ReplayResult, drive: Drive, window: int) -> list[dict[str, Any]]:
+    """One row per segment run (in drive order) and per true lighting: accuracy, coverage, students, latency."""
+    scored = scored_frames(window, drive)
+    top1, top5 = hits(result, drive, 1), hits(result, drive, 5)
+    predicted = result.top_beams[:, 0, 0] >= 0
+    rows = []
+    seg = drive.segment
+    bounds = np.flatnonzero(np.diff(seg)) + 1
+    starts = np.concatenate([[0], bounds])
+    ends = np.concatenate([bounds, [len(seg)]])
+    groups = [(f"{i}:{drive.segment_names[int(seg[a])]}", np.arange(a, b)) for i, (a, b) in
+              enumerate(zip(starts, ends))]
+    groups += [(f"all {name}", np.flatnonzero(drive.lighting == i)) for i, name in enumerate(LIGHTING_NAMES)]
+    groups.append(("all", np.arange(len(seg))))
+    students = np.array([s or "-" for s in result.student])
+    for name, idx in groups:
+        idx = idx[scored[idx]]
+        if len(idx) == 0:
+            continue
+        names, counts = np.unique(students[idx], return_counts=True)
+        share = sorted(zip(names, counts), key=lambda x: -x[1])
+        used = predicted[idx]
+        total = result.latency["total"][idx][used] if used.any() else np.zeros(1)
+        overhead = (result.latency["total"] - result.latency["invoke"])[idx]
+        rows.append({
+            "group": name, "frames": int(len(idx)),
+            "top1_t0": round(float(top1[idx].mean()), 4), "top5_t0": round(float(top5[idx].mean()), 4),
+            "top5_t3": round(float(hits(result, drive, 5, horizon=min(3, drive.beams.shape[1] - 1))[idx].mean()), 4),
+            "coverage": round(float(used.mean()), 4),
+            "students": " ".join(f"{s}:{c / len(idx):.2f}" for s, c in share),
+            "latency_p50_ms": round(float(np.percentile(total, 50)), 3),
+            "latency_p99_ms": round(float(np.percentile(total, 99)), 3),
+            "overhead_p50_ms": round(float(np.percentile(overhead, 50)), 4),
+        })
+    return rows
+
+
+def markdown_table(rows: list[dict[str, Any]]) -> str:
+    if not rows:
+        return ""
+    keys = list(rows[0])
+    lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
+    lines += ["| " + " | ".join(str(r[k]) for k in keys) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def csv_text(rows: list[dict[str, Any]]) -> str:
+    out = io.StringIO()
+    if rows:
+        writer = csv.DictWriter(out, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return out.getvalue()
+
+
+def summarize(result: ReplayResult, drive: Drive, window: int, policy: str) -> dict[str, Any]:
+    rows = group_rows(result, drive, window)
+    by = {r["group"]: r for r in rows}
+    overhead = result.latency["total"] - result.latency["invoke"]
+    return {
+        "drive": str(drive.path), "policy": policy, "frames": drive.num_frames, "wall_s": round(result.wall_s, 3),
+        "top5_t0": {name: by[f"all {name}"]["top5_t0"] for name in LIGHTING_NAMES if f"all {name}" in by},
+        "top1_t0": {name: by[f"all {name}"]["top1_t0"] for name in LIGHTING_NAMES if f"all {name}" in by},
+        "coverage": by["all"]["coverage"] if "all" in by else None,
+        "switches": len(result.switches),
+        "switches_by_kind": {kind: sum(sw["kind"] == kind for sw in result.switches)
+                             for kind in ("preference", "forced", "fallback")},
+        "condition_changes": int(np.count_nonzero(np.diff(drive.lighting)) + np.count_nonzero(np.diff(drive.weather))),
+        "overhead_ms": {"p50": round(float(np.median(overhead)), 4),
+                        "p99": round(float(np.percentile(overhead, 99)), 4)},
+        "invoke_ms": {"p50": round(float(np.median(result.latency["invoke"])), 4)},
+        "counters": result.counters,
+        "rows": rows,
+    }
+
+
+def write_report(out: str | os.PathLike, result: ReplayResult, drive: Drive, summary: dict[str, Any],
+                 *, plot: bool = True) -> Path:
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "frames.jsonl", "".join(json.dumps(r) + "\n" for r in result.records))
+    atomic_write_text(out / "segments.md", f"# Replay of {drive.path.name} (policy {summary['policy']})\n\n"
+                      + markdown_table(summary["rows"]) + "\n## Switches\n\n"
+                      + (markdown_table(result.switches) or "none\n"))
+    atomic_write_text(out / "segments.csv", csv_text(summary["rows"]))
+    atomic_write_text(out / "switches.csv", csv_text(result.switches) or "frame,t,from,to,kind,reason,segment\n")
+    atomic_write_json(out / "summary.json", summary)
+    if plot:
+        plot_timeline(out / "timeline.png", result, drive)
+    return out
+
+
+def plot_timeline(path: Path, result: ReplayResult, drive: Drive) -> Path:
+    """Conditions, availability, active student and top-5 hit/miss over time."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    t = drive.time_s
+    fig, axes = plt.subplots(4, 1, figsize=(12, 7), sharex=True, height_ratios=[1, 1.2, 1.2, 0.8])
+    ax = axes[0]
+    ax.step(t, drive.lighting, where="post", label="lighting (0 day, 1 dusk, 2 night)")
+    ax.step(t, drive.weather + 0.05, where="post", label="weather (0 clear, 1 rain, 2 fog)", alpha=0.7)
+    ax.set_yticks([0, 1, 2])
+    ax.legend(loc="upper left", fontsize=7)
+    ax.set_title(f"{drive.path.name}: conditions, sensors, active student, top-5 hit (t0)")
+    ax = axes[1]
+    for row, (name, up) in enumerate(drive.available.items()):
+        ax.fill_between(t, row, row + 0.8, where=~up, step="post", color="tab:red", alpha=0.8)
+        ax.fill_between(t, row, row + 0.8, where=up, step="post", color="tab:green", alpha=0.25)
+    ax.set_yticks(np.arange(len(drive.available)) + 0.4, list(drive.available))
+    ax.set_ylabel("sensor up")
+    ax = axes[2]
+    names = sorted({s for s in result.student if s is not None})
+    codes = np.array([names.index(s) if s is not None else -1 for s in result.student], dtype=float)
+    ax.step(t, codes, where="post", color="k")
+    ax.set_yticks([-1, *range(len(names))], ["none", *names])
+    for sw in result.switches:
+        ax.axvline(sw["t"], color="tab:orange", alpha=0.4, lw=0.8)
+    ax.set_ylabel("active")
+    ax = axes[3]
+    hit = hits(result, drive, 5)
+    miss = ~hit & (drive.beams[:, 0] >= 0)
+    ax.scatter(t[hit], np.ones(hit.sum()), s=2, color="tab:green", label="hit")
+    ax.scatter(t[miss], np.zeros(miss.sum()), s=2, color="tab:red", label="miss / none")
+    ax.set_yticks([0, 1], ["miss", "hit"])
+    ax.set_xlabel("time (s)")
+    names_at = [(float(t[i]), drive.segment_names[int(drive.segment[i])]) for i in
+                np.concatenate([[0], np.flatnonzero(np.diff(drive.segment)) + 1])]
+    for start, name in names_at:
+        for a in axes:
+            a.axvline(start, color="grey", lw=0.5, ls=":")
+        axes[0].text(start, 2.3, name, fontsize=6, rotation=0)
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110)
+    plt.close(fig)
+    from edgekd.io import atomic_write_bytes
+
+    return atomic_write_bytes(path, buffer.getvalue())

@@ -1,0 +1,64 @@
+"""`edgekd data drive`: a real simulated drive with the planned conditions, stored as the replay reads it."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from edgekd.cli import cli
+from edgekd.data.drive import DEFAULT_PLAN
+from edgekd.runtime.replay import load_drive
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def drive_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("drive") / "drive.npz"
+    res = CliRunner().invoke(cli, ["data", "drive", "--out", str(path), "--minutes", "0.6", "--seed", "1"])
+    assert res.exit_code == 0, res.output
+    return path
+
+
+def test_drive_follows_the_plan(drive_file):
+    drive = load_drive(drive_file)
+    n = drive.num_frames
+    assert n == 360 and np.allclose(np.diff(drive.time_s), 0.1)
+    assert drive.segment_names == [seg.name for seg in DEFAULT_PLAN]
+    assert np.all(np.diff(drive.segment) >= 0) and set(np.unique(drive.segment)) == set(range(len(DEFAULT_PLAN)))
+    for i, seg in enumerate(DEFAULT_PLAN):
+        here = drive.segment == i
+        assert np.all(drive.lighting[here] == seg.lighting) and np.all(drive.weather[here] == seg.weather)
+        for sensor in seg.unavailable:
+            assert not drive.available[sensor][here].any()
+            assert not drive.frames[sensor][here].any()          # a dead sensor delivers zeros
+    assert drive.available["lidar"][drive.segment == 0].mean() > 0.9
+
+
+def test_drive_frames_match_the_dataset_store_scales(drive_file):
+    drive = load_drive(drive_file)
+    assert drive.frames["image"].dtype == np.uint8 and drive.frames["image"].shape[1:] == (1, 64, 64)
+    assert drive.frames["radar"].dtype == np.float32 and drive.frames["radar"].shape[1:] == (2, 64, 32)
+    assert drive.frames["lidar"].shape[1:] == (216,) and drive.frames["lidar"].max() < 20  # metres / 10
+    day, night = drive.lighting == 0, drive.lighting == 2
+    lum = drive.frames["image"].reshape(drive.num_frames, -1).mean(axis=1) / 255
+    ok = drive.available["image"]
+    assert lum[day & ok].mean() > 0.4 > 0.1 > lum[night & ok].mean()
+    up = drive.available["radar"]
+    assert 0 < drive.frames["radar"][up].mean() < 1
+
+
+def test_ground_truth_beams_are_shifted_per_horizon(drive_file):
+    drive = load_drive(drive_file)
+    b = drive.beams
+    assert b.shape == (drive.num_frames, 4) and b.dtype == np.int64
+    assert np.array_equal(b[1:, 0], b[:-1, 1]) and np.array_equal(b[3:, 0], b[:-3, 3])
+    assert np.all(b[-3:, 3] == -1) and np.all(b[:, 0] >= 0)
+
+
+def test_existing_output_needs_overwrite(drive_file):
+    res = CliRunner().invoke(cli, ["data", "drive", "--out", str(drive_file), "--minutes", "0.1"])
+    assert res.exit_code == 2 and "--overwrite" in res.output
+    res = CliRunner().invoke(cli, ["data", "drive", "--out", str(drive_file) + "x", "--minutes", "0"])
+    assert res.exit_code == 2 and "minutes" in res.output

@@ -1,0 +1,149 @@
+"""``edgekd bench`` (plain mode) through click's CliRunner on a real bundle.
+
+The bundle is firmware_bench's end-to-end fixture: a full-int8 TFLite model
+made with TensorFlow, an ONNX model of the same network, a calibration set and
+a schema-valid manifest. The target profiles are the repository's real ones;
+rpi5/rpi4 meters cannot be read on a CI host, so energy must say "estimated".
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from pathlib import Path
+
+import click
+import pytest
+from click.testing import CliRunner
+
+sys.path.insert(0, str(Path(__file__).parent))
+from test_firmware_bench_e2e import build_bundle  # noqa: E402
+
+from edgekd.bench import settings_from_target  # noqa: E402
+from edgekd.cli import cli  # noqa: E402
+from edgekd.errors import EdgekdError  # noqa: E402
+from edgekd.targets import list_targets, load_target  # noqa: E402
+from firmware_bench.power import PowerModel  # noqa: E402
+
+QUICK = ["--runs", "12", "--warmup", "1", "--idle-seconds", "0", "--no-op-profile"]
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory) -> Path:
+    return build_bundle(tmp_path_factory.mktemp("bench-cli") / "bundle")
+
+
+def invoke(*args: str):
+    return CliRunner().invoke(cli, ["bench", *args], catch_exceptions=False)
+
+
+@pytest.mark.parametrize("name", list_targets())
+def test_every_target_profile_flows_into_the_settings(name):
+    profile = load_target(name)
+    s = settings_from_target(profile)
+    assert s.threads == profile.threads and s.backend == profile.backend
+    assert s.providers == (tuple(profile.execution_providers) or None)
+    assert s.power_meter == ("auto" if profile.power_meter == "csv" else profile.power_meter)
+    assert (s.power_model.idle_w, s.power_model.active_w) == (profile.power_model.idle_w, profile.power_model.active_w)
+    assert name in s.power_model.source
+
+
+def test_flags_override_the_profile():
+    profile = load_target("jetson")
+    model = PowerModel(1.0, 2.0)
+    s = settings_from_target(profile, threads=1, backend="tflite", providers=("CPUExecutionProvider",),
+                             power_meter="estimate", power_model=model, runs=7)
+    assert (s.threads, s.backend, s.providers, s.power_meter, s.power_model, s.runs) == \
+        (1, "tflite", ("CPUExecutionProvider",), "estimate", model, 7)
+    with pytest.raises(EdgekdError, match="backend"):
+        settings_from_target(profile, backend="gpu")
+
+
+def test_target_settings_reach_the_benchmark_and_every_output_says_estimated(bundle, tmp_path):
+    out = tmp_path / "out"
+    profile = load_target("rpi5")
+    result = invoke("--target", "rpi5", "--bundle", str(bundle), "--out", str(out), *QUICK)
+    assert result.exit_code == 0, result.output
+    assert "mJ (estimated)" in result.output and "below MLPerf minimum" in result.output
+
+    report = json.loads((out / "bench.json").read_text())
+    assert report["target_profile"] == "rpi5"
+    (row,) = report["results"]
+    assert row["threads"] == profile.threads and row["backend"] == "tflite" and row["artifact"] == "tflite_int8"
+    energy = row["energy"]
+    assert energy["requested"] == "rpi5-pmic" and energy["method"] == "estimated"
+    assert energy["idle_power_w"] == profile.power_model.idle_w  # the profile's model, not the bundle's
+    assert energy["skipped"][0]["meter"] == "rpi5-pmic" and energy["per_inference_mj"] > 0
+    assert any("estimated" in flag for flag in row["flags"])
+    (csv_row,) = csv.DictReader((out / "bench.csv").open())
+    assert csv_row["energy_method"] == "estimated" and csv_row["threads"] == str(profile.threads)
+
+
+def test_flags_override_target_in_the_command(bundle):
+    result = invoke("--target", "x86-ap", "--bundle", str(bundle), "--threads", "1", "--backend", "tflite",
+                    "--power-meter", "estimate", "--power-model", "2,3", "--json", *QUICK)
+    assert result.exit_code == 0, result.output
+    (row,) = json.loads(result.output)["results"]
+    assert row["threads"] == 1 and row["backend"] == "tflite" and row["energy"]["method"] == "estimated"
+    assert row["energy"]["idle_power_w"] == 2.0 and 2.0 <= row["energy"]["mean_power_w"] <= 3.0
+
+
+def test_x86_profile_runs_onnx_runtime_with_its_providers(bundle):
+    result = invoke("--target", "x86-ap", "--bundle", str(bundle), "--power-meter", "estimate", "--json", *QUICK)
+    assert result.exit_code == 0, result.output
+    (row,) = json.loads(result.output)["results"]
+    assert row["backend"] == "ort" and row["artifact"] == "onnx_fp32"
+    assert row["interpreter"]["providers"] == ["CPUExecutionProvider"]
+    assert row["threads"] == load_target("x86-ap").threads
+
+
+def test_unknown_target_exits_2_listing_the_known_ones(bundle):
+    result = invoke("--target", "pdp11", "--bundle", str(bundle))
+    assert result.exit_code == 2
+    assert "unknown target 'pdp11'" in result.output
+    for name in list_targets():
+        assert name in result.output
+
+
+@pytest.mark.parametrize("args, message", [
+    ([], "no target profile given"),
+    (["--target", "rpi5", "--data", "somewhere"], "--data only applies to --compare"),
+    (["--compare"], "--compare needs a dataset"),
+    (["--target", "rpi5", "--power-model", "9,1"], "power model"),
+])
+def test_user_errors_exit_2(bundle, args, message):
+    result = invoke("--bundle", str(bundle), *args)
+    assert result.exit_code == 2 and message in result.output, result.output
+
+
+def test_help_lists_every_option_with_help():
+    result = invoke("--help")
+    assert result.exit_code == 0
+    from edgekd.bench import bench
+
+    for param in bench.params:
+        if isinstance(param, click.Option):
+            assert param.help, f"--{param.name} has no help text"
+
+
+HYGIENE = r"""
+import sys
+from edgekd.cli import cli
+try:
+    cli.main(["bench", *sys.argv[1:]], standalone_mode=False)
+finally:
+    heavy = sorted({m.split(".")[0] for m in sys.modules} & {"torch", "tensorflow", "keras", "tf_keras", "jax"})
+    print("HEAVY=" + ",".join(heavy))
+"""
+
+
+def test_plain_bench_imports_neither_torch_nor_tensorflow(bundle):
+    # `edgekd bench --target` runs on boards with edgekd[device] only
+    import subprocess
+
+    done = subprocess.run([sys.executable, "-c", HYGIENE, "--target", "rpi5", "--bundle", str(bundle), *QUICK],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "HEAVY=\n" in done.stdout, done.stdout
+    assert "mJ (estimated)" in done.stdout
