@@ -16,8 +16,8 @@ STORAGE_SCALE_M = 100.0  # stored value = metres / 100
 
 @dataclasses.dataclass
 class GpsConfig:
-    noise_m: float = 1.0  # white noise per axis, per fix
-    bias_m: float = 1.5  # per-pass bias per axis
+    noise_m: float = 0.5  # white noise per axis, per fix
+    bias_m: float = 0.5  # per-pass bias per axis
 
     def __post_init__(self):
         if self.noise_m < 0 or self.bias_m < 0:

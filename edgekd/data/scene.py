@@ -86,7 +86,7 @@ class UserConfig:
     speed_mps: tuple[float, float] = (5.0, 20.0)
     max_accel_mps2: float = 1.0
     lanes: tuple[int, ...] = ()  # lanes the user may drive in; empty = all
-    margin_deg: float = 5.0  # a pass starts/ends this far outside the codebook's field of view
+    margin_deg: float = -3.0  # a pass starts/ends this far outside the codebook's field of view (negative: inside)
     length_m: float = 4.5
     width_m: float = 1.8
     height_m: float = 1.5

@@ -178,6 +178,7 @@ def _export_student(s: StudentSource, profile, train, test, bundle_dir: Path, wo
     from edgekd.export.parity import parity_gate, predict
     from edgekd.export.qdq import quantize_onnx_qdq
     from edgekd.export.tflite import convert_onnx_to_tflite, verify_int8_tflite
+    from edgekd.export.tflite_compact import tflite_size_breakdown
     from edgekd.runtime.backends import OrtBackend, TFLiteBackend
 
     work.mkdir(parents=True, exist_ok=True)
@@ -266,6 +267,7 @@ def _export_student(s: StudentSource, profile, train, test, bundle_dir: Path, wo
         if kind.startswith("tflite"):
             entry = tflite_entry(bundle_dir, rel, precision=precision, input_names=s.modalities,
                                  ops=tflite_ops(path))
+            entry["size_breakdown"] = tflite_size_breakdown(path.read_bytes())
         else:
             entry = onnx_entry(bundle_dir, rel, precision=precision, ops=onnx_ops(path))
         entry["accuracy"] = report.accuracies[kind]

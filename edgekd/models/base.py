@@ -89,6 +89,17 @@ def check_width(value: object) -> float:
     return float(value)
 
 
+def check_choice(field: str, value: object, choices: Sequence[str]) -> str:
+    if value not in choices:
+        raise EdgekdError(f"'{field}' must be one of {', '.join(choices)}, got {value!r}", field=field,
+                          fix=f"pass {field}={choices[0]!r}")
+    return str(value)
+
+
+def check_optional_int(field: str, value: object, *, minimum: int = 1) -> int | None:
+    return None if value is None else check_int(field, value, minimum=minimum)
+
+
 def check_pair(field: str, value: object, factor: int, *, why: str) -> tuple[int, int]:
     if not isinstance(value, Sequence) or isinstance(value, str) or len(value) != 2:
         raise EdgekdError(f"'{field}' must be a pair [rows, cols], got {value!r}", field=field,

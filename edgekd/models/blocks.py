@@ -221,6 +221,68 @@ def depthwise_separable(in_ch: int, out_ch: int, *, stride: int = 1) -> nn.Seque
                          conv_bn_relu(in_ch, out_ch, kernel=1, bias=False))
 
 
+class SpaceToDepth(nn.Module):
+    """[N, C, H, W] -> [N, C*k*k, H/k, W/k], channel c*k*k + i*k + j = pixel (i, j) of each k x k patch
+    (the order of ``F.pixel_unshuffle``).
+
+    Written as reshape + one 5-D transpose with constructor-time sizes: onnx2tf turns it into
+    RESHAPE / TRANSPOSE / RESHAPE, which XNNPACK runs in int8 (ONNX SpaceToDepth does not convert
+    here). Why at all: XNNPACK's int8 convolutions pad every kernel tap's input channels to 8 on
+    x86, so a 3x3 conv on a 1- or 2-channel map costs 4-8x its MACs (5x slower than float32,
+    measured); a k x k patch as k*k channels feeds one 1x1 conv with a long, dense reduction.
+    """
+
+    def __init__(self, block: int, channels: int, height: int, width: int):
+        super().__init__()
+        if height % block or width % block:
+            raise ValueError(f"{height}x{width} is not divisible by the patch size {block}")
+        self.block, self.channels, self.height, self.width = block, channels, height, width
+
+    def extra_repr(self) -> str:
+        return f"block={self.block}, channels={self.channels}, size={self.height}x{self.width}"
+
+    def forward(self, x: Tensor) -> Tensor:
+        k, h, w = self.block, self.height // self.block, self.width // self.block
+        patches = x.reshape(-1, h, k, w, k).permute(0, 2, 4, 1, 3)  # [N*C, k, k, h, w]
+        return patches.reshape(-1, self.channels * k * k, h, w)
+
+
+def patch_stem(in_ch: int, out_ch: int, *, patch: int, size: tuple[int, int]) -> nn.Sequential:
+    """A patch x patch, stride-patch convolution written as space-to-depth + 1x1 conv (+BN+ReLU)."""
+    return nn.Sequential(SpaceToDepth(patch, in_ch, *size), conv_bn_relu(in_ch * patch * patch, out_ch, kernel=1,
+                                                                         bias=False))
+
+
+class SequenceBatchNorm(nn.Module):
+    """BatchNorm1d over the features of every step of [B, S, D] (statistics over B*S vectors).
+
+    The quantisation-friendly alternative to LayerNorm: at inference it is a per-feature
+    scale and shift (MUL + ADD, or folded), where an int8 LayerNorm becomes MEAN /
+    SQUARED_DIFFERENCE / RSQRT ops that XNNPACK does not run in int8 (3 partition breaks).
+    """
+
+    def __init__(self, features: int):
+        super().__init__()
+        self.features = features
+        self.bn = nn.BatchNorm1d(features)
+
+    def forward(self, seq: Tensor) -> Tensor:
+        steps = seq.shape[1]
+        return self.bn(seq.reshape(-1, self.features)).reshape(-1, steps, self.features)
+
+
+NORMS = ("batch", "layer")
+
+
+def embedding_norm(kind: str, features: int) -> nn.Module:
+    """The normalisation of per-frame embeddings before the GRU: "layer" (paper) or "batch" (int8-friendly)."""
+    if kind == "layer":
+        return nn.LayerNorm(features)
+    if kind == "batch":
+        return SequenceBatchNorm(features)
+    raise ValueError(f"unknown norm '{kind}'")
+
+
 def mlp(sizes: Sequence[int], dropouts: Sequence[float] = ()) -> nn.Sequential:
     """Linear layers ``sizes[0] -> ... -> sizes[-1]`` with ReLU (+ dropout) between, none after the last."""
     layers: list[nn.Module] = []

@@ -1,7 +1,9 @@
 """Image+radar models of paper 1 (inputs in the order image, radar).
 
 At paper scale (224x224 images, radar 128x64) the teacher has 2.948M parameters
-(paper 2.931M) and the student 0.106M (paper 0.106M).
+(paper 2.931M) and the student 0.106M (paper 0.106M). The teacher's branches keep
+their paper-size FCs at any input size (``final_grid``, ``radar_grid``: see image.py
+and radar.py); the student's default stems are int8-friendly patch embeddings.
 """
 
 from __future__ import annotations
@@ -9,24 +11,32 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from edgekd.models.base import BeamModel, check_multiple, check_pair, check_width, register_model
-from edgekd.models.blocks import RecurrentHead, conv_bn_relu, depthwise_separable, mlp, scaled
+from edgekd.models.base import (BeamModel, check_choice, check_multiple, check_optional_int, check_pair,
+                                check_width, register_model)
+from edgekd.models.blocks import (NORMS, RecurrentHead, conv_bn_relu, depthwise_separable, embedding_norm, mlp,
+                                  patch_stem, scaled)
 from edgekd.models.image import TeacherImageEncoder
-from edgekd.models.radar import StudentRadarEncoder, TeacherRadarEncoder
+from edgekd.models.radar import PAPER_GRID, STEMS, StudentRadarEncoder, TeacherRadarEncoder, check_grid
 
 EMBED = 64
 HIDDEN = 64
 
 
 class StudentFusionImageEncoder(nn.Module):
-    """3x3 stride-2 conv (1->12), depthwise-separable stride-2 blocks 12-16-24-40-96 -> 96 x S/32 x S/32,
-    global average + max pooling -> 192."""
+    """Stem (1->12), depthwise-separable blocks 12-16-24-40-96 -> 96 x S/32 x S/32, global average + max
+    pooling -> 192. ``stem="conv"`` (paper): 3x3 stride-2 conv, every block stride 2; ``stem="patch"``:
+    8x8 patch embedding (space-to-depth + 1x1 conv 64->12), the first two blocks at stride 1."""
 
-    def __init__(self, width: float = 1.0):
+    def __init__(self, width: float = 1.0, *, stem: str = "patch", image_size: int = 64):
         super().__init__()
         c = scaled([12, 16, 24, 40, 96], width)
-        layers: list[nn.Module] = [conv_bn_relu(1, c[0], stride=2)]
-        layers += [depthwise_separable(a, b, stride=2) for a, b in zip(c[:-1], c[1:])]
+        if stem == "conv":
+            layers: list[nn.Module] = [conv_bn_relu(1, c[0], stride=2)]
+            layers += [depthwise_separable(a, b, stride=2) for a, b in zip(c[:-1], c[1:])]
+        else:
+            layers = [patch_stem(1, c[0], patch=8, size=(image_size, image_size))]
+            layers += [depthwise_separable(a, b, stride=1 if i < 2 else 2)
+                       for i, (a, b) in enumerate(zip(c[:-1], c[1:]))]
         self.cnn = nn.Sequential(*layers)
         self.channels = 2 * c[-1]
 
@@ -40,11 +50,12 @@ class _FusionModel(BeamModel):
     input_modalities = ("image", "radar")
 
     def __init__(self, *, num_beams: int, window: int, horizons: int, image_size: int, radar_shape,
-                 width: float):
+                 width: float, norm: str):
         super().__init__(num_beams=num_beams, window=window, horizons=horizons)
         self.image_size = check_multiple("image_size", image_size, 32, why="5 stride-2 stages")
         self.radar_shape = check_pair("radar_shape", radar_shape, 16, why="4 stride-2 stages")
         self.width = check_width(width)
+        self.norm = embedding_norm(check_choice("norm", norm, NORMS), EMBED)
 
     def input_shapes(self) -> dict[str, tuple[int, ...]]:
         return {"image": (self.window, 1, self.image_size, self.image_size),
@@ -73,13 +84,15 @@ class FusionTeacher(_FusionModel):
     LayerNorm -> 2-layer GRU(64) -> 8-head self-attention + residual -> classifier 64-64-64-beams."""
 
     def __init__(self, *, num_beams: int = 64, window: int = 8, horizons: int = 4, image_size: int = 64,
-                 radar_shape: tuple[int, int] | list[int] = (64, 32), width: float = 1.0):
+                 radar_shape: tuple[int, int] | list[int] = (64, 32), width: float = 1.0,
+                 final_grid: int | None = 7, radar_grid: tuple[int, int] | list[int] | None = PAPER_GRID,
+                 norm: str = "layer"):
         super().__init__(num_beams=num_beams, window=window, horizons=horizons, image_size=image_size,
-                         radar_shape=radar_shape, width=width)
-        self.image_encoder = TeacherImageEncoder(self.image_size, self.width, attention=False)
-        self.radar_encoder = TeacherRadarEncoder(self.radar_shape, self.width)
+                         radar_shape=radar_shape, width=width, norm=norm)
+        self.image_encoder = TeacherImageEncoder(self.image_size, self.width, attention=False,
+                                                 final_grid=check_optional_int("final_grid", final_grid))
+        self.radar_encoder = TeacherRadarEncoder(self.radar_shape, self.width, check_grid(radar_grid))
         self.fuse = nn.Linear(2 * EMBED, EMBED)
-        self.norm = nn.LayerNorm(EMBED)
         self.head = RecurrentHead(input_size=EMBED, hidden_size=HIDDEN, num_beams=self.num_beams,
                                   horizons=self.horizons, num_layers=2, attention="mhsa", heads=8,
                                   classifier=(64, 64), classifier_dropout=(0.5, 0.3))
@@ -87,16 +100,18 @@ class FusionTeacher(_FusionModel):
 
 @register_model("fusion_student")
 class FusionStudent(_FusionModel):
-    """Depthwise-separable image and radar CNNs, avg+max pooling -> 384-128-64-64 -> LayerNorm ->
-    GRU(64, 64) -> classifier 64-64-beams."""
+    """Depthwise-separable image and radar CNNs, avg+max pooling -> 384-128-64-64 -> norm ->
+    GRU(64, 64) -> classifier 64-64-beams. Defaults are int8-friendly (patch stems, BatchNorm);
+    ``stem="conv", norm="layer"`` is the paper's layout."""
 
     def __init__(self, *, num_beams: int = 64, window: int = 8, horizons: int = 4, image_size: int = 64,
-                 radar_shape: tuple[int, int] | list[int] = (64, 32), width: float = 1.0):
+                 radar_shape: tuple[int, int] | list[int] = (64, 32), width: float = 1.0, stem: str = "patch",
+                 norm: str = "batch"):
         super().__init__(num_beams=num_beams, window=window, horizons=horizons, image_size=image_size,
-                         radar_shape=radar_shape, width=width)
-        self.image_encoder = StudentFusionImageEncoder(self.width)
-        self.radar_encoder = StudentRadarEncoder(self.width)
+                         radar_shape=radar_shape, width=width, norm=norm)
+        self.stem = check_choice("stem", stem, STEMS)
+        self.image_encoder = StudentFusionImageEncoder(self.width, stem=self.stem, image_size=self.image_size)
+        self.radar_encoder = StudentRadarEncoder(self.width, stem=self.stem, radar_shape=self.radar_shape)
         self.fuse = mlp([self.backbone_size, 128, 64, EMBED], (0.3, 0.2))
-        self.norm = nn.LayerNorm(EMBED)
         self.head = RecurrentHead(input_size=EMBED, hidden_size=HIDDEN, num_beams=self.num_beams,
                                   horizons=self.horizons, classifier=(64,), classifier_dropout=(0.5,))

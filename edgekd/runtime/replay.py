@@ -122,6 +122,7 @@ def replay(runtime, drive: Drive, *, realtime: bool = False, keep_records: bool 
     t_wall = time.perf_counter()
     t_drive0 = float(drive.time_s[0]) if n else 0.0
     previous = None
+    forced_off: set[str] = set()
     for i in iterator:
         t = float(drive.time_s[i])
         if realtime:
@@ -139,8 +140,15 @@ def replay(runtime, drive: Drive, *, realtime: bool = False, keep_records: bool 
         for key in latency:
             latency[key][i] = pred.latency_ms[key]
         if pred.student is not None and previous is not None and pred.student != previous:
+            kind = switch_kind(pred.reason)
+            if kind == "preference" and pred.student in forced_off:
+                kind = "recovery"  # back to a student a sensor outage or failure had forced off
+            if kind in ("forced", "fallback"):
+                forced_off.add(previous)
+            else:
+                forced_off.clear()
             switches.append({"frame": i, "t": round(t, 3), "from": previous, "to": pred.student,
-                             "kind": switch_kind(pred.reason), "reason": pred.reason,
+                             "kind": kind, "reason": pred.reason,
                              "segment": drive.segment_names[int(drive.segment[i])]})
         if pred.student is not None:
             previous = pred.student
@@ -162,7 +170,10 @@ def replay(runtime, drive: Drive, *, realtime: bool = False, keep_records: bool 
 
 
 def switch_kind(reason: str) -> str:
-    """'fallback' (an inference failed), 'forced' (the active student lost a sensor) or 'preference'."""
+    """'fallback' (an inference failed), 'forced' (the active student lost a sensor) or 'preference'.
+
+    The replay also marks a preference switch back to a student that was forced off as 'recovery'.
+    """
     if reason.startswith("fallback"):
         return "fallback"
     if "cannot be fed" in reason:
@@ -252,7 +263,7 @@ def summarize(result: ReplayResult, drive: Drive, window: int, policy: str) -> d
         "coverage": by["all"]["coverage"] if "all" in by else None,
         "switches": len(result.switches),
         "switches_by_kind": {kind: sum(sw["kind"] == kind for sw in result.switches)
-                             for kind in ("preference", "forced", "fallback")},
+                             for kind in ("preference", "forced", "recovery", "fallback")},
         "condition_changes": int(np.count_nonzero(np.diff(drive.lighting)) + np.count_nonzero(np.diff(drive.weather))),
         "overhead_ms": {"p50": round(float(np.median(overhead)), 4),
                         "p99": round(float(np.percentile(overhead, 99)), 4)},

@@ -1,0 +1,44 @@
+"""Runtime pieces that need no interpreter: top-k, policy parsing, artifact choice, switch kinds."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from edgekd.errors import EdgekdError
+from edgekd.runtime.engine import _artifact_kind, _parse_policy, top_k
+from edgekd.runtime.replay import switch_kind
+from edgekd.targets import load_target
+
+
+def test_top_k_matches_a_plain_softmax_ranking():
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(4, 64)).astype(np.float32) * 3
+    beams, probs = top_k(logits, 5)
+    soft = np.exp(logits - logits.max(axis=1, keepdims=True))
+    soft /= soft.sum(axis=1, keepdims=True)
+    want = np.argsort(-soft, axis=1)[:, :5]
+    assert np.array_equal(beams, want)
+    assert np.allclose(probs, np.take_along_axis(soft, want, axis=1), atol=1e-6)
+    assert top_k(logits, 100)[0].shape == (4, 64)
+
+
+def test_policy_strings():
+    assert _parse_policy("auto") is None and _parse_policy("fixed:image") == "image"
+    for bad in ("fixed:", "image", "manual"):
+        with pytest.raises(EdgekdError, match="fixed:<student>"):
+            _parse_policy(bad)
+
+
+def test_artifact_choice_follows_the_target_backend():
+    arts = {"tflite_int8": {}, "onnx_fp32": {}, "onnx_int8_qdq": {}}
+    assert _artifact_kind(arts, load_target("x86-ap"), "b", "image") == "onnx_int8_qdq"
+    assert _artifact_kind(arts, load_target("rpi4"), "b", "image") == "tflite_int8"
+    with pytest.raises(EdgekdError, match="export the bundle with --target x86-ap"):
+        _artifact_kind({"tflite_int8": {}}, load_target("x86-ap"), "b", "image")
+
+
+def test_switch_kinds():
+    assert switch_kind("night: radar preferred") == "preference"
+    assert switch_kind("day: radar (...); image cannot be fed (image stale (0.40 s))") == "forced"
+    assert switch_kind("fallback: radar inference failed (x); night: lidar") == "fallback"
