@@ -155,10 +155,25 @@ def find_student_checkpoint(bundle: Path, name: str, entry: dict, given: Sequenc
     return None, f"{where}; pass it with --checkpoints"
 
 
-def _checkpoint_modalities(path: Path) -> list[str]:
+def _checkpoint_modalities(path: Path) -> list[str] | None:
+    """The modalities a checkpoint's model takes, from its data record (no weights loaded); None if unreadable.
+
+    Not building the model here: a checkpoint whose weights no longer fit must
+    become an ``error`` row of its format, not stop the comparison.
+    """
     from edgekd.checkpoint import load_checkpoint
 
-    return list(load_checkpoint(path).build().input_modalities)
+    try:
+        ckpt = load_checkpoint(path)
+        recorded = (ckpt.data or {}).get("modalities")
+        if recorded:
+            return list(recorded)
+        from edgekd.models import create_model
+
+        return list(create_model(ckpt.model_name, **ckpt.model_kwargs).input_modalities)
+    except Exception as exc:  # an unreadable checkpoint matches nothing; its reason is logged
+        log.warning("cannot read %s: %s", path, exc)
+        return None
 
 
 def find_teacher(student_ckpt: Path | None, modalities: Sequence[str],

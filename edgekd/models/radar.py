@@ -29,6 +29,7 @@ HIDDEN = 64
 
 STEMS = ("patch", "conv")
 PAPER_GRID = (8, 4)
+RADAR_STUDENT_CHANNELS = (16, 16, 32, 96)
 
 
 def strided_stages(shape: Sequence[int], grid: Sequence[int] | None, stages: int) -> int:
@@ -81,13 +82,13 @@ class StudentRadarEncoder(nn.Module):
 
     def __init__(self, width: float = 1.0, *, stem: str = "patch", radar_shape: tuple[int, int] = (64, 32)):
         super().__init__()
-        c = scaled([12, 16, 24, 96], width)
+        c = scaled(RADAR_STUDENT_CHANNELS, width)
         if stem == "conv":
             layers: list[nn.Module] = [conv_bn_relu(2, c[0], stride=2)]
             layers += [depthwise_separable(a, b, stride=2) for a, b in zip(c[:-1], c[1:])]
         else:
-            layers = [patch_stem(2, c[0], patch=4, size=radar_shape)]
-            layers += [depthwise_separable(a, b, stride=1 if i == 0 else 2)
+            layers = [patch_stem(2, c[0], patch=8, size=radar_shape)]
+            layers += [depthwise_separable(a, b, stride=1 if i < 2 else 2)
                        for i, (a, b) in enumerate(zip(c[:-1], c[1:]))]
         self.cnn = nn.Sequential(*layers)
         self.channels = 2 * c[-1]

@@ -26,7 +26,7 @@ import numpy as np
 
 from edgekd.errors import EdgekdError
 from edgekd.runtime.hub import Health, QualityConfig, SensorHub
-from edgekd.runtime.policy import Decision, ModalityPolicy, PolicySettings
+from edgekd.runtime.policy import ModalityPolicy, PolicySettings
 
 log = logging.getLogger(__name__)
 
@@ -260,7 +260,3 @@ def _artifact_kind(artifacts: Mapping[str, Any], profile, bundle_path: Path, stu
     raise EdgekdError(f"student '{student}' has no artifact that target {profile.name} runs "
                       f"(backend {profile.backend}, precision {profile.precision}; has {', '.join(artifacts)})",
                       file=bundle_path, fix=f"export the bundle with --target {profile.name}")
-
-
-def finite_or_none(x: float) -> float | None:
-    return x if math.isfinite(x) else None

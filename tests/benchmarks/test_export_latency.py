@@ -1,7 +1,7 @@
 """int8 vs float32 TFLite latency per student on this x86 host (XNNPACK, 1 thread), and op counts.
 
 Run:  .venv/bin/python -m pytest tests/benchmarks/test_export_latency.py -q -s --benchmark-enable
-(`-s` prints the table for BENCHMARKS.md). The students are the zoo's default
+(`-s` prints the tables for BENCHMARKS.md). The students are the zoo's default
 students at random init: latency and op lists do not depend on the weights.
 The issue's rule is checked here, not in unit tests: the int8 median must not
 be above the float32 median.
@@ -58,9 +58,16 @@ def median_ms(backend, raw, repeats: int = REPEATS) -> float:
 
 
 # Open issue (reported to the lead): the conv students' int8 graphs run about 2x slower than float32 on
-# this host; the lean-graph work on the models (H3) is expected to fix it, then strict xfail flags it.
+# this host. Measured (H5b): XNNPACK's int8 conv pads each kernel tap's input channels to 8, so the
+# 1- or 2-channel stem conv (image 1->18, radar 2->12) runs 4-7x slower in int8 than in float32 and
+# accounts for ~0.4 ms of the image student's ~0.46 ms gap; the model-side stem change (H3b) fixes it.
 SLOW_INT8 = pytest.mark.xfail(reason="int8 conv students slower than fp32 on x86 XNNPACK (issue 5, open)",
                               strict=False)
+# Size: compaction (edgekd.export.tflite_compact) + per-tensor dense weights give 2.1 (lidar) to 2.8x;
+# what is left in the int8 file besides the weights is 25-34 KiB of graph structure (tensor/op tables of
+# the ~170-230 op unrolled GRU), which the float32 file carries too. Not 3x yet: open (issue 5).
+SIZE_RATIO = 3.0
+SMALL_INT8 = pytest.mark.xfail(reason="int8 TFLite not yet 3x smaller than float32 (issue 5, open)", strict=False)
 
 
 @pytest.mark.parametrize("student", [pytest.param(s, marks=SLOW_INT8) if s != "lidar" else s for s in STUDENTS])
@@ -84,3 +91,15 @@ def test_int8_not_slower_than_fp32(bundle, student, benchmark):
     # 5 % slack for timer noise on a shared machine
     assert results["tflite_int8"] <= 1.05 * results["tflite_fp32"], results
     assert np.isfinite(list(results.values())).all()
+
+
+@pytest.mark.parametrize("student", [pytest.param(s, marks=SMALL_INT8) for s in STUDENTS])
+def test_int8_file_is_3x_smaller_than_fp32(bundle, student):
+    """Both files as shipped (both compacted); prints where the int8 bytes go."""
+    artifacts = bundle.students[student]["artifacts"]
+    fp32, int8 = artifacts["tflite_fp32"], artifacts["tflite_int8"]
+    parts = int8["size_breakdown"]
+    print(f"\n| {student} | {fp32['size']} | {int8['size']} | {fp32['size'] / int8['size']:.2f}x | "
+          f"{parts['constant_data']} | {parts['quantization']} | {parts['tensor_names']} | {parts['structure']} |")
+    assert parts["total"] == int8["size"]
+    assert fp32["size"] >= SIZE_RATIO * int8["size"], (fp32["size"], int8["size"], parts)
