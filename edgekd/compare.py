@@ -366,6 +366,13 @@ def energy_text(energy: dict[str, Any]) -> str:
 # ----------------------------------------------------------------------------- the comparison
 
 
+def _load_average() -> float | None:
+    try:
+        return os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return None
+
+
 def _usable_cpus() -> int:
     try:
         return len(os.sched_getaffinity(0))
@@ -443,6 +450,7 @@ def compare_bundle(bundle: str | os.PathLike, data: str | os.PathLike, *, checkp
     options = dataclasses.replace(meter_options or MeterOptions(), power_model=settings.power_model)
     reader, skipped = choose_reader(settings.power_meter, options)
 
+    load_before = _load_average()
     rows: list[dict[str, Any]] = []
     latencies: dict[str, dict[str, list[float]]] = {}
     notes: list[str] = []
@@ -467,6 +475,8 @@ def compare_bundle(bundle: str | os.PathLike, data: str | os.PathLike, *, checkp
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "edgekd_version": __version__,
         "host": host_info(),
+        # other processes on the CPUs show up as a heavy latency tail: say how busy the machine was
+        "load_average_1m": {"before": load_before, "after": _load_average()},
         "bundle": str(bundle),
         "data": str(data),
         "target": target.get("name"),
@@ -553,10 +563,14 @@ def _num(value: Any, fmt: str) -> str:
 
 
 def to_markdown(report: dict[str, Any]) -> str:
+    load = report.get("load_average_1m") or {}
+    busy = (f" Load average (1 min) {load['before']:.1f} before, {load['after']:.1f} after on "
+            f"{report['host'].get('cpus_usable') or report['host'].get('cpu_count')} CPUs."
+            if load.get("before") is not None and load.get("after") is not None else "")
     lines = [f"# Format comparison: {report['bundle']} (target {report.get('target') or '-'})", "",
              f"Held-out test windows of `{report['data']}`; {report['threads']} thread(s) for every format; "
              f"{report['timing']}. Energy: {report['energy_meter']['method']}"
-             + (f" ({report['energy_meter']['scope']})" if report['energy_meter']['scope'] else "") + ".", "",
+             + (f" ({report['energy_meter']['scope']})" if report['energy_meter']['scope'] else "") + "." + busy, "",
              "| " + " | ".join(MD_COLUMNS) + " |", "|" + "---|" * len(MD_COLUMNS)]
     for r in report["rows"]:
         lat = r["latency"] or {}

@@ -7,7 +7,7 @@ same recurrent head as their fusion counterpart.
 The teacher strides only in as many of its 4 convs as bring the map closest to
 ``radar_grid`` (8x4, the paper's map of a 128x64 input), so its flatten -> 512 FC
 keeps its paper size at the default 64x32 too. The student's default stem is a
-4x4 patch embedding (int8-friendly; ``stem="conv"`` is the paper's 3x3 stride-2 conv).
+8x8 patch embedding (int8-friendly; ``stem="conv"`` is the paper's 3x3 stride-2 conv).
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ HIDDEN = 64
 
 STEMS = ("patch", "conv")
 PAPER_GRID = (8, 4)
-RADAR_STUDENT_CHANNELS = (16, 16, 32, 96)
+RADAR_STUDENT_CHANNELS = (12, 16, 24, 96)  # paper
 
 
 def strided_stages(shape: Sequence[int], grid: Sequence[int] | None, stages: int) -> int:
@@ -77,7 +77,7 @@ class TeacherRadarEncoder(nn.Module):
 class StudentRadarEncoder(nn.Module):
     """Stem (2->12), depthwise-separable blocks 12-16-24-96 -> 96 x R/16 x A/16, global average + max
     pooling -> 192. ``stem="conv"`` (paper): 3x3 stride-2 conv, every block stride 2;
-    ``stem="patch"``: 4x4 patch embedding (space-to-depth + 1x1 conv 32->12), first block stride 1
+    ``stem="patch"``: 8x8 patch embedding (space-to-depth + 1x1 conv 128->12), first two blocks stride 1
     (a 2-channel 3x3 conv is XNNPACK int8's slowest case on x86)."""
 
     def __init__(self, width: float = 1.0, *, stem: str = "patch", radar_shape: tuple[int, int] = (64, 32)):

@@ -59,3 +59,22 @@ def test_unrolled_gru_exports_one_input_matmul_and_one_split_per_sequence() -> N
     assert ops["Gemm"] == 1 + 1 + 2 * (steps - 1) + 1
     # rz/n split of the projections, one unbind each, one pad split, one r/z split per step.
     assert ops["Split"] == 1 + 2 + 1 + steps
+
+
+@pytest.mark.parametrize("name", ["image_student", "radar_student", "fusion_student"])
+def test_default_students_have_no_thin_dense_convolutions(name: str) -> None:
+    # XNNPACK's int8 convs on x86 pad each kernel tap's input channels to 8: a dense conv reading
+    # 1-4 channels (the paper stems) runs 5x slower than float32. Only depthwise convs may be thin.
+    accepted = model_arguments(name)
+    model = create_model(name, **{k: v for k, v in SMALL.items() if k in accepted}).eval()
+    graph = onnx.load_from_string(export(model))
+    weights = {init.name: tuple(init.dims) for init in graph.graph.initializer}
+    for node in graph.graph.node:
+        if node.op_type != "Conv":
+            continue
+        group = next((a.i for a in node.attribute if a.name == "group"), 1)
+        out_ch, in_per_group = weights[node.input[1]][:2]
+        if group == 1:
+            assert in_per_group >= 8, (node.name, weights[node.input[1]])
+        else:
+            assert group == out_ch and in_per_group == 1  # depthwise

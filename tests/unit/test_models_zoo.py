@@ -163,3 +163,115 @@ def test_training_step_reaches_every_parameter(name: str) -> None:
 
 def test_width_scales_the_cnn() -> None:
     assert count_params(create_model("image_student", width=0.5)) < count_params(create_model("image_student"))
+
+
+# ------------------------------------------------- default profile, paper layouts, int8-friendly blocks
+
+DEFAULT = {"image_size": 64, "radar_shape": [64, 32]}
+PAPER_LAYOUT = {"image_student": {"stem": "conv", "channels": [18, 36, 72, 144], "norm": "layer"},
+                "fusion_student": {"stem": "conv", "norm": "layer"}}
+
+
+@pytest.mark.parametrize("teacher, student", [("image_teacher", "image_student"),
+                                              ("fusion_teacher", "fusion_student"),
+                                              ("radar_teacher", "radar_student")])
+def test_students_at_least_15x_smaller_at_default_profile(teacher: str, student: str) -> None:
+    assert count_params(build(teacher, DEFAULT)) >= 15 * count_params(build(student, DEFAULT))
+
+
+@pytest.mark.parametrize("name, paper", [("image_student", 0.095e6), ("fusion_student", 0.106e6)])
+def test_paper_layout_students_within_3_percent(name: str, paper: float) -> None:
+    params = count_params(build(name, PAPER, **PAPER_LAYOUT[name]))
+    assert abs(params / paper - 1) < 0.03, params
+
+
+@pytest.mark.parametrize("size, pools, grid", [(224, 5, 7), (64, 3, 8), (32, 2, 8), (128, 4, 8), (96, 4, 6)])
+def test_teacher_pools_to_about_7x7(size: int, pools: int, grid: int) -> None:
+    from edgekd.models.image import pooling_stages
+
+    assert pooling_stages(size, 7, 5) == pools
+    encoder = create_model("image_teacher", image_size=size).encoder
+    assert encoder.map_size == grid
+    assert sum(isinstance(m, nn.MaxPool2d) for m in encoder.cnn) == pools
+    assert encoder.fc[0].in_features == 64 * grid * grid
+    with torch.no_grad():
+        assert encoder.cnn(torch.rand(2, 1, size, size)).shape == (2, 64, grid, grid)
+
+
+def test_teacher_final_grid_none_is_the_always_pool_layout() -> None:
+    legacy = create_model("image_teacher", image_size=64, final_grid=None).encoder
+    assert legacy.map_size == 2 and legacy.fc[0].in_features == 64 * 2 * 2
+
+
+@pytest.mark.parametrize("shape, strided, grid", [((128, 64), 4, (8, 4)), ((64, 32), 3, (8, 4)),
+                                                  ((32, 16), 2, (8, 4))])
+def test_radar_teacher_strides_to_the_paper_grid(shape: tuple, strided: int, grid: tuple) -> None:
+    from edgekd.models.radar import strided_stages
+
+    assert strided_stages(shape, (8, 4), 4) == strided
+    encoder = create_model("radar_teacher", radar_shape=list(shape)).encoder
+    with torch.no_grad():
+        assert encoder.cnn(torch.rand(2, 2, *shape)).shape == (2, 64, *grid)
+    assert encoder.flat == 64 * grid[0] * grid[1]
+    legacy = create_model("radar_teacher", radar_shape=list(shape), radar_grid=None).encoder
+    assert legacy.flat == 64 * (shape[0] // 16) * (shape[1] // 16)
+
+
+@pytest.mark.parametrize("channels, block", [(1, 8), (2, 4), (3, 2)])
+def test_space_to_depth_is_pixel_unshuffle(channels: int, block: int) -> None:
+    from edgekd.models.blocks import SpaceToDepth
+
+    x = torch.randn(3, channels, 16, 8)
+    assert torch.equal(SpaceToDepth(block, channels, 16, 8)(x), F.pixel_unshuffle(x, block))
+
+
+def test_patch_stem_equals_a_strided_patch_convolution() -> None:
+    from edgekd.models.blocks import patch_stem
+
+    torch.manual_seed(0)
+    stem = patch_stem(2, 12, patch=4, size=(16, 8)).eval()
+    conv = stem[1][0]
+    x = torch.randn(2, 2, 16, 8)
+    # The 1x1 conv over patch channels (c, i, j) is a 4x4 stride-4 conv with the same weights.
+    kernel = conv.weight.reshape(12, 2, 4, 4)
+    with torch.no_grad():
+        want = F.relu(stem[1][1](F.conv2d(x, kernel, stride=4)))
+        assert torch.allclose(stem(x), want, atol=1e-5)
+
+
+def test_sequence_batch_norm_normalises_over_batch_and_steps() -> None:
+    from edgekd.models.blocks import SequenceBatchNorm
+
+    norm = SequenceBatchNorm(5).train()
+    seq = 3 + 2 * torch.randn(4, 6, 5)
+    out = norm(seq)
+    assert out.shape == seq.shape
+    flat = out.reshape(-1, 5)
+    assert torch.allclose(flat.mean(0), torch.zeros(5), atol=1e-5)
+    assert torch.allclose(flat.var(0, unbiased=False), torch.ones(5), atol=1e-3)
+
+
+@pytest.mark.parametrize("name", ["image_student", "radar_student", "fusion_student"])
+def test_paper_layout_and_default_give_the_same_backbone_shapes(name: str) -> None:
+    default = build(name, SMALL).eval()
+    paper = build(name, SMALL, stem="conv", norm="layer").eval()
+    assert default.feature_shapes() == paper.feature_shapes()
+    assert isinstance(paper.norm, nn.LayerNorm) and not isinstance(default.norm, nn.LayerNorm)
+
+
+@pytest.mark.parametrize("kwargs, field", [({"stem": "pach"}, "stem"), ({"norm": "group"}, "norm"),
+                                           ({"channels": [16, 32, 64]}, "channels"),
+                                           ({"channels": [16, 32, 0, 144]}, "channels[2]")])
+def test_bad_layout_options_are_user_errors(kwargs: dict, field: str) -> None:
+    with pytest.raises(EdgekdError) as err:
+        create_model("image_student", **kwargs)
+    assert err.value.field == field
+
+
+def test_bad_grids_are_user_errors() -> None:
+    with pytest.raises(EdgekdError) as err:
+        create_model("radar_teacher", radar_grid=[8])
+    assert err.value.field == "radar_grid"
+    with pytest.raises(EdgekdError) as err:
+        create_model("image_teacher", final_grid=0)
+    assert err.value.field == "final_grid"
