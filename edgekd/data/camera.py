@@ -8,6 +8,10 @@ windows and lamps are drawn on top, far to near (painter's algorithm). The
 static background (sidewalks, lanes, the building wall, sky) is precomputed
 per image size with its depth map, which fog needs.
 
+The user's car carries the receiver unit on its roof (``DriveTruth.unit``): a
+white box with a dark band across it (a fiducial stripe) and a marker lamp on
+top, which lights up at dusk and night like the head lights.
+
 Illumination: day / dusk / night scale the albedo (night: dark, noisy, with
 head and tail lights); rain lowers contrast and adds streaks; fog blends
 towards a veil with depth. Images are returned as uint8 ``[F, 1, H, W]``.
@@ -207,11 +211,39 @@ def _draw_vehicles(albedo: np.ndarray, depth: np.ndarray, lamps: np.ndarray, tru
             c0, c1 = _span(a_u + inset, b_u - inset, n)
             if w0 < w1 and c0 < c1:
                 albedo[w0:w1, c0:c1] = 0.12
+        if k == 0 and truth.has_unit:
+            _draw_unit(albedo, depth, lamps, truth, f, proj)
         heading = 1.0 if vx >= 0 else -1.0
         lamp_row = rows(0.7, fk)
         radius = max(0.6 * focal / fk, 1.0)
         _add_blob(lamps, proj.cu + focal * (xk + heading * lk / 2) / fk, lamp_row, radius, 1.0)
         _add_blob(lamps, proj.cu + focal * (xk - heading * lk / 2) / fk, lamp_row, radius * 0.6, 0.35)
+
+
+UNIT_ALBEDO, UNIT_BAND_ALBEDO, UNIT_LAMP = 0.97, 0.08, 0.8
+
+
+def _draw_unit(albedo: np.ndarray, depth: np.ndarray, lamps: np.ndarray, truth, f: int,
+               proj: _Projection) -> None:
+    """The receiver unit on the user's roof: a white box with a dark middle band, a lamp on top."""
+    n = proj.size
+    x, yc = float(truth.center[f, 0, 0]), float(truth.center[f, 0, 1])
+    length, width, height = (float(v) for v in truth.unit)
+    roof = float(truth.size[0, 2])
+    face = yc - width / 2
+    if face <= 0.5:
+        return
+    a, b = _span(proj.cu + proj.focal * (x - length / 2) / face, proj.cu + proj.focal * (x + length / 2) / face, n)
+    row = lambda z: proj.cv + proj.focal * (proj.height - z) / face  # noqa: E731
+    r0, r1 = _span(row(roof + height), row(roof), n)
+    if a >= b or r0 >= r1:
+        return
+    albedo[r0:r1, a:b] = UNIT_ALBEDO
+    depth[r0:r1, a:b] = face
+    b0, b1 = _span(row(roof + 0.65 * height), row(roof + 0.35 * height), n)
+    albedo[b0:b1, a:b] = UNIT_BAND_ALBEDO
+    _add_blob(lamps, proj.cu + proj.focal * x / face, row(roof + height), max(0.3 * proj.focal / face, 1.0),
+              UNIT_LAMP)
 
 
 def _span(lo: float, hi: float, n: int) -> tuple[int, int]:

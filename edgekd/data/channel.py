@@ -63,7 +63,7 @@ class ChannelConfig:
     diffuse_paths: int = 3  # weak Rayleigh paths scattered around the user
     diffuse_power_db: float = -15.0  # total diffuse power relative to the LOS power (blockage included)
     diffuse_spread_deg: float = 25.0  # their angular spread around the LOS angle
-    user_height_m: float = 1.6  # receiver on the car roof
+    user_height_m: float = 1.8  # receiver inside the roof-top receiver unit (roof 1.5 m, unit top 2.1 m)
 
     def __post_init__(self):
         for name in ("bandwidth_mhz", "max_blockage_db", "diffuse_spread_deg", "user_height_m"):

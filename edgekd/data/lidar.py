@@ -5,9 +5,14 @@ boresight, across the street), y to the left, z up. The azimuth of a point is
 ``atan2(y, x)``; ``bins`` equal bins span ``[-fov/2, +fov/2)``, bin 0 at
 ``-fov/2`` (the right-hand side, i.e. the scene's +x end of the street). A bin
 holds the horizontal range of the nearest return in metres; 0 means no return
-(nothing within ``max_range``, or the return was lost). The scan is mounted
-low enough to hit every vehicle (cars are 1.4 m tall or more), so a vehicle
-hides whatever is behind it.
+(nothing within ``max_range``, or the return was lost). The scan plane lies at
+``scan_height_m`` above the road (a single-layer scanner on the base station's
+pole, or a 3-D scanner's points kept in a band at that height): vehicles lower
+than it pass under the plane, taller ones (trucks, buses, the user's roof-top
+receiver unit) and the building wall return, and hide whatever is behind them.
+The default 1.8 m clears car roofs (1.4-1.7 m) and catches the receiver unit,
+so the scan shows the user, the blockers and the reflecting wall; 0 hits every
+vehicle.
 
 Weather: every return is lost with a probability that grows from clear to rain
 to fog, and fog also shortens the maximum range. Ranges carry Gaussian noise.
@@ -35,6 +40,7 @@ class LidarConfig:
     range_noise_m: float = 0.03
     dropout: tuple[float, float, float] = (0.01, 0.1, 0.3)  # per-return loss by weather clear / rain / fog
     fog_range_factor: float = 0.6  # max range in fog, as a fraction of max_range_m
+    scan_height_m: float = 1.8  # scan plane above the road: lower vehicles pass under it (0: all are hit)
 
     def __post_init__(self):
         for name in ("bins", "fov_deg", "max_range_m", "rays_per_bin"):
@@ -44,6 +50,8 @@ class LidarConfig:
             raise ValueError("lidar.fov_deg must be <= 360")
         if not all(0 <= p <= 1 for p in self.dropout):
             raise ValueError("lidar.dropout probabilities must be in [0, 1]")
+        if self.scan_height_m < 0:
+            raise ValueError("lidar.scan_height_m must be >= 0")
 
 
 def bin_edges(bins: int, fov_deg: float) -> np.ndarray:
@@ -95,13 +103,27 @@ def cast_rays(azimuth: np.ndarray, boxes: np.ndarray, wall_y: float | None) -> n
     return dist
 
 
+_NO_BOX = np.array([1e9, 1e9, 1e9 + 1.0, 1e9 + 1.0])  # a box no ray reaches (stands in for a skipped one)
+
+
+def scan_boxes(truth, scan_height_m: float) -> np.ndarray:
+    """``[F, K(+1), 4]`` boxes that reach the scan plane: vehicles at least ``scan_height_m`` tall,
+    plus the receiver unit on the user's roof (when it has one); the others are moved out of reach."""
+    boxes = truth.boxes()
+    tall = truth.size[:, 2] >= scan_height_m
+    boxes = np.where(tall[None, :, None], boxes, _NO_BOX)
+    if truth.has_unit and truth.unit_top_m >= scan_height_m:
+        boxes = np.concatenate([boxes, truth.unit_boxes()[:, None]], axis=1)
+    return boxes
+
+
 def render_lidar(truth, weather: np.ndarray, cfg: LidarConfig, rng: np.random.Generator) -> np.ndarray:
     """Scans of a pass in metres, float32 ``[F, bins]`` (0 = no return)."""
     edges = bin_edges(cfg.bins, cfg.fov_deg)
     width = edges[1] - edges[0]
     offsets = (np.arange(cfg.rays_per_bin) + 0.5) / cfg.rays_per_bin * width
     azimuth = (edges[:-1, None] + offsets).ravel()
-    dist = cast_rays(azimuth, truth.boxes(), truth.wall_y)
+    dist = cast_rays(azimuth, scan_boxes(truth, cfg.scan_height_m), truth.wall_y)
     dist = dist.reshape(dist.shape[0], cfg.bins, cfg.rays_per_bin).min(axis=-1)
     weather = np.asarray(weather)
     max_range = np.where(weather == 2, cfg.fog_range_factor, 1.0)[:, None] * cfg.max_range_m

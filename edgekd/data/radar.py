@@ -9,7 +9,9 @@ spacing. The term is an outer product of three 1-D exponentials, so the sum
 over targets is one complex matrix product per frame (``[Rx*S, P] @ [P, C]``).
 Every vehicle contributes a few scattering centres on its side facing the
 radar (radar-equation amplitude ``sqrt(rcs) / r^2``, Swerling-1 fluctuation,
-attenuated when another vehicle hides it); the wall adds static clutter
+attenuated when another vehicle hides it); the receiver unit on the user's
+roof carries a corner reflector, a strong stable (Swerling 0) point target
+that only vehicles taller than the unit can hide; the wall adds static clutter
 (removed by the chirp-mean subtraction, as in real data); receiver noise is
 complex Gaussian. Light and weather do not enter (rain loss is negligible
 over tens of metres), so radar maps do not depend on them.
@@ -63,6 +65,7 @@ class RadarConfig:
     points_per_vehicle: int = 3
     rcs_car_m2: float = 10.0
     rcs_tall_m2: float = 40.0
+    rcs_receiver_m2: float = 100.0  # the corner reflector on the user's receiver unit (a ~15 cm trihedral at 77 GHz)
     snr_ref_db: float = 0.0  # per-sample SNR of a 10 m^2 target at 10 m
     occlusion_db: float = 25.0  # a scatterer hidden behind another vehicle
     wall_clutter_points: int = 6
@@ -198,6 +201,32 @@ def vehicle_targets(truth, cfg: RadarConfig, rng: np.random.Generator) -> tuple[
     return flat(rng_m), flat(rate), flat(angle), flat(amp * phase)
 
 
+def receiver_target(truth, cfg: RadarConfig, rng: np.random.Generator) -> tuple[np.ndarray, ...]:
+    """The corner reflector on the user's receiver unit: ``(range, range_rate, angle, amplitude)`` ``[F, 1]``.
+
+    A trihedral's RCS is steady over a wide angle (no Swerling fluctuation); only
+    vehicles taller than the unit stand between it and the radar. All-zero
+    amplitude when the user has no unit or ``rcs_receiver_m2`` is 0.
+    """
+    from edgekd.data.channel import segment_box_crossing
+
+    x = truth.user_xy[:, 0]
+    y = truth.user_xy[:, 1] - truth.unit[1] / 2  # the unit's face towards the radar
+    rng_m = np.hypot(x, y)
+    rate = truth.velocity_x[:, 0] * x / np.maximum(rng_m, 1e-3)
+    amp_ref = 10 ** (cfg.snr_ref_db / 20) * 10.0 ** 2 / np.sqrt(10.0)  # as in vehicle_targets
+    amp = amp_ref * np.sqrt(cfg.rcs_receiver_m2) / np.maximum(rng_m, 1.0) ** 2 * float(truth.has_unit)
+    face = np.stack([x, y], axis=-1)
+    hit, _ = segment_box_crossing(np.zeros_like(face), face, truth.boxes())
+    taller = truth.size[:, 2] >= truth.unit_top_m
+    taller[0] = False
+    hidden = np.any(hit & taller, axis=-1)
+    amp = amp * np.where(hidden, 10 ** (-cfg.occlusion_db / 20), 1.0)
+    phase = np.exp(2j * np.pi * rng.random(x.shape))
+    col = lambda a: np.asarray(a, dtype=np.float64)[:, None]  # noqa: E731
+    return col(rng_m), col(rate), np.arctan2(x, y)[:, None], (amp * phase)[:, None]
+
+
 def wall_clutter(frames: int, wall_y: float, cfg: RadarConfig, rng: np.random.Generator) -> tuple[np.ndarray, ...]:
     """Static scatterers on the building wall (zero Doppler), fixed over a pass."""
     n = cfg.wall_clutter_points
@@ -213,8 +242,9 @@ def wall_clutter(frames: int, wall_y: float, cfg: RadarConfig, rng: np.random.Ge
 def render_radar(truth, cfg: RadarConfig, rng: np.random.Generator, chunk: int = 32) -> np.ndarray:
     """Normalised float16 maps ``[F, 2, R, A]`` of a pass (synthesis + processing, in chunks)."""
     targets = vehicle_targets(truth, cfg, rng)
+    reflector = receiver_target(truth, cfg, rng)
     clutter = wall_clutter(truth.num_frames, truth.wall_y, cfg, rng)
-    r, v, a, amp = (np.concatenate([t, c], axis=1) for t, c in zip(targets, clutter))
+    r, v, a, amp = (np.concatenate(parts, axis=1) for parts in zip(targets, reflector, clutter))
     out = np.empty((truth.num_frames,) + cfg.map_shape, dtype=np.float16)
     for start in range(0, truth.num_frames, chunk):
         sl = slice(start, start + chunk)

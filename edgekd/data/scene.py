@@ -10,6 +10,19 @@ aligned with the street (length along x).
 One *pass* is the user's car crossing the base station's field of view, from
 a little before the codebook's first beam to a little after its last; it is
 sampled at the frame rate (10 Hz by default).
+
+What makes the beam a function of the sensor data (as in DeepSense 6G
+scenarios 8 and 9, where the receiving vehicle is the dominant target near the
+base station): by default the user drives in the lanes nearest the base
+station (``user.lanes``), and it carries the *receiver unit* on its roof, a
+box holding the mmWave receiver, a radar corner reflector and a marker light
+(DeepSense's test vehicle carried its sensor rack the same way). Every sensor
+renders that unit (``DriveTruth.unit``): the camera sees a white box with a
+dark band and a lamp, the radar a strong stable return, the LiDAR a return
+above car-roof height. Other traffic is light; trucks and buses (the LOS
+blockers) drive in every lane, so the LOS to a user in the second lane is
+blocked when one passes in the first, and the reflected path when one passes
+in the far lanes.
 """
 
 from __future__ import annotations
@@ -56,8 +69,8 @@ class StreetConfig:
 class TrafficConfig:
     """Other vehicles. ``density_per_100m`` and ``tall_fraction`` set how often the LOS is blocked."""
 
-    density_per_100m: float = 3.0  # mean vehicles per 100 m of lane
-    tall_fraction: float = 0.3  # trucks and buses, tall enough to block the LOS
+    density_per_100m: float = 2.0  # mean vehicles per 100 m of lane
+    tall_fraction: float = 0.4  # trucks and buses, tall enough to block the LOS
     speed_mps: tuple[float, float] = (5.0, 20.0)
     max_accel_mps2: float = 1.0
     min_gap_m: float = 4.0
@@ -81,20 +94,32 @@ class TrafficConfig:
 
 @dataclasses.dataclass
 class UserConfig:
-    """The user's car (the receiver)."""
+    """The user's car (the receiver) and the receiver unit on its roof."""
 
     speed_mps: tuple[float, float] = (5.0, 20.0)
     max_accel_mps2: float = 1.0
-    lanes: tuple[int, ...] = ()  # lanes the user may drive in; empty = all
+    lanes: tuple[int, ...] = (0, 1)  # lanes the user may drive in (0 = nearest the base station); empty = all
     margin_deg: float = -3.0  # a pass starts/ends this far outside the codebook's field of view (negative: inside)
     length_m: float = 4.5
     width_m: float = 1.8
     height_m: float = 1.5
+    # The receiver unit on the roof (receiver, radar corner reflector, marker light); all zero = none.
+    unit_length_m: float = 1.2
+    unit_width_m: float = 1.0
+    unit_height_m: float = 0.6
 
     def __post_init__(self):
         lo, hi = self.speed_mps
         if not 0 < lo <= hi:
             raise ValueError("user.speed_mps must be (low, high) with 0 < low <= high")
+        for name in ("unit_length_m", "unit_width_m", "unit_height_m"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"user.{name} must be >= 0, got {getattr(self, name)!r}")
+
+    @property
+    def unit(self) -> np.ndarray:
+        """(length, width, height) of the receiver unit."""
+        return np.array([self.unit_length_m, self.unit_width_m, self.unit_height_m], dtype=np.float64)
 
 
 @dataclasses.dataclass
@@ -107,10 +132,26 @@ class DriveTruth:
     size: np.ndarray  # [K, 3] length, width, height
     shade: np.ndarray  # [K] paint brightness in [0, 1] (camera)
     wall_y: float
+    # Receiver unit on vehicle 0's roof: (length, width, height); zeros = none.
+    unit: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(3))
 
     @property
     def num_frames(self) -> int:
         return self.time_s.shape[0]
+
+    @property
+    def has_unit(self) -> bool:
+        return bool(np.all(np.asarray(self.unit) > 0))
+
+    @property
+    def unit_top_m(self) -> float:
+        """Height of the receiver unit's top above the road."""
+        return float(self.size[0, 2] + self.unit[2])
+
+    def unit_boxes(self) -> np.ndarray:
+        """``[F, 4]`` plan box (x0, y0, x1, y1) of the receiver unit, centred on the user's roof."""
+        half = np.asarray(self.unit[:2], dtype=np.float64) / 2
+        return np.concatenate([self.user_xy - half, self.user_xy + half], axis=-1)
 
     @property
     def user_xy(self) -> np.ndarray:
@@ -210,7 +251,7 @@ def simulate_pass(street: StreetConfig, traffic: TrafficConfig, user: UserConfig
     size = np.stack([lengths, widths, heights], axis=1)[keep]
     return DriveTruth(time_s=t.astype(np.float64), center=np.stack([x, y], axis=-1)[:, keep],
                       velocity_x=vx[:, keep], size=size, shade=np.array(shades)[keep],
-                      wall_y=street.wall_y)
+                      wall_y=street.wall_y, unit=user.unit)
 
 
 def _travel(t: np.ndarray, v0: float, acc: float, speed_range: tuple[float, float]) -> np.ndarray:

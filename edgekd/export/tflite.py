@@ -231,7 +231,8 @@ def _smoke_windows(calibration_npz: str | None, input_names: list[str], count: i
     if not calibration_npz:
         return None
     with np.load(calibration_npz) as data:
-        return [{name: data[name][i:i + 1] for name in input_names} for i in range(min(count, len(data[input_names[0]])))]
+        count = min(count, len(data[input_names[0]]))
+        return [{name: data[name][i:i + 1] for name in input_names} for i in range(count)]
 
 
 def _raw_outputs(path: Path, windows: list[dict] | None, input_names: list[str], use_xnnpack: bool) -> list:

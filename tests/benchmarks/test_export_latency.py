@@ -57,12 +57,9 @@ def median_ms(backend, raw, repeats: int = REPEATS) -> float:
     return 1000 * statistics.median(times)
 
 
-# Open issue (reported to the lead): the conv students' int8 graphs run about 2x slower than float32 on
-# this host. Measured (H5b): XNNPACK's int8 conv pads each kernel tap's input channels to 8, so the
-# 1- or 2-channel stem conv (image 1->18, radar 2->12) runs 4-7x slower in int8 than in float32 and
-# accounts for ~0.4 ms of the image student's ~0.46 ms gap; the model-side stem change (H3b) fixes it.
-SLOW_INT8 = pytest.mark.xfail(reason="int8 conv students slower than fp32 on x86 XNNPACK (issue 5, open)",
-                              strict=False)
+# H5b measured why the conv students' int8 used to be ~2x slower: XNNPACK's int8 conv pads each kernel
+# tap's input channels to 8, so a 1- or 2-channel stem conv ran 4-7x slower in int8 than in float32
+# (~0.4 ms of the image student's ~0.46 ms gap). The model-side stem/normalisation changes (H3b) fixed it.
 # Size: compaction (edgekd.export.tflite_compact) + per-tensor dense weights give 2.1 (lidar) to 2.8x;
 # what is left in the int8 file besides the weights is 25-34 KiB of graph structure (tensor/op tables of
 # the ~170-230 op unrolled GRU), which the float32 file carries too. Not 3x yet: open (issue 5).
@@ -70,7 +67,7 @@ SIZE_RATIO = 3.0
 SMALL_INT8 = pytest.mark.xfail(reason="int8 TFLite not yet 3x smaller than float32 (issue 5, open)", strict=False)
 
 
-@pytest.mark.parametrize("student", [pytest.param(s, marks=SLOW_INT8) if s != "lidar" else s for s in STUDENTS])
+@pytest.mark.parametrize("student", list(STUDENTS))
 def test_int8_not_slower_than_fp32(bundle, student, benchmark):
     calibration = bundle.calibration_inputs(student)
     window = {m: x[:1] for m, x in calibration.items()}
