@@ -29,6 +29,47 @@ LOSS_FALLBACKS: dict[str, Any] = {
 
 
 @dataclasses.dataclass
+class DataFreeConfig:
+    """Data-free KD (paper 2, ``--method datafree``): the generator, its loss and the synthetic set.
+
+    The student phase uses the enclosing :class:`TrainConfig`'s ``epochs``, ``lr``,
+    ``batch_size`` and ``temperature``; nothing here touches real training data.
+    """
+
+    generator_loss: Literal["weighted", "metadata", "activation", "entropy"] = "weighted"
+    student_loss: Literal["kl", "mse"] = "kl"
+    # weights of the ``weighted`` generator loss: alpha * metadata + beta * activation + gamma * entropy
+    metadata_weight: float = 1.0
+    activation_weight: float = 0.1
+    entropy_weight: float = 0.1
+    activation_feature: str = "embedding"   # teacher feature whose norm the activation loss maximises
+    activation_norm: Literal["l1", "l2"] = "l2"
+    # generator: z (noise_dim) -> Linear hidden -> ReLU -> Linear window*bins -> output activation
+    noise_dim: int = 500
+    generator_hidden: int = 64
+    generator_output: Literal["tanh", "sigmoid"] = "tanh"
+    input_range: tuple[float, float] = (0.0, 4.0)   # the output activation is mapped onto this (metres / 10)
+    generator_steps: int = 2000                      # optimiser steps, each on a fresh noise batch
+    generator_batch_size: int = 32
+    generator_lr: float = 1e-3
+    synthetic_samples: int = 5000                    # fixed synthetic set the student trains on
+
+    def __post_init__(self) -> None:
+        for name in ("noise_dim", "generator_hidden", "generator_steps", "generator_batch_size",
+                     "generator_lr", "synthetic_samples"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"datafree.{name} must be positive, got {getattr(self, name)!r}")
+        if self.generator_batch_size < 2:
+            raise ValueError("datafree.generator_batch_size must be >= 2 (the metadata loss needs a batch variance)")
+        for name in ("metadata_weight", "activation_weight", "entropy_weight"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"datafree.{name} must be >= 0, got {getattr(self, name)!r}")
+        low, high = self.input_range
+        if not low < high:
+            raise ValueError(f"datafree.input_range must be (low, high) with low < high, got {self.input_range}")
+
+
+@dataclasses.dataclass
 class TrainConfig:
     """Everything that decides a training run (teacher, no-KD baseline or distillation)."""
 
@@ -62,6 +103,7 @@ class TrainConfig:
     ema_decay: float = 0.999
     ema_warmup: bool = True         # decay min(ema_decay, (1+n)/(10+n)) so short runs are not stuck at init
     dml_peers: int = 2
+    datafree: DataFreeConfig = dataclasses.field(default_factory=DataFreeConfig)
     # execution
     device: str = "cpu"
     threads: int | None = None

@@ -338,6 +338,36 @@ class MutualLearning(Distiller):
         return logits[0], L.combine(terms, L.alpha_weights(self.cfg.alpha, {"loss_kd": 1.0}))
 
 
+@register_method("datafree", aliases=("data-free", "dfkd"))
+class DataFreeKD(Distiller):
+    """Paper-2 student phase: match the frozen teacher on generated inputs only (no labels, no CE term).
+
+    ``cfg.datafree.student_loss``: ``kl`` (KL at ``temperature``, x T^2; T=2 as the
+    reference) or ``mse`` (raw logits). A batch may carry precomputed
+    ``teacher_logits`` (the synthetic set is fixed, so the teacher runs once).
+    A batch with ``beams`` is real labelled data and is refused: the whole
+    data-free run (generator, synthesis, this phase) is
+    :func:`edgekd.distill.datafree.distill_datafree`.
+    """
+
+    supports_horizon_weights = True
+    defaults = {"temperature": 2.0}
+
+    def forward_train(self, batch):
+        if "beams" in batch:
+            raise ValueError("data-free KD trains on generated inputs only, got a labelled batch; "
+                             "run edgekd.distill.datafree.distill_datafree (edgekd distill --method datafree)")
+        teacher = batch.get("teacher_logits")
+        if teacher is None:
+            teacher = self.teacher_features(batch)["logits"]
+        logits = self.student(*model_inputs(self.student, batch))
+        if self.cfg.datafree.student_loss == "mse":
+            terms = {"loss_mse": L.logit_mse_loss(logits, teacher, self.cfg.horizon_weights)}
+        else:
+            terms = {"loss_kd": L.kl_div_loss(logits, teacher, self.cfg.temperature, self.cfg.horizon_weights)}
+        return logits, L.combine(terms, {name: 1.0 for name in terms})
+
+
 def build_distiller(method: str, student: nn.Module, teacher: nn.Module | None, cfg: TrainConfig) -> Distiller:
     """Create the registered distiller ``method`` for ``student`` (and ``teacher``)."""
     return get_method(method)(student, teacher, cfg)

@@ -222,7 +222,9 @@ def _export_student(s: StudentSource, profile, train, test, bundle_dir: Path, wo
     qdq_path = None
     if "onnx_int8_qdq" in wanted:
         t = time.perf_counter()
-        qdq_path = quantize_onnx_qdq(onnx_path, work / "model_int8_qdq.onnx", windows)
+        tensorrt = "TensorrtExecutionProvider" in (profile.execution_providers or ())
+        qdq_path = quantize_onnx_qdq(onnx_path, work / "model_int8_qdq.onnx", windows,
+                                     symmetric_activations=tensorrt)
         stage("qdq", t)
 
     # Place artifacts: what the target ships goes into the bundle; references are scored from scratch.

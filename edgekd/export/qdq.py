@@ -25,8 +25,13 @@ log = logging.getLogger(__name__)
 
 
 def quantize_onnx_qdq(onnx_path: str | os.PathLike, out_path: str | os.PathLike,
-                      calibration: Sequence[dict[str, np.ndarray]], *, per_channel: bool = False) -> Path:
-    """Write a QDQ int8 copy of ``onnx_path`` calibrated on ``calibration`` (batch-1 input dicts)."""
+                      calibration: Sequence[dict[str, np.ndarray]], *, per_channel: bool = False,
+                      symmetric_activations: bool = False) -> Path:
+    """Write a QDQ int8 copy of ``onnx_path`` calibrated on ``calibration`` (batch-1 input dicts).
+
+    ``symmetric_activations`` forces zero-point-0 activations, which TensorRT's explicit-quantisation
+    path requires; asymmetric activations keep more resolution for CPU execution providers.
+    """
     from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
                                           quantize_static)
     from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -50,7 +55,8 @@ def quantize_onnx_qdq(onnx_path: str | os.PathLike, out_path: str | os.PathLike,
                 quantize_static(str(prepared), str(out_path), Reader(), quant_format=QuantFormat.QDQ,
                                 activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
                                 per_channel=per_channel, calibrate_method=CalibrationMethod.MinMax,
-                                extra_options={"ActivationSymmetric": False, "WeightSymmetric": True})
+                                extra_options={"ActivationSymmetric": symmetric_activations,
+                                               "WeightSymmetric": True})
         except Exception as exc:  # ORT quantisation raises many types
             raise EdgekdError(f"ONNX QDQ quantisation failed: {type(exc).__name__}: {exc}", file=onnx_path,
                               fix="export without onnx_int8_qdq (a target profile without it) or fix the op") from None

@@ -60,7 +60,7 @@ def some_frames(bundle, runtime):
 def test_api_push_predict_returns_ranked_beams_per_horizon(bundle):
     runtime = Runtime.from_bundle(bundle, "x86-ap", threads=1)
     assert set(runtime.students) == {"image", "radar", "lidar"}
-    assert {r.kind for r in runtime.students.values()} == {"onnx_int8_qdq"}  # x86-ap: ORT, int8
+    assert {r.kind for r in runtime.students.values()} == {"tflite_int8"}  # x86-ap: TFLite int8 (XNNPACK)
     empty = runtime.predict()
     assert not empty.ok and empty.reason.startswith("no student can be fed")
     feed(runtime, some_frames(bundle, runtime))
