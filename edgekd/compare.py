@@ -148,9 +148,12 @@ def find_student_checkpoint(bundle: Path, name: str, entry: dict, given: Sequenc
                 return path, ""
             return None, f"{path} differs from the exported checkpoint (sha256)"
     modalities = list(entry.get("modalities") or [])
-    for path in given:  # no sha in the manifest: fall back to the modality
-        if not sha and _checkpoint_modalities(path) == modalities:
-            return path, ""
+    same_modalities = [path for path in given if _checkpoint_modalities(path) == modalities]
+    if same_modalities and not sha:  # no sha in the manifest: fall back to the modality
+        return same_modalities[0], ""
+    if same_modalities:
+        return None, (f"{same_modalities[0]} is not the checkpoint this bundle was exported from (sha256 "
+                      "differs); pass the exported one or re-export")
     where = f"'{filename}' not found next to the bundle" if filename else "the manifest names no checkpoint file"
     return None, f"{where}; pass it with --checkpoints"
 

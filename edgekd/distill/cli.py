@@ -9,11 +9,16 @@ import click
 from edgekd.errors import EdgekdError
 
 
-def _common_options(func):
+def _common_options(func=None, *, data_required: bool = True):
     """Options shared by train and distill (each overrides the YAML config)."""
+    if func is None:   # used as @_common_options(data_required=False)
+        return lambda f: _common_options(f, data_required=data_required)
+    data_help = "Dataset directory (from `edgekd data synth` or `edgekd data import-deepsense`)."
+    if not data_required:
+        data_help += " With --method datafree only its test split is read, for evaluation (optional)."
     options = [
-        click.option("--data", "data", required=True, type=click.Path(path_type=Path),
-                     help="Dataset directory (from `edgekd data synth` or `edgekd data import-deepsense`)."),
+        click.option("--data", "data", required=data_required, default=None, type=click.Path(path_type=Path),
+                     help=data_help),
         click.option("--out", "out", required=True, type=click.Path(path_type=Path),
                      help="Checkpoint to write (.pt); the per-epoch log goes next to it as .log.jsonl."),
         click.option("--config", "config", type=click.Path(path_type=Path), default=None,
@@ -76,18 +81,61 @@ def train(model_name, data, out, config, log_path, resume, **flags):
 @click.option("--temperature", type=float, default=None, help="Softmax temperature of the KL terms.")
 @click.option("--horizon-weights", default=None,
               help="Per-horizon weights of the distillation term, e.g. 0.7,0.9,1.1,1.3 (normalised to mean 1).")
-@_common_options
-def distill(teacher, student, method, alpha, temperature, horizon_weights, data, out, config, log_path, resume,
-            **flags):
+@click.option("--generator-loss", type=click.Choice(["weighted", "metadata", "activation", "entropy"]), default=None,
+              help="--method datafree: generator loss variant (weighted = alpha*metadata + beta*activation + "
+                   "gamma*entropy; default from the config: weighted).")
+@click.option("--student-loss", type=click.Choice(["kl", "mse"]), default=None,
+              help="--method datafree: student loss, KL at --temperature (x T^2) or MSE between raw logits.")
+@_common_options(data_required=False)
+def distill(teacher, student, method, alpha, temperature, horizon_weights, generator_loss, student_loss, data, out,
+            config, log_path, resume, **flags):
     """Distil a student from a teacher checkpoint with a registered KD method."""
     from edgekd.distill.api import distill_model
     from edgekd.distill.config import parse_horizon_weights
+    from edgekd.distill.methods import KD_METHODS
 
     cfg = _config(config, alpha=alpha, temperature=temperature,
                   horizon_weights=parse_horizon_weights(horizon_weights), **flags)
+    if KD_METHODS.resolve(method) == "datafree":
+        _distill_datafree(teacher, student, cfg, data, out, generator_loss=generator_loss, student_loss=student_loss,
+                          alpha=alpha, resume=resume, log_path=log_path)
+        return
+    if generator_loss is not None or student_loss is not None:
+        raise EdgekdError("--generator-loss / --student-loss apply to --method datafree only", field="method",
+                          fix="drop them, or pass --method datafree")
+    if data is None:
+        raise EdgekdError(f"--method {method} trains on a dataset", field="data", fix="pass --data DATASET")
     _, result = distill_model(teacher, student, method, data, cfg, out=out, resume=resume, log_path=log_path)
     if result.checkpoint:
         click.echo(_summary(result, out))
+
+
+def _distill_datafree(teacher, student, cfg, data, out, *, generator_loss, student_loss, alpha, resume, log_path):
+    """``--method datafree``: generator + synthetic set + student; only the test split of --data is read."""
+    import dataclasses
+
+    from edgekd.distill.datafree import distill_datafree
+
+    unsupported = {"--resume": resume, "--alpha (there is no label term)": alpha is not None,
+                   "--max-train-windows (no training data is read)": cfg.max_train_windows is not None,
+                   "--device other than cpu": cfg.device != "cpu"}
+    given = [name for name, on in unsupported.items() if on]
+    if given:
+        raise EdgekdError(f"{given[0]} does not apply to --method datafree", field="method",
+                          fix="drop the option (the generator/student settings live under `datafree:` in --config)")
+    if teacher is None:
+        raise EdgekdError("--method datafree needs a teacher checkpoint", field="teacher",
+                          fix="pass --teacher lidar_teacher.pt (with metadata: `edgekd metadata CKPT --data D`)")
+    overrides = {k: v for k, v in {"generator_loss": generator_loss, "student_loss": student_loss}.items()
+                 if v is not None}
+    cfg = dataclasses.replace(cfg, datafree=dataclasses.replace(cfg.datafree, **overrides))
+    _, result = distill_datafree(teacher, student or "lidar_student", cfg, out, data=data, log_path=log_path)
+    test = result.metrics.get("test", {})
+    scores = (f"; test top-1 t0..t3: {' '.join(f'{v:.3f}' for v in test['top1'])}, "
+              f"top-5 mean {test['top5_mean']:.3f} (teacher {result.metrics['teacher_test']['top5_mean']:.3f})"
+              if test else "")
+    click.echo(f"wrote {out} (datafree, generator {result.generator_loss}, student {result.student_loss}, "
+               f"{result.seconds:.1f}s, no real training input){scores}")
 
 
 @click.command("evaluate")

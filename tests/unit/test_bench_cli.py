@@ -89,13 +89,15 @@ def test_flags_override_target_in_the_command(bundle):
     assert row["energy"]["idle_power_w"] == 2.0 and 2.0 <= row["energy"]["mean_power_w"] <= 3.0
 
 
-def test_x86_profile_runs_onnx_runtime_with_its_providers(bundle):
-    result = invoke("--target", "x86-ap", "--bundle", str(bundle), "--power-meter", "estimate", "--json", *QUICK)
+def test_onnx_runtime_takes_the_profiles_execution_providers(bundle):
+    profile = load_target("x86-ap")
+    result = invoke("--target", "x86-ap", "--bundle", str(bundle), "--backend", "ort", "--power-meter", "estimate",
+                    "--json", *QUICK)
     assert result.exit_code == 0, result.output
     (row,) = json.loads(result.output)["results"]
     assert row["backend"] == "ort" and row["artifact"] == "onnx_fp32"
-    assert row["interpreter"]["providers"] == ["CPUExecutionProvider"]
-    assert row["threads"] == load_target("x86-ap").threads
+    assert row["interpreter"]["providers"] == [p for p in profile.execution_providers if p == "CPUExecutionProvider"]
+    assert row["threads"] == profile.threads
 
 
 def test_unknown_target_exits_2_listing_the_known_ones(bundle):

@@ -1,0 +1,470 @@
+"""Data-free knowledge distillation for the LiDAR student (paper 2, Alg. 1).
+
+A generator inverts the frozen teacher, then the student learns from the
+generator's output only. No training input and no label is ever read.
+
+1. The teacher checkpoint carries its *metadata*: the mean and variance of its
+   last hidden state over the real training set (``teacher_stats``, written by
+   ``edgekd train`` or ``edgekd metadata CKPT --data D``).
+2. The generator ``z (500) -> Linear 64 -> ReLU -> Linear T*216 -> tanh`` is
+   trained against the frozen teacher with named loss terms (:func:`generator_loss_terms`):
+   ``loss_metadata`` (batch mean/variance of the teacher's last hidden state vs
+   the metadata), ``loss_activation`` (negative norm of a teacher activation)
+   and ``loss_entropy`` (entropy of the teacher's softmax); the variant
+   ``weighted`` sums them with alpha/beta/gamma, the others keep one term.
+3. As the reference does, the trained generator then synthesises a *fixed* set
+   (5000 windows by default) and the teacher labels it once with its logits.
+4. The student is trained on that set only (:class:`edgekd.distill.methods.DataFreeKD`):
+   KL at temperature T (x T^2) or MSE between raw logits.
+5. With ``data=`` the student (and the teacher, for reference) are evaluated on
+   the *test* split; that split is the only real data this module opens
+   (:func:`open_evaluation_split`).
+
+Input mapping: real inputs are ranges in metres / 10 per azimuth bin, in
+``[0, max_range / 10]`` (0 = no return; 40 m -> 4.0 in the synthetic scenario).
+The generator's ``tanh`` output ``y`` in ``[-1, 1]`` is mapped affinely onto
+``input_range = (low, high)`` (default ``(0, 4)``): ``x = low + (y + 1) / 2 * (high - low)``
+(``sigmoid``: ``x = low + y * (high - low)``). The generator makes the T = 8
+observed frames; the horizons - 1 future steps are padded inside the model,
+exactly as for real inputs (a zero scan, see :mod:`edgekd.models.lidar`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from edgekd.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from edgekd.distill import losses as L
+from edgekd.distill.config import DataFreeConfig, TrainConfig
+from edgekd.distill.methods import build_distiller, freeze
+from edgekd.errors import EdgekdError
+from edgekd.io import atomic_write_text, sha256_file
+
+log = logging.getLogger(__name__)
+
+EVALUATION_SPLIT = "test"        # the only split of a dataset the data-free path may open
+MODALITY = "lidar"
+GENERATOR_VARIANTS = ("weighted", "metadata", "activation", "entropy")
+SHAPE_KWARGS = ("num_beams", "window", "horizons", "lidar_bins")   # what the student takes from the teacher
+
+
+# ---------------------------------------------------------------------------
+# the generator
+
+
+class LidarGenerator(nn.Module):
+    """``z [B, noise_dim] -> Linear hidden -> ReLU -> Linear window*bins -> tanh|sigmoid`` -> ``[B, window, bins]``.
+
+    The output activation is mapped affinely onto ``input_range`` (see the module doc).
+    """
+
+    def __init__(self, *, noise_dim: int = 500, hidden: int = 64, window: int = 8, bins: int = 216,
+                 output: str = "tanh", input_range: tuple[float, float] = (0.0, 4.0)):
+        super().__init__()
+        if output not in ("tanh", "sigmoid"):
+            raise ValueError(f"generator output must be 'tanh' or 'sigmoid', got {output!r}")
+        self.noise_dim, self.window, self.bins, self.output = noise_dim, window, bins, output
+        self.low, self.high = float(input_range[0]), float(input_range[1])
+        self.net = nn.Sequential(nn.Linear(noise_dim, hidden), nn.ReLU(), nn.Linear(hidden, window * bins))
+
+    @classmethod
+    def from_config(cls, cfg: DataFreeConfig, *, window: int, bins: int) -> "LidarGenerator":
+        return cls(noise_dim=cfg.noise_dim, hidden=cfg.generator_hidden, window=window, bins=bins,
+                   output=cfg.generator_output, input_range=cfg.input_range)
+
+    def constructor_kwargs(self) -> dict[str, Any]:
+        return {"noise_dim": self.noise_dim, "hidden": self.net[0].out_features, "window": self.window,
+                "bins": self.bins, "output": self.output, "input_range": [self.low, self.high]}
+
+    def noise(self, batch: int, generator: torch.Generator | None = None) -> Tensor:
+        """Standard normal noise ``[batch, noise_dim]`` (seeded through ``generator``)."""
+        return torch.randn(batch, self.noise_dim, generator=generator)
+
+    def forward(self, z: Tensor) -> Tensor:
+        raw = self.net(z)
+        unit = (torch.tanh(raw) + 1.0) * 0.5 if self.output == "tanh" else torch.sigmoid(raw)
+        return (self.low + (self.high - self.low) * unit).reshape(z.shape[0], self.window, self.bins)
+
+
+# ---------------------------------------------------------------------------
+# generator loss terms (pure functions)
+
+
+def metadata_loss(hidden: Tensor, mean: Tensor, var: Tensor) -> Tensor:
+    """MSE of the batch mean plus MSE of the batch (population) variance of ``hidden`` vs the stored ones."""
+    flat = hidden.reshape(hidden.shape[0], -1)
+    if flat.shape[1] != mean.numel() or flat.shape[1] != var.numel():
+        raise ValueError(f"hidden state has {flat.shape[1]} units, metadata has {mean.numel()} / {var.numel()}")
+    return (F.mse_loss(flat.mean(0), mean.to(flat)) +
+            F.mse_loss(flat.var(0, unbiased=False), var.to(flat)))
+
+
+def activation_loss(features: Tensor, norm: str = "l2") -> Tensor:
+    """Negative mean per-sample norm of ``features`` (maximising it = strong teacher activations).
+
+    Normalised by the width so the scale does not grow with it: L2 gives minus
+    the mean RMS activation, L1 minus the mean absolute activation.
+    """
+    flat = features.reshape(features.shape[0], -1)
+    if norm == "l2":
+        return -(flat.norm(p=2, dim=1) / flat.shape[1] ** 0.5).mean()
+    if norm == "l1":
+        return -(flat.abs().sum(1) / flat.shape[1]).mean()
+    raise ValueError(f"activation norm must be 'l1' or 'l2', got {norm!r}")
+
+
+def entropy_loss(logits: Tensor) -> Tensor:
+    """Mean entropy (nats) of ``softmax(logits)`` over every (window, horizon) row: low = confident teacher."""
+    log_p = F.log_softmax(logits, dim=-1)
+    return -(log_p.exp() * log_p).sum(-1).mean()
+
+
+def generator_loss_weights(cfg: DataFreeConfig) -> dict[str, float]:
+    """Weights of the named terms for the variant ``cfg.generator_loss``."""
+    if cfg.generator_loss == "weighted":
+        weights = {"loss_metadata": cfg.metadata_weight, "loss_activation": cfg.activation_weight,
+                   "loss_entropy": cfg.entropy_weight}
+        if not any(weights.values()):
+            raise ValueError("the weighted generator loss needs a positive metadata/activation/entropy weight")
+        return weights
+    if cfg.generator_loss not in GENERATOR_VARIANTS:
+        raise ValueError(f"unknown generator loss {cfg.generator_loss!r} (known: {', '.join(GENERATOR_VARIANTS)})")
+    return {f"loss_{cfg.generator_loss}": 1.0}
+
+
+def generator_loss_terms(features: Mapping[str, Tensor], metadata: tuple[Tensor, Tensor] | None,
+                         cfg: DataFreeConfig) -> dict[str, Tensor]:
+    """``{"loss": weighted sum, "loss_metadata", "loss_activation", "loss_entropy"}`` on teacher features.
+
+    ``loss_metadata`` is left out when no metadata is given (allowed only when its weight is 0).
+    """
+    if cfg.activation_feature not in features:
+        raise ValueError(f"teacher has no feature {cfg.activation_feature!r} (has {sorted(features)})")
+    terms = {"loss_activation": activation_loss(features[cfg.activation_feature], cfg.activation_norm),
+             "loss_entropy": entropy_loss(features["logits"])}
+    if metadata is not None:
+        terms["loss_metadata"] = metadata_loss(features["last_hidden"], *metadata)
+    weights = {k: w for k, w in generator_loss_weights(cfg).items() if w != 0 or k in terms}
+    return L.combine(terms, weights)
+
+
+# ---------------------------------------------------------------------------
+# the teacher and its metadata
+
+
+def needs_metadata(cfg: DataFreeConfig) -> bool:
+    return generator_loss_weights(cfg).get("loss_metadata", 0.0) > 0
+
+
+def teacher_metadata(ckpt: Checkpoint) -> tuple[Tensor, Tensor]:
+    """``(mean, var)`` of the teacher's last hidden state over its training set, from the checkpoint."""
+    stats = ckpt.teacher_stats or {}
+    fix = (f"add it with `edgekd metadata {ckpt.path} --data DATASET` (the dataset the teacher was trained on), "
+           "or retrain the teacher with `edgekd train`, which stores it")
+    if "last_hidden_mean" not in stats or "last_hidden_var" not in stats:
+        raise EdgekdError("teacher checkpoint has no metadata (mean/variance of its last hidden state over the "
+                          "training set), which the data-free generator loss needs",
+                          file=ckpt.path, field="teacher_stats", fix=fix)
+    mean = torch.tensor(stats["last_hidden_mean"], dtype=torch.float32)
+    var = torch.tensor(stats["last_hidden_var"], dtype=torch.float32)
+    if mean.ndim != 1 or mean.shape != var.shape or not torch.isfinite(mean).all() or (var < 0).any():
+        raise EdgekdError("teacher metadata is malformed (mean/var must be equal-length finite vectors, var >= 0)",
+                          file=ckpt.path, field="teacher_stats", fix=fix)
+    return mean, var
+
+
+def load_teacher(teacher_ckpt: str | os.PathLike | Checkpoint, cfg: DataFreeConfig
+                 ) -> tuple[Checkpoint, nn.Module, tuple[Tensor, Tensor] | None]:
+    """The checkpoint, the frozen LiDAR teacher and its metadata (None when the loss does not use it)."""
+    ck = teacher_ckpt if isinstance(teacher_ckpt, Checkpoint) else load_checkpoint(teacher_ckpt)
+    teacher = freeze(ck.build())
+    if tuple(teacher.input_modalities) != (MODALITY,):
+        raise EdgekdError(f"data-free KD generates LiDAR windows; teacher '{ck.model_name}' takes "
+                          f"{', '.join(teacher.input_modalities)}", file=ck.path, field="model",
+                          fix="pass a LiDAR teacher checkpoint (e.g. one trained with --model lidar_teacher)")
+    metadata = teacher_metadata(ck) if needs_metadata(cfg) else None
+    if metadata is not None:
+        width = teacher.forward_features(*teacher.example_inputs(batch=2))["last_hidden"].reshape(2, -1).shape[1]
+        if metadata[0].numel() != width:
+            raise EdgekdError(f"teacher metadata has {metadata[0].numel()} units, the teacher's last hidden state "
+                              f"has {width}", file=ck.path, field="teacher_stats",
+                              fix=f"recompute it with `edgekd metadata {ck.path} --data DATASET`")
+    return ck, teacher, metadata
+
+
+# ---------------------------------------------------------------------------
+# step 2: train the generator
+
+
+def train_generator(teacher: nn.Module, metadata: tuple[Tensor, Tensor] | None, cfg: DataFreeConfig, *,
+                    seed: int, progress: bool = True, log_every: int = 50) -> tuple[LidarGenerator, list[dict]]:
+    """Fit a generator against the frozen ``teacher``; returns it (eval mode) and a loss history.
+
+    Every step draws a fresh noise batch; only the generator's weights move
+    (the teacher is frozen and in eval mode, its gradients reach the inputs only).
+    """
+    if needs_metadata(cfg) and metadata is None:
+        raise ValueError("the generator loss uses the metadata term but no metadata was given")
+    freeze(teacher)
+    window, bins = teacher.input_shapes()[MODALITY]
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        generator = LidarGenerator.from_config(cfg, window=window, bins=bins)
+    optimizer = torch.optim.Adam(generator.parameters(), lr=cfg.generator_lr)
+    noise = torch.Generator().manual_seed(seed)
+    history, sums = [], {}
+    generator.train()
+    bar = tqdm(range(1, cfg.generator_steps + 1), desc=f"generator ({cfg.generator_loss})", unit="step",
+               leave=False, disable=not progress)
+    for step in bar:
+        inputs = generator(generator.noise(cfg.generator_batch_size, noise))
+        terms = generator_loss_terms(teacher.forward_features(inputs), metadata, cfg)
+        if not torch.isfinite(terms["loss"].detach()):
+            raise EdgekdError(f"generator loss became {terms['loss'].item()} at step {step}",
+                              field="datafree.generator_lr", fix="lower datafree.generator_lr or the loss weights")
+        optimizer.zero_grad(set_to_none=True)
+        terms["loss"].backward()
+        optimizer.step()
+        for name, value in terms.items():
+            sums[name] = sums.get(name, 0.0) + float(value.detach())
+        if step % log_every == 0 or step == cfg.generator_steps:
+            count = step - (history[-1]["step"] if history else 0)
+            history.append({"step": step, **{k: v / count for k, v in sums.items()}})
+            bar.set_postfix(loss=f"{history[-1]['loss']:.4f}")
+            sums = {}
+    return generator.eval(), history
+
+
+# ---------------------------------------------------------------------------
+# step 3: the fixed synthetic set
+
+
+@dataclasses.dataclass
+class SyntheticSet:
+    """Generated inputs ``[N, T, bins]`` and the frozen teacher's logits ``[N, horizons, beams]`` on them."""
+
+    inputs: Tensor
+    teacher_logits: Tensor
+
+    def __len__(self) -> int:
+        return int(self.inputs.shape[0])
+
+    def summary(self) -> dict[str, float]:
+        """Input statistics and how confident the teacher is on the set (for logs and reports)."""
+        x, logits = self.inputs, self.teacher_logits
+        return {"n": len(self), "input_mean": float(x.mean()), "input_std": float(x.std()),
+                "input_window_std": float(x.std(dim=0).mean()),   # spread across windows: 0 = mode collapse
+                "teacher_entropy": float(entropy_loss(logits)),
+                "teacher_distinct_t0_beams": int(logits[:, 0].argmax(-1).unique().numel())}
+
+
+@torch.no_grad()
+def synthesize_set(generator: LidarGenerator, teacher: nn.Module, n: int, *, seed: int,
+                   batch_size: int = 500) -> SyntheticSet:
+    """``n`` windows from fixed seeded noise, labelled by the teacher (eval mode) with its logits."""
+    generator.eval()
+    teacher.eval()
+    noise = torch.Generator().manual_seed(seed)
+    inputs, logits = [], []
+    for start in range(0, n, batch_size):
+        x = generator(generator.noise(min(batch_size, n - start), noise))
+        inputs.append(x)
+        logits.append(teacher(x))
+    return SyntheticSet(torch.cat(inputs), torch.cat(logits))
+
+
+# ---------------------------------------------------------------------------
+# step 4: train the student on the synthetic set
+
+
+def train_student(student: nn.Module, teacher: nn.Module, synthetic: SyntheticSet, cfg: TrainConfig, *,
+                  progress: bool | None = None) -> tuple[nn.Module, list[dict]]:
+    """Fit ``student`` to the teacher's logits on ``synthetic`` (KL or MSE, ``cfg.datafree.student_loss``).
+
+    Adam/AdamW at ``cfg.lr``, cosine schedule over ``cfg.epochs``, gradient
+    clipping, batches of ``cfg.batch_size`` in a (seed, epoch) shuffled order.
+    No validation data exists in a data-free run: the last epoch's weights are kept.
+    """
+    from edgekd.distill.trainer import batch_slices, epoch_permutation
+
+    distiller = build_distiller("datafree", student, teacher, cfg)
+    cfg = distiller.cfg
+    params = [p for p in student.parameters() if p.requires_grad]
+    opt_cls = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
+    optimizer = opt_cls(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    scheduler = (torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.epochs)
+                 if cfg.scheduler == "cosine" else None)
+    show = cfg.progress if progress is None else progress
+    history = []
+    for epoch in tqdm(range(1, cfg.epochs + 1), desc=f"student ({cfg.datafree.student_loss})", unit="epoch",
+                      leave=False, disable=not show):
+        distiller.train()
+        sums, steps = {}, 0
+        for chunk in batch_slices(epoch_permutation(len(synthetic), cfg.seed, epoch), cfg.batch_size, min_last=2):
+            index = torch.from_numpy(chunk)
+            batch = {MODALITY: synthetic.inputs[index], "teacher_logits": synthetic.teacher_logits[index]}
+            _, terms = distiller(batch)
+            optimizer.zero_grad(set_to_none=True)
+            terms["loss"].backward()
+            if cfg.grad_clip is not None:
+                torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+            optimizer.step()
+            steps += 1
+            for name, value in terms.items():
+                sums[name] = sums.get(name, 0.0) + float(value.detach())
+        if scheduler is not None:
+            scheduler.step()
+        history.append({"epoch": epoch, **{k: v / max(steps, 1) for k, v in sums.items()}})
+    return student.eval(), history
+
+
+# ---------------------------------------------------------------------------
+# step 5: evaluation on the test split only
+
+
+def open_evaluation_split(data_path: str | os.PathLike):
+    """The test split (LiDAR only) of ``data_path``: the only real data the data-free path reads."""
+    from edgekd.data import load_dataset
+
+    return load_dataset(data_path, EVALUATION_SPLIT, modalities=(MODALITY,))
+
+
+def evaluate_on(model: nn.Module, ds, batch_size: int = 256) -> dict[str, Any]:
+    """Top-k / DBA per horizon of ``model`` on every window of ``ds``."""
+    from edgekd.distill.api import check_model_fits_data
+    from edgekd.distill.trainer import accuracy_metrics, predict
+
+    check_model_fits_data(model, ds)
+    logits, beams = predict(model, ds, np.arange(len(ds)), batch_size, torch.device("cpu"))
+    if len(beams) == 0:
+        raise EdgekdError(f"the {EVALUATION_SPLIT} split has no windows", file=ds.path, field="splits.test",
+                          fix="use a dataset with a test split")
+    return accuracy_metrics(logits, beams)
+
+
+# ---------------------------------------------------------------------------
+# the whole run
+
+
+@dataclasses.dataclass
+class DataFreeResult:
+    method: str
+    generator_loss: str
+    student_loss: str
+    generator_history: list[dict]
+    student_history: list[dict]
+    synthetic: dict
+    metrics: dict                     # "test" (student) and "teacher_test" when data was given
+    checkpoint: str | None = None
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def student_kwargs_from_teacher(ckpt: Checkpoint, student_name: str) -> dict[str, Any]:
+    """The shape kwargs (beams, window, horizons, bins) of the teacher that the student accepts."""
+    from edgekd.distill.api import _accepted_arguments
+
+    accepted = _accepted_arguments(student_name)
+    return {k: v for k, v in ckpt.model_kwargs.items() if k in SHAPE_KWARGS and k in accepted}
+
+
+def distill_datafree(teacher_ckpt: str | os.PathLike | Checkpoint, student_name: str = "lidar_student",
+                     cfg: TrainConfig | None = None, out: str | os.PathLike | None = None, *,
+                     data: str | os.PathLike | None = None, student_kwargs: Mapping[str, Any] | None = None,
+                     synthetic: SyntheticSet | None = None, generator_history: list[dict] | None = None,
+                     log_path: str | os.PathLike | None = None) -> tuple[nn.Module, DataFreeResult]:
+    """Data-free KD of ``student_name`` from a LiDAR teacher checkpoint (see the module doc).
+
+    Reads the teacher checkpoint and, only when ``data`` is given, the *test*
+    split of that dataset for evaluation. ``synthetic`` reuses an already
+    generated set (e.g. the same generator for a KL and an MSE student).
+    ``out`` gets the student checkpoint and a JSONL log (``log_path``, default
+    ``OUT.log.jsonl``) of the generator and student losses.
+    """
+    from edgekd.distill.trainer import seed_everything
+    from edgekd.models import create_model
+
+    start = time.perf_counter()
+    cfg = cfg or TrainConfig()
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    df = cfg.datafree
+    test_ds = open_evaluation_split(data) if data is not None else None   # fail fast on a bad path
+    ck, teacher, metadata = load_teacher(teacher_ckpt, df)
+    if synthetic is None:
+        generator, generator_history = train_generator(teacher, metadata, df, seed=cfg.seed, progress=cfg.progress)
+        synthetic = synthesize_set(generator, teacher, df.synthetic_samples, seed=cfg.seed + 1)
+    else:
+        generator = None
+    log.info("synthetic set: %s", synthetic.summary())
+    kwargs = {**student_kwargs_from_teacher(ck, student_name), **(student_kwargs or {})}
+    seed_everything(cfg.seed + 2)
+    student = create_model(student_name, **kwargs)
+    if tuple(student.input_modalities) != (MODALITY,) or student.input_shapes() != teacher.input_shapes():
+        raise EdgekdError(f"student '{student_name}' does not take the teacher's LiDAR windows "
+                          f"{teacher.input_shapes()}", field="student", fix="pick a LiDAR student, e.g. lidar_student")
+    student, student_history = train_student(student, teacher, synthetic, cfg)
+    metrics: dict[str, Any] = {}
+    if test_ds is not None:
+        if ck.data.get("fingerprint") not in (None, test_ds.fingerprint):
+            log.warning("teacher %s was trained on another dataset than %s", ck.path, data)
+        metrics["test"] = evaluate_on(student, test_ds)
+        metrics["teacher_test"] = evaluate_on(teacher, test_ds)
+    result = DataFreeResult(method="datafree", generator_loss=df.generator_loss, student_loss=df.student_loss,
+                            generator_history=generator_history or [], student_history=student_history,
+                            synthetic=synthetic.summary(), metrics=metrics)
+    if out is not None:
+        result.checkpoint = str(save_datafree_checkpoint(out, student, ck, cfg, result, generator, test_ds,
+                                                         log_path=log_path))
+    result.seconds = round(time.perf_counter() - start, 3)
+    return student, result
+
+
+def save_datafree_checkpoint(out: str | os.PathLike, student: nn.Module, teacher_ck: Checkpoint, cfg: TrainConfig,
+                             result: DataFreeResult, generator: LidarGenerator | None, test_ds, *,
+                             log_path: str | os.PathLike | None = None) -> Path:
+    """The student checkpoint (no training data: ``data.train_windows`` is 0) and a JSONL log beside it."""
+    shapes = {m: list(s) for m, s in student.input_shapes().items()}
+    data = {"path": None, "fingerprint": None, "modalities": [MODALITY], "shapes": shapes, "train_windows": 0,
+            "real_training_inputs": 0}
+    if test_ds is not None:
+        data["evaluation"] = {"path": str(Path(test_ds.path).resolve()), "split": EVALUATION_SPLIT,
+                              "fingerprint": test_ds.fingerprint}
+    teacher = {"path": str(teacher_ck.path), "sha256": sha256_file(teacher_ck.path) if teacher_ck.path else None,
+               "model": teacher_ck.model_name, "model_kwargs": dict(teacher_ck.model_kwargs)}
+    extra: dict[str, Any] = {"datafree": {"synthetic": result.synthetic,
+                                          "generator_history": result.generator_history,
+                                          "student_history": result.student_history}}
+    if generator is not None:
+        extra["generator"] = {"kwargs": generator.constructor_kwargs(),
+                              "state_dict": {k: v.detach().cpu() for k, v in generator.state_dict().items()}}
+    path = save_checkpoint(out, student, config={"method": "datafree", "train": dataclasses.asdict(cfg),
+                                                 "teacher": teacher},
+                           data=data, metrics=result.metrics, extra=extra)
+    lines = [json.dumps({"phase": "generator", **r}) for r in result.generator_history]
+    lines += [json.dumps({"phase": "student", **r}) for r in result.student_history]
+    atomic_write_text(log_path or Path(out).with_suffix(".log.jsonl"), "\n".join(lines) + "\n")
+    return path
+
+
+__all__ = [
+    "DataFreeResult", "EVALUATION_SPLIT", "GENERATOR_VARIANTS", "LidarGenerator", "SyntheticSet",
+    "activation_loss", "distill_datafree", "entropy_loss", "evaluate_on", "generator_loss_terms",
+    "generator_loss_weights", "load_teacher", "metadata_loss", "open_evaluation_split", "synthesize_set",
+    "teacher_metadata", "train_generator", "train_student",
+]
