@@ -145,7 +145,8 @@ class Schedule:
     def segment_index(self, time_s: np.ndarray) -> np.ndarray:
         """Index of the segment in force at each time (-1 before the first)."""
         starts = np.array([s.start_s for s in self.segments])
-        return np.searchsorted(starts, time_s, side="right") - 1
+        # A frame stamped within a microsecond of a start belongs to the new segment (float stamps).
+        return np.searchsorted(starts, np.asarray(time_s, dtype=np.float64) + 1e-6, side="right") - 1
 
 
 # ---------------------------------------------------------------- recordings
@@ -311,12 +312,14 @@ def simulate_drive(cfg: SceneConfig, rng: np.random.Generator, n_frames: int | N
     weather = int(cond_rng.choice(3, p=cfg.conditions.weather_probs))
     fog_visibility = float(cond_rng.uniform(*cfg.camera.fog_visibility_m))
 
-    parts, done, t0 = [], 0, 0.0
+    parts, done = [], 0
     while True:
         remaining = None if n_frames is None else n_frames - done
         truth = simulate_pass(cfg.street, cfg.traffic, cfg.user, cfg.array.codebook_fov_deg, cfg.frame_rate_hz,
                               streams["scene"], max_frames=remaining)
-        times = t0 + truth.time_s
+        # From the frame count, not a running sum: a sum drifts (9.9999 s) and a frame at a
+        # segment's start would then take the previous segment's conditions.
+        times = (done + np.arange(truth.num_frames)) / cfg.frame_rate_hz
         light = np.full(truth.num_frames, lighting, dtype=np.int8)
         weath = np.full(truth.num_frames, weather, dtype=np.int8)
         seg = schedule.segment_index(times) if schedule else np.full(truth.num_frames, -1)
@@ -330,7 +333,6 @@ def simulate_drive(cfg: SceneConfig, rng: np.random.Generator, n_frames: int | N
         with _single_threaded_blas():
             parts.append(_render_pass(cfg, truth, times, light, weath, fog_visibility, streams))
         done += truth.num_frames
-        t0 = float(times[-1]) + 1.0 / cfg.frame_rate_hz
         if n_frames is None or done >= n_frames:
             break
     rec = concat_recordings(parts)

@@ -52,7 +52,9 @@ class DataFreeConfig:
     generator_steps: int = 2000                      # optimiser steps, each on a fresh noise batch
     generator_batch_size: int = 32
     generator_lr: float = 1e-3
-    synthetic_samples: int = 5000                    # fixed synthetic set the student trains on
+    synthetic_samples: int = 5000                    # synthetic set the student trains on
+    # False: one fixed set, as the reference; True: a fresh set of synthetic_samples windows every epoch
+    resample_each_epoch: bool = False
 
     def __post_init__(self) -> None:
         for name in ("noise_dim", "generator_hidden", "generator_steps", "generator_batch_size",

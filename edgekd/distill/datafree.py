@@ -36,7 +36,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -291,8 +291,12 @@ def synthesize_set(generator: LidarGenerator, teacher: nn.Module, n: int, *, see
 
 
 def train_student(student: nn.Module, teacher: nn.Module, synthetic: SyntheticSet, cfg: TrainConfig, *,
-                  progress: bool | None = None) -> tuple[nn.Module, list[dict]]:
+                  progress: bool | None = None,
+                  resample: Callable[[int], SyntheticSet] | None = None) -> tuple[nn.Module, list[dict]]:
     """Fit ``student`` to the teacher's logits on ``synthetic`` (KL or MSE, ``cfg.datafree.student_loss``).
+
+    With ``resample``, epoch ``e > 1`` trains on ``resample(e)`` instead (a fresh
+    synthetic set per epoch, ``datafree.resample_each_epoch``).
 
     Adam/AdamW at ``cfg.lr``, cosine schedule over ``cfg.epochs``, gradient
     clipping, batches of ``cfg.batch_size`` in a (seed, epoch) shuffled order.
@@ -312,6 +316,8 @@ def train_student(student: nn.Module, teacher: nn.Module, synthetic: SyntheticSe
     for epoch in tqdm(range(1, cfg.epochs + 1), desc=f"student ({cfg.datafree.student_loss})", unit="epoch",
                       leave=False, disable=not show):
         distiller.train()
+        if resample is not None and epoch > 1:
+            synthetic = resample(epoch)
         sums, steps = {}, 0
         for chunk in batch_slices(epoch_permutation(len(synthetic), cfg.seed, epoch), cfg.batch_size, min_last=2):
             index = torch.from_numpy(chunk)
@@ -386,13 +392,15 @@ def student_kwargs_from_teacher(ckpt: Checkpoint, student_name: str) -> dict[str
 def distill_datafree(teacher_ckpt: str | os.PathLike | Checkpoint, student_name: str = "lidar_student",
                      cfg: TrainConfig | None = None, out: str | os.PathLike | None = None, *,
                      data: str | os.PathLike | None = None, student_kwargs: Mapping[str, Any] | None = None,
-                     synthetic: SyntheticSet | None = None, generator_history: list[dict] | None = None,
+                     synthetic: SyntheticSet | None = None, generator: LidarGenerator | None = None,
+                     generator_history: list[dict] | None = None,
                      log_path: str | os.PathLike | None = None) -> tuple[nn.Module, DataFreeResult]:
     """Data-free KD of ``student_name`` from a LiDAR teacher checkpoint (see the module doc).
 
     Reads the teacher checkpoint and, only when ``data`` is given, the *test*
     split of that dataset for evaluation. ``synthetic`` reuses an already
-    generated set (e.g. the same generator for a KL and an MSE student).
+    generated set (e.g. the same generator for a KL and an MSE student; pass
+    its ``generator`` and ``generator_history`` too, to store them).
     ``out`` gets the student checkpoint and a JSONL log (``log_path``, default
     ``OUT.log.jsonl``) of the generator and student losses.
     """
@@ -409,8 +417,6 @@ def distill_datafree(teacher_ckpt: str | os.PathLike | Checkpoint, student_name:
     if synthetic is None:
         generator, generator_history = train_generator(teacher, metadata, df, seed=cfg.seed, progress=cfg.progress)
         synthetic = synthesize_set(generator, teacher, df.synthetic_samples, seed=cfg.seed + 1)
-    else:
-        generator = None
     log.info("synthetic set: %s", synthetic.summary())
     kwargs = {**student_kwargs_from_teacher(ck, student_name), **(student_kwargs or {})}
     seed_everything(cfg.seed + 2)
@@ -418,7 +424,13 @@ def distill_datafree(teacher_ckpt: str | os.PathLike | Checkpoint, student_name:
     if tuple(student.input_modalities) != (MODALITY,) or student.input_shapes() != teacher.input_shapes():
         raise EdgekdError(f"student '{student_name}' does not take the teacher's LiDAR windows "
                           f"{teacher.input_shapes()}", field="student", fix="pick a LiDAR student, e.g. lidar_student")
-    student, student_history = train_student(student, teacher, synthetic, cfg)
+    resample = None
+    if df.resample_each_epoch:
+        if generator is None:
+            raise ValueError("resample_each_epoch needs the generator, not only a synthetic set")
+        resample = lambda epoch: synthesize_set(generator, teacher, df.synthetic_samples,  # noqa: E731
+                                                seed=cfg.seed + 1 + 1000 * epoch)
+    student, student_history = train_student(student, teacher, synthetic, cfg, resample=resample)
     metrics: dict[str, Any] = {}
     if test_ds is not None:
         if ck.data.get("fingerprint") not in (None, test_ds.fingerprint):

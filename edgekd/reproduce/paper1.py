@@ -313,8 +313,9 @@ class RunRecord:
     train_windows: int
     epochs_run: int
     best_epoch: int
-    seconds: float
+    seconds: float          # wall time of the invocation that finished the run (train + evaluate + save)
     test: dict[str, Any]
+    cpu_seconds: float | None = None   # CPU time of this process for the run (wall time lies on a busy host)
     skipped: bool = False   # read from a previous invocation's record
 
     @classmethod
@@ -353,13 +354,12 @@ def execute_run(spec: RunSpec, seed: int, profile: Paper1Profile, out: Path, dat
     if record_path.is_file() and ckpt.is_file():
         return dataclasses.replace(RunRecord.from_json(json.loads(record_path.read_text())), skipped=True)
     cfg = _train_config(spec, profile, seed=seed, local_windows=local_windows, progress=progress)
-    started = time.perf_counter()
+    cpu_started, started = _cpu_seconds(), time.perf_counter()
     state = load_checkpoint(ckpt).extra.get("train_state", {}) if ckpt.is_file() else {}
     if state.get("finished"):
         # trained to the end but stopped before its record was written: evaluate, do not train on
         result_metrics = evaluate_checkpoint(ckpt, data, "test")
         epochs_run, best_epoch = int(state["epoch"]), int(state["best_epoch"])
-        seconds = sum(float(h.get("seconds", 0.0)) for h in state.get("history", []))
     else:
         resume = ckpt.is_file()
         if resume:
@@ -375,14 +375,21 @@ def execute_run(spec: RunSpec, seed: int, profile: Paper1Profile, out: Path, dat
                               fix="use a dataset with a test split")
         result_metrics = result.metrics["test"]
         epochs_run, best_epoch = result.epochs_run, result.best_epoch
-        seconds = sum(float(h.get("seconds", 0.0)) for h in result.history) if resume else result.seconds
     train_windows = int(load_checkpoint(ckpt).data.get("train_windows", 0))
     record = RunRecord(run=spec.name, seed=seed, model=spec.model, method=spec.method, checkpoint=str(ckpt),
                        train_windows=train_windows, epochs_run=epochs_run, best_epoch=best_epoch,
-                       seconds=round(float(seconds), 2), test=_plain(result_metrics))
+                       seconds=round(time.perf_counter() - started, 2), test=_plain(result_metrics),
+                       cpu_seconds=round(_cpu_seconds() - cpu_started, 2))
     atomic_write_json(record_path, dataclasses.asdict(record))
-    log.debug("%s seed %d took %.1f s here", spec.name, seed, time.perf_counter() - started)
     return record
+
+
+def _cpu_seconds() -> float:
+    """User + system CPU time of this process (all its threads)."""
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def local_window_count(data: Path, fraction: float) -> int:
@@ -495,6 +502,7 @@ def aggregate(records: Sequence[RunRecord]) -> dict[str, dict[str, Any]]:
         row: dict[str, Any] = {"seeds": seeds, "mean": {}, "std": {}, "gain": {}, "gain_std": {},
                                "gain_per_seed": {},
                                "seconds": float(np.mean([runs[s].seconds for s in seeds])),
+                               "cpu_seconds": float(np.mean([runs[s].cpu_seconds or math.nan for s in seeds])),
                                "epochs": float(np.mean([runs[s].epochs_run for s in seeds])),
                                "train_windows": runs[seeds[0]].train_windows}
         base = by_run.get(baseline_run(spec.group), {})
@@ -619,16 +627,19 @@ def format_report(result: Paper1Result, summary: Mapping[str, Mapping[str, Any]]
     ]
     for k in KS:
         lines += [f"## Top-{k} accuracy per horizon (%)", "", format_table2(rows, ks=(k,))]
-    lines += ["## Runs", "", "| run | seeds | train windows | epochs (mean) | seconds per run (mean) |",
-              "|---|---|---|---|---|"]
+    lines += ["## Runs", "", "| run | seeds | train windows | epochs (mean) | wall s per run (mean) | "
+                             "CPU s per run (mean) |",
+              "|---|---|---|---|---|---|"]
     for spec in RUNS:
         row = summary.get(spec.name)
         if row is not None:
             lines.append(f"| {spec.name} | {len(row['seeds'])} | {row['train_windows']} | {row['epochs']:.1f} | "
-                         f"{row['seconds']:.1f} |")
+                         f"{row['seconds']:.1f} | {row['cpu_seconds']:.1f} |")
     fresh = sum(r.seconds for r in result.records if not r.skipped)
+    cpu = sum(r.cpu_seconds or 0.0 for r in result.records if not r.skipped)
     lines += ["", f"Wall time of this invocation: {result.wall_seconds:.0f} s (dataset {result.synth_seconds:.0f} s, "
-                  f"training/evaluation of {sum(not r.skipped for r in result.records)} run(s) {fresh:.0f} s); "
+                  f"training/evaluation of {sum(not r.skipped for r in result.records)} run(s) {fresh:.0f} s, "
+                  f"{cpu:.0f} CPU s); "
                   f"threads {p.threads}; 1-min load average {result.load_average[0]:.1f} at start, "
                   f"{result.load_average[1]:.1f} at end.",
               "", "## Settings", "",
@@ -666,6 +677,7 @@ def results_table(result: Paper1Result, summary: Mapping[str, Mapping[str, Any]]
             rec[f"top{k}_gain_mean"] = "" if gain is None or spec.name == baseline_run(spec.group) \
                 else round(100 * gain, 3)
         rec["seconds_mean"] = round(row["seconds"], 2)
+        rec["cpu_seconds_mean"] = round(row["cpu_seconds"], 2)
         out.append(rec)
     return out
 
@@ -676,7 +688,7 @@ def runs_table(records: Sequence[RunRecord]) -> list[dict[str, Any]]:
     for r in sorted(records, key=lambda r: (r.seed, list(RUN_BY_NAME).index(r.run))):
         rec: dict[str, Any] = {"run": r.run, "seed": r.seed, "model": r.model, "method": r.method,
                                "train_windows": r.train_windows, "epochs_run": r.epochs_run,
-                               "best_epoch": r.best_epoch, "seconds": r.seconds}
+                               "best_epoch": r.best_epoch, "seconds": r.seconds, "cpu_seconds": r.cpu_seconds}
         for k in KS:
             for h, v in enumerate(r.test[f"top{k}"]):
                 rec[f"top{k}_t{h}"] = round(100 * v, 3)
@@ -692,6 +704,12 @@ def _csv_text(rows: Sequence[Mapping[str, Any]]) -> str:
         writer.writeheader()
         writer.writerows(rows)
     return buffer.getvalue()
+
+
+# one colour per kind of model, the same in both groups
+BAR_COLORS = {"Teacher (w/o self-KD)": "tab:blue", "Teacher": "tab:blue", "Teacher (w/ self-KD)": "tab:cyan",
+              "Student (no KD)": "tab:gray", "Response-based student": "tab:orange",
+              "Relation-based student": "tab:green"}
 
 
 def plot_fig4(summary: Mapping[str, Mapping[str, Any]], path: Path, ks: Sequence[int] = (2, 5)) -> None:
@@ -713,14 +731,15 @@ def plot_fig4(summary: Mapping[str, Mapping[str, Any]], path: Path, ks: Sequence
                 mean = np.array(summary[spec.name]["mean"][f"top{k}"])
                 std = np.array(summary[spec.name]["std"][f"top{k}"])
                 x = np.arange(len(mean)) + (i - (len(specs) - 1) / 2) * width
-                ax.bar(x, 100 * mean, width=width, yerr=100 * std, capsize=2, label=spec.label)
+                ax.bar(x, 100 * mean, width=width, yerr=100 * std, capsize=2, label=spec.label,
+                       color=BAR_COLORS[spec.label])
             ax.set_xticks(range(len(mean)), [f"$t_{h}$" for h in range(len(mean))])
             ax.set_title(f"{GROUPS[group]}: top-{k}")
             ax.set_ylim(0, 100)
             ax.grid(axis="y", alpha=0.3)
             if ki == 0:
                 ax.set_ylabel("accuracy (%)")
-        axes[gi][-1].legend(fontsize="x-small", loc="lower right")
+        axes[gi][-1].legend(fontsize="small", loc="center left", bbox_to_anchor=(1.02, 0.5))
     fig.tight_layout()
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=120)

@@ -245,3 +245,45 @@ def test_custom_truth_roundtrip():
     truth = DriveTruth(time_s=np.array([0.0]), center=np.array([[[0.0, 8.0]]]), velocity_x=np.array([[10.0]]),
                        size=np.array([[4.0, 2.0, 1.5]]), shade=np.array([0.5]), wall_y=21.0)
     np.testing.assert_allclose(truth.boxes()[0, 0], [-2.0, 7.0, 2.0, 9.0])
+
+
+# ---------------------------------------------------------------- learnability and alignment
+
+def test_sensor_frames_and_labels_describe_the_same_instant():
+    """The receiver unit's angle in the LiDAR scan of frame f gives the beam of frame f (LOS clear),
+    not the beam of frame f - 1 or f + 1: labels and sensor frames are not shifted in time."""
+    from edgekd.data.lidar import bin_edges
+
+    cfg = SceneConfig()
+    rec = synthesize(cfg, windows=150, seed=0, image_size=32)
+    scan = rec.frames["lidar"] * 10.0
+    edges = bin_edges(cfg.lidar.bins, cfg.lidar.fov_deg)
+    centres = (edges[:-1] + edges[1:]) / 2
+    near = np.where((scan > 0) & (scan < 10.0), scan, np.inf)  # the near lanes (the wall is ~21 m away)
+    seen = np.isfinite(near).any(axis=1) & ~rec.frame_info["los_blocked"]
+    close = near <= np.min(near, axis=1, keepdims=True) + 1.0
+    theta = -(close * centres).sum(axis=1) / np.maximum(close.sum(axis=1), 1)  # sensor azimuth -> scene angle
+    beam = nearest_beam(theta)
+    drive = rec.frame_info["drive"]
+    agree = {}
+    for lag in (-1, 0, 1):
+        f = np.arange(max(0, -lag), rec.num_frames - max(0, lag))
+        ok = seen[f] & (drive[f] == drive[f + lag])
+        assert ok.sum() > 100
+        agree[lag] = np.mean(np.abs(beam[f][ok] - rec.beams[f + lag][ok]) <= 2)
+    assert agree[0] > 0.6 and agree[0] > 2 * max(agree[-1], agree[1])
+
+
+def test_default_scene_puts_the_user_near_and_blocks_the_los_sometimes():
+    cfg = SceneConfig()
+    rng = np.random.default_rng(3)
+    lanes, blocked = [], []
+    for _ in range(150):
+        truth = simulate_pass(cfg.street, cfg.traffic, cfg.user, cfg.array.codebook_fov_deg, 10.0, rng)
+        assert truth.has_unit and truth.unit_top_m == pytest.approx(2.1)
+        _, b = user_paths(truth.user_xy, truth.boxes()[:, 1:], truth.heights()[:, 1:], truth.wall_y,
+                          cfg.array, cfg.channel, None)
+        lanes.append(truth.user_xy[0, 1])
+        blocked += list(b)
+    assert set(np.round(lanes, 2)) == {float(STREET.lane_center(0)), float(STREET.lane_center(1))}
+    assert 0.03 < np.mean(blocked) < 0.15  # LOS blocked in roughly 5-15 % of frames

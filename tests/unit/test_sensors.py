@@ -35,6 +35,12 @@ def truth_of(vehicles: list[tuple[float, int, float, float, float]], frames: int
                       shade=np.full(len(vehicles), 0.8), wall_y=STREET.wall_y)
 
 
+def with_unit(truth: DriveTruth, unit=(1.2, 1.0, 0.6)) -> DriveTruth:
+    """The same scene with the receiver unit on vehicle 0's roof."""
+    truth.unit = np.array(unit, dtype=float)
+    return truth
+
+
 @pytest.fixture(scope="module")
 def rec():
     return synthesize(SceneConfig(), windows=60, seed=2, image_size=64)
@@ -103,6 +109,27 @@ def test_vehicles_appear_where_they_are():
         expected = proj.column(np.array([x - 2.25, x + 2.25]), face)
         assert changed.min() == pytest.approx(expected[0], abs=1.5)
         assert changed.max() == pytest.approx(expected[1], abs=1.5)
+
+
+def test_receiver_unit_is_drawn_on_the_user_roof_with_its_band_and_lamp():
+    cfg = CameraConfig(noise_std=(0.0, 0.0, 0.0))
+    proj = projection(cfg)
+    rng = np.random.default_rng(0)
+    zeros = np.zeros(1, dtype=int)
+    scene = [(0.0, 0, 4.5, 1.5, 10.0)]
+    bare = render_images(truth_of(scene, frames=1), zeros, zeros, cfg, STREET, rng)[0, 0].astype(int)
+    user = with_unit(truth_of(scene, frames=1))
+    marked = render_images(user, zeros, zeros, cfg, STREET, rng)[0, 0].astype(int)
+    rows, cols = np.nonzero(marked != bare)
+    face = float(STREET.lane_center(0)) - 0.5
+    assert cols.min() == pytest.approx(proj.column(np.array(-0.6), face), abs=1.5)
+    assert cols.max() == pytest.approx(proj.column(np.array(0.6), face), abs=1.5)
+    assert rows.max() <= proj.row(np.array(1.5), face) + 1  # above the car's roof line
+    assert marked.max() >= 240 and (marked[rows, cols] < 40).any()  # white box, dark band
+    night = render_images(user, zeros + 2, zeros, cfg, STREET, rng)[0, 0].astype(int)
+    night_bare = render_images(truth_of(scene, frames=1), zeros + 2, zeros, cfg, STREET, rng)[0, 0].astype(int)
+    top = int(proj.row(np.array(2.1), face))
+    assert night[max(top - 2, 0):top + 2].max() > night_bare[max(top - 2, 0):top + 2].max() + 80  # marker lamp
 
 
 def test_image_sizes_up_to_224():
@@ -196,10 +223,36 @@ def test_radar_sees_moving_vehicles_where_they_are():
     assert abs(col - angle_bin_of(np.arctan2(5.0, face_y), cfg.angle_bins)) <= 2
 
 
+def test_receiver_corner_reflector_is_the_strongest_radar_return():
+    """Among cars around it and a bus beyond it, the user's corner reflector dominates the map.
+
+    (A truck's near end much closer to the radar than the user can outshine it in
+    some frames: radar-equation amplitude falls with range squared.)"""
+    cfg = RadarConfig()
+    truth = with_unit(truth_of([(3.0, 1, 4.5, 1.5, 8.0), (-6.0, 0, 4.5, 1.5, 12.0), (-15.0, 1, 4.5, 1.6, 8.0),
+                                (12.0, 2, 11.0, 3.5, -6.0)], frames=20))
+    maps = render_radar(truth, cfg, np.random.default_rng(0)).astype(np.float32)
+    face = float(STREET.lane_center(1)) - 0.5
+    want_row, want_col = range_bin_of(np.hypot(3.0, face), cfg), angle_bin_of(np.arctan2(3.0, face), cfg.angle_bins)
+    peaks = [np.unravel_index(np.argmax(m[0]), m[0].shape) for m in maps]
+    on_user = [abs(r - want_row) <= 2 and abs(c - want_col) <= 2 for r, c in peaks]
+    assert np.mean(on_user) >= 0.9
+    # Hidden behind a bus taller than the unit, it fades under the occlusion loss.
+    hidden = with_unit(truth_of([(0.0, 1, 4.5, 1.5, 8.0), (0.0, 0, 11.0, 3.5, 8.0)], frames=20))
+    no_unit = truth_of([(0.0, 1, 4.5, 1.5, 8.0), (0.0, 0, 11.0, 3.5, 8.0)], frames=20)
+    from edgekd.data.radar import receiver_target
+    amp_hidden = np.abs(receiver_target(hidden, cfg, np.random.default_rng(0))[3])
+    amp_clear = np.abs(receiver_target(with_unit(truth_of([(0.0, 1, 4.5, 1.5, 8.0)], frames=20)), cfg,
+                                       np.random.default_rng(0))[3])
+    np.testing.assert_allclose(amp_hidden, amp_clear * 10 ** (-cfg.occlusion_db / 20), rtol=1e-6)
+    assert not np.abs(receiver_target(no_unit, cfg, np.random.default_rng(0))[3]).any()
+
+
 # ---------------------------------------------------------------- LiDAR
 
 def test_lidar_occlusion_by_a_blocker():
-    cfg = LidarConfig(range_noise_m=0.0, dropout=(0.0, 0.0, 0.0))
+    # A scan plane at road level (scan_height_m=0) hits every vehicle.
+    cfg = LidarConfig(range_noise_m=0.0, dropout=(0.0, 0.0, 0.0), scan_height_m=0.0)
     rng = np.random.default_rng(0)
     centre = cfg.bins // 2  # straight across the street
     truck_far = truth_of([(0.0, 3, 10.0, 3.8, -10.0)], frames=1)
@@ -236,8 +289,30 @@ def test_points_to_bins():
     assert not points_to_bins(np.zeros((0, 3))).any()
 
 
-def test_points_to_bins_agrees_with_the_simulated_scan():
+def test_default_scan_plane_passes_over_cars_and_hits_the_receiver_unit():
+    """At 1.8 m the plane clears car roofs but hits trucks and the unit on the user's roof."""
     cfg = LidarConfig(range_noise_m=0.0, dropout=(0.0, 0.0, 0.0))
+    centre = cfg.bins // 2
+    rng = np.random.default_rng(0)
+    weather = np.zeros(1, int)
+    user_face = float(STREET.lane_center(1)) - 0.5  # the unit is 1.0 m wide
+    user = with_unit(truth_of([(0.0, 1, 4.5, 1.5, 10.0), (-20.0, 3, 4.5, 1.5, -10.0)], frames=1))
+    car_ahead = truth_of([(0.0, 0, 4.5, 1.7, 10.0)], frames=1)
+    truck_ahead = truth_of([(0.0, 0, 10.0, 3.8, 10.0)], frames=1)
+    bare_user = truth_of([(0.0, 1, 4.5, 1.5, 10.0)], frames=1)
+    assert render_lidar(user, weather, cfg, rng)[0, centre] == pytest.approx(user_face, abs=0.05)
+    assert render_lidar(car_ahead, weather, cfg, rng)[0, centre] == pytest.approx(STREET.wall_y, abs=0.05)
+    assert render_lidar(bare_user, weather, cfg, rng)[0, centre] == pytest.approx(STREET.wall_y, abs=0.05)
+    truck_face = float(STREET.lane_center(0)) - 1.25
+    assert render_lidar(truck_ahead, weather, cfg, rng)[0, centre] == pytest.approx(truck_face, abs=0.05)
+    # The unit is 1.2 m long: at 7.75 m it covers about 9 degrees, i.e. ~10 of the 216 bins.
+    scan = render_lidar(user, weather, cfg, rng)[0]
+    hits = (scan > 0) & (scan < STREET.wall_y - 1)
+    assert 8 <= hits.sum() <= 12
+
+
+def test_points_to_bins_agrees_with_the_simulated_scan():
+    cfg = LidarConfig(range_noise_m=0.0, dropout=(0.0, 0.0, 0.0), scan_height_m=0.0)
     truth = truth_of([(3.0, 0, 4.5, 1.5, 10.0), (-8.0, 2, 10.0, 3.8, -10.0), (12.0, 3, 4.5, 1.5, -8.0)], frames=1)
     scan = render_lidar(truth, np.zeros(1, int), cfg, np.random.default_rng(0))[0]
     edges = lidar_mod.bin_edges(cfg.bins, cfg.fov_deg)

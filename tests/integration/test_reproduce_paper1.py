@@ -1,0 +1,186 @@
+"""`edgekd reproduce paper1` end to end on a tiny synthesised dataset: real models, real training (1 epoch).
+
+Checks the report files and their structure, the aggregation over seeds, that a
+rerun skips finished runs, that an interrupted run resumes, and that wrong
+inputs fail with exit code 2.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from edgekd.cli import cli
+from edgekd.reproduce import paper1
+
+pytestmark = pytest.mark.slow
+torch.set_num_threads(1)
+
+TINY = """\
+windows: 240
+image_size: 32
+local_fraction: 0.3
+threads: 1
+common: {epochs: 1, batch_size: 16, eval_batch_size: 64}
+teacher: {epochs: 1}
+self_kd: {epochs: 1}
+student: {epochs: 1}
+"""
+
+
+def invoke(*args, code: int = 0):
+    result = CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
+    assert result.exit_code == code, result.output
+    return result
+
+
+@pytest.fixture(scope="module")
+def tiny_config(tmp_path_factory):
+    path = tmp_path_factory.mktemp("cfg") / "tiny.yaml"
+    path.write_text(TINY)
+    return path
+
+
+@pytest.fixture(scope="module")
+def finished(tiny_config, tmp_path_factory):
+    out = tmp_path_factory.mktemp("paper1") / "run"
+    result = invoke("reproduce", "paper1", "--config", tiny_config, "--seeds", "2", "--out", out, "--no-progress")
+    return out, result.output
+
+
+def test_report_files_and_structure(finished):
+    out, output = finished
+    runs = len(paper1.RUNS)
+    assert f"[{2 * runs}/{2 * runs}]" in output and "wrote" in output
+    for name in ("report.md", "results.csv", "runs.csv", "fig4.png", "summary.json", "plan.json"):
+        assert (out / name).is_file(), name
+    assert (out / "fig4.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    for seed in (42, 43):
+        for spec in paper1.RUNS:
+            folder = out / "runs" / f"seed{seed}"
+            assert (folder / f"{spec.name}.pt").is_file() and (folder / f"{spec.name}.log.jsonl").is_file()
+
+    rows = list(csv.DictReader(open(out / "results.csv")))
+    assert [r["run"] for r in rows] == [s.name for s in paper1.RUNS]
+    by_run = {r["run"]: r for r in rows}
+    for r in rows:
+        assert r["seeds"] == "2"
+        for k in paper1.KS:
+            values = [float(r[f"top{k}_t{h}"]) for h in range(4)]
+            assert all(0.0 <= v <= 100.0 for v in values)
+            assert float(r[f"top{k}_mean"]) == pytest.approx(sum(values) / 4, abs=1e-2)
+    # top-k grows with k, per horizon
+    for r in rows:
+        for h in range(4):
+            assert float(r[f"top1_t{h}"]) <= float(r[f"top2_t{h}"]) <= float(r[f"top5_t{h}"])
+    # teachers learn on the whole training split, students on the node's share of it
+    teacher_windows = int(by_run["image_teacher"]["train_windows"])
+    student_windows = int(by_run["image_student_kd"]["train_windows"])
+    assert student_windows == max(2, round(0.3 * teacher_windows)) < teacher_windows
+    assert float(by_run["image_student_kd"]["params_ratio_to_teacher"]) >= paper1.MIN_PARAM_RATIO
+    assert float(by_run["fusion_student_rkd"]["params_ratio_to_teacher"]) >= paper1.MIN_PARAM_RATIO
+    assert by_run["image_student_none"]["top2_gain_mean"] == ""
+
+    per_run = list(csv.DictReader(open(out / "runs.csv")))
+    assert len(per_run) == 2 * runs
+    # the aggregate is the mean over seeds, and the gain is paired per seed against the no-KD student
+    seeds = {(r["run"], r["seed"]): r for r in per_run}
+    kd = [float(seeds[("image_student_kd", s)]["top2_mean"]) for s in ("42", "43")]
+    none = [float(seeds[("image_student_none", s)]["top2_mean"]) for s in ("42", "43")]
+    assert float(by_run["image_student_kd"]["top2_mean"]) == pytest.approx(sum(kd) / 2, abs=1e-2)
+    assert float(by_run["image_student_kd"]["top2_gain_mean"]) == pytest.approx((sum(kd) - sum(none)) / 2, abs=1e-2)
+
+    report = (out / "report.md").read_text()
+    for heading in ("## Acceptance", "## Top-2 gain over the no-KD student", "## Top-1 accuracy per horizon",
+                    "## Top-2 accuracy per horizon", "## Top-5 accuracy per horizon", "## Runs", "## Settings"):
+        assert heading in report
+    for spec in paper1.RUNS:
+        assert f"[{spec.name}]" in report
+    assert "23.9x" in report or "x fewer" in report
+    # the tiny profile cannot meet the accuracy bar; the report must say so, not claim a pass
+    summary = json.loads((out / "summary.json").read_text())
+    gain_checks = [c for c in summary["acceptance"] if "gains" in c["check"]]
+    assert len(gain_checks) == 4 and not any(c["passed"] for c in gain_checks)   # 2 seeds < 3
+
+
+def test_rerun_skips_finished_runs(finished, tiny_config):
+    out, _ = finished
+    stamps = {p: p.stat().st_mtime_ns for p in (out / "runs").rglob("*.pt")}
+    result = invoke("reproduce", "paper1", "--config", tiny_config, "--seeds", "2", "--out", out, "--no-progress")
+    assert result.output.count("done before, skipped") == 2 * len(paper1.RUNS)
+    assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
+
+
+def test_interrupted_run_resumes(finished, tiny_config, tmp_path):
+    import shutil
+
+    from edgekd.checkpoint import load_checkpoint
+
+    out = tmp_path / "copy"
+    shutil.copytree(finished[0], out)
+    # seed 43's kd student "crashed" before its record was written: its checkpoint is finished, so it is
+    # only re-evaluated; seed 43's rkd student never started: it trains from scratch
+    (out / "runs" / "seed43" / "image_student_kd.json").unlink()
+    for suffix in (".json", ".pt", ".log.jsonl"):
+        (out / "runs" / "seed43" / f"image_student_rkd{suffix}").unlink()
+    result = invoke("reproduce", "paper1", "--config", tiny_config, "--seeds", "2", "--out", out, "--no-progress")
+    assert result.output.count("done before, skipped") == 2 * len(paper1.RUNS) - 2
+    assert "seed 43 image_student_rkd: 1 epochs" in result.output
+    record = json.loads((out / "runs" / "seed43" / "image_student_kd.json").read_text())
+    before = json.loads((finished[0] / "runs" / "seed43" / "image_student_kd.json").read_text())
+    assert record["test"]["top2"] == pytest.approx(before["test"]["top2"])
+    assert load_checkpoint(out / "runs" / "seed43" / "image_student_rkd.pt").config["method"] == "rkd"
+
+
+def test_other_profile_in_same_folder_is_refused(finished, tiny_config, tmp_path):
+    out, _ = finished
+    changed = tmp_path / "changed.yaml"
+    changed.write_text(TINY.replace("local_fraction: 0.3", "local_fraction: 0.5"))
+    result = invoke("reproduce", "paper1", "--config", changed, "--out", out, "--no-progress", code=2)
+    assert "local_fraction" in result.output and "another --out" in result.output
+
+
+def test_config_typo_and_bad_values_exit_2(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("windowz: 10\n")
+    assert "windowz" in invoke("reproduce", "paper1", "--config", bad, "--out", tmp_path / "o", code=2).output
+    bad.write_text("student: {epoch: 3}\n")
+    assert "epoch" in invoke("reproduce", "paper1", "--config", bad, "--out", tmp_path / "o", code=2).output
+    bad.write_text("runs: {image_student_xx: {epochs: 3}}\n")
+    assert "image_student_xx" in invoke("reproduce", "paper1", "--config", bad, "--out", tmp_path / "o",
+                                        code=2).output
+    assert "local_fraction" in invoke("reproduce", "paper1", "--local-fraction", "1.5", "--out", tmp_path / "o",
+                                      code=2).output
+
+
+def test_dataset_without_radar_exits_2(tmp_path):
+    import numpy as np
+
+    from edgekd.data import write_dataset
+
+    data = tmp_path / "image_only"
+    rng = np.random.default_rng(0)
+    frames = 90
+    write_dataset(data, frames={"image": rng.integers(0, 255, (frames, 1, 32, 32), dtype=np.uint8)},
+                  power=rng.uniform(0.01, 1, (frames, 64)), frame_info={"drive": np.repeat(np.arange(3), 30)},
+                  source="synthetic", config=None, seed=0)
+    result = invoke("reproduce", "paper1", "--data", data, "--out", tmp_path / "o", "--no-progress", code=2)
+    assert "radar" in result.output
+
+
+def test_profile_merging_keeps_unrelated_overrides():
+    profile = paper1.load_profile("quick")
+    merged = paper1.merge_profile(paper1.PROFILES["quick"], {"student": {"lr": 0.002}})
+    assert merged["student"]["epochs"] == paper1.PROFILES["quick"]["student"]["epochs"]
+    assert merged["student"]["lr"] == 0.002
+    spec = paper1.RUN_BY_NAME["image_student_kd"]
+    cfg = paper1._train_config(spec, profile, seed=7, local_windows=50)
+    # the paper's hyperparameters of response KD stay, the profile sets the schedule
+    assert (cfg.lr, cfg.alpha, cfg.temperature) == (0.0008, 0.3, 4.0)
+    assert cfg.epochs == profile.student["epochs"] and cfg.max_train_windows == 50 and cfg.seed == 7
+    teacher = paper1._train_config(paper1.RUN_BY_NAME["image_teacher"], profile, seed=7, local_windows=50)
+    assert teacher.max_train_windows is None

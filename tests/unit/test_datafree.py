@@ -1,0 +1,243 @@
+"""Data-free KD (paper 2): generator, generator loss terms, metadata handling, the student phase."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from edgekd.checkpoint import load_checkpoint, save_checkpoint
+from edgekd.config import load_config
+from edgekd.distill.config import DataFreeConfig, TrainConfig, load_train_config
+from edgekd.distill import datafree as D
+from edgekd.distill.methods import build_distiller, get_method, list_methods
+from edgekd.errors import EdgekdError
+from edgekd.metrics import count_params
+from edgekd.models import create_model
+
+torch.set_num_threads(1)
+
+
+def _teacher(seed: int = 0):
+    torch.manual_seed(seed)
+    return create_model("lidar_teacher").eval()
+
+
+def _real_like_windows(n: int, seed: int = 0) -> torch.Tensor:
+    """Windows shaped like real scans: a background wall plus one bright blob that moves across the bins."""
+    g = torch.Generator().manual_seed(seed)
+    start = torch.rand(n, 1, 1, generator=g) * 180 + 18
+    steps = torch.arange(8).view(1, 8, 1) * (torch.rand(n, 1, 1, generator=g) * 4 - 2)
+    bins = torch.arange(216).view(1, 1, 216)
+    blob = 1.5 * torch.exp(-0.5 * ((bins - start - steps) / 3.0) ** 2)
+    return (2.5 - blob + 0.02 * torch.randn(n, 8, 216, generator=g)).clamp(0, 4)
+
+
+def _stats(teacher, x):
+    with torch.no_grad():
+        h = teacher.forward_features(x)["last_hidden"]
+    return h.mean(0), h.var(0, unbiased=False)
+
+
+# --------------------------------------------------------------------------- sizes and registry
+
+
+def test_paper_parameter_counts():
+    assert count_params(create_model("lidar_teacher")) == 96_640
+    assert count_params(create_model("lidar_student")) == 25_408
+    # generator: 500 -> 64 -> 8*216 (paper 2 Sec. IV)
+    gen = D.LidarGenerator()
+    assert count_params(gen) == 500 * 64 + 64 + 64 * 8 * 216 + 8 * 216
+
+
+def test_datafree_is_a_registered_method():
+    assert "datafree" in list_methods()
+    assert get_method("dfkd") is get_method("datafree")
+
+
+# --------------------------------------------------------------------------- the generator
+
+
+@pytest.mark.parametrize("output", ["tanh", "sigmoid"])
+def test_generator_shape_and_input_range(output):
+    gen = D.LidarGenerator(output=output, input_range=(0.0, 4.0))
+    # huge weights saturate the activation: outputs must reach both ends of the range and never leave it
+    with torch.no_grad():
+        for p in gen.parameters():
+            p.mul_(50)
+        x = gen(gen.noise(64, torch.Generator().manual_seed(0)))
+    assert x.shape == (64, 8, 216)
+    assert float(x.min()) >= 0.0 and float(x.max()) <= 4.0
+    assert float(x.min()) < 0.05 and float(x.max()) > 3.95
+
+
+def test_generator_maps_tanh_zero_to_mid_range():
+    gen = D.LidarGenerator(input_range=(1.0, 3.0))
+    with torch.no_grad():
+        for p in gen.parameters():
+            p.zero_()
+    assert torch.allclose(gen(torch.randn(2, 500)), torch.full((2, 8, 216), 2.0))
+
+
+def test_generator_noise_is_seeded():
+    gen = D.LidarGenerator()
+    a = gen.noise(4, torch.Generator().manual_seed(3))
+    b = gen.noise(4, torch.Generator().manual_seed(3))
+    assert torch.equal(a, b) and a.shape == (4, 500)
+
+
+# --------------------------------------------------------------------------- loss terms (golden values)
+
+
+def test_metadata_loss_golden():
+    hidden = torch.tensor([[1.0, 0.0], [3.0, 2.0]])          # mean (2, 1), population var (1, 1)
+    assert float(D.metadata_loss(hidden, torch.tensor([2.0, 1.0]), torch.tensor([1.0, 1.0]))) == 0.0
+    # mean error (1, -1) -> MSE 1; var error (0.5, 0) -> MSE 0.125
+    value = D.metadata_loss(hidden, torch.tensor([1.0, 2.0]), torch.tensor([0.5, 1.0]))
+    assert float(value) == pytest.approx(1.125)
+    with pytest.raises(ValueError, match="units"):
+        D.metadata_loss(hidden, torch.zeros(3), torch.zeros(3))
+
+
+def test_activation_loss_golden():
+    features = torch.tensor([[3.0, -4.0], [0.0, 0.0]])
+    # L2: -(5 / sqrt 2 + 0) / 2 ; L1: -(7 / 2 + 0) / 2
+    assert float(D.activation_loss(features, "l2")) == pytest.approx(-5 / math.sqrt(2) / 2)
+    assert float(D.activation_loss(features, "l1")) == pytest.approx(-7 / 2 / 2)
+    with pytest.raises(ValueError):
+        D.activation_loss(features, "l3")
+
+
+def test_entropy_loss_golden():
+    assert float(D.entropy_loss(torch.zeros(2, 4, 64))) == pytest.approx(math.log(64), rel=1e-6)
+    confident = torch.full((1, 4, 64), -100.0)
+    confident[..., 7] = 100.0
+    assert float(D.entropy_loss(confident)) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_generator_loss_weights_per_variant():
+    cfg = DataFreeConfig(metadata_weight=2.0, activation_weight=0.5, entropy_weight=0.25)
+    assert D.generator_loss_weights(cfg) == {"loss_metadata": 2.0, "loss_activation": 0.5, "loss_entropy": 0.25}
+    for variant in ("metadata", "activation", "entropy"):
+        assert D.generator_loss_weights(DataFreeConfig(generator_loss=variant)) == {f"loss_{variant}": 1.0}
+    with pytest.raises(ValueError, match="positive"):
+        D.generator_loss_weights(DataFreeConfig(metadata_weight=0, activation_weight=0, entropy_weight=0))
+
+
+def test_generator_loss_terms_are_the_weighted_sum():
+    teacher = _teacher()
+    x = _real_like_windows(16)
+    stats = _stats(teacher, _real_like_windows(32, seed=1))
+    feats = teacher.forward_features(x)
+    cfg = DataFreeConfig(metadata_weight=1.0, activation_weight=0.3, entropy_weight=0.2)
+    terms = D.generator_loss_terms(feats, stats, cfg)
+    assert set(terms) == {"loss", "loss_metadata", "loss_activation", "loss_entropy"}
+    expected = terms["loss_metadata"] + 0.3 * terms["loss_activation"] + 0.2 * terms["loss_entropy"]
+    assert torch.allclose(terms["loss"], expected)
+    assert torch.allclose(terms["loss_entropy"], D.entropy_loss(feats["logits"]))
+    # activation-only needs no metadata
+    only = D.generator_loss_terms(feats, None, DataFreeConfig(generator_loss="activation"))
+    assert torch.allclose(only["loss"], only["loss_activation"]) and "loss_metadata" not in only
+
+
+# --------------------------------------------------------------------------- metadata in the checkpoint
+
+
+def test_teacher_without_metadata_is_a_clear_error(tmp_path):
+    path = save_checkpoint(tmp_path / "t.pt", _teacher())
+    with pytest.raises(EdgekdError) as err:
+        D.load_teacher(path, DataFreeConfig(generator_loss="metadata"))
+    message = str(err.value)
+    assert "teacher_stats" in message and f"edgekd metadata {path} --data" in message
+    # the variants that do not use the metadata still run
+    _, teacher, metadata = D.load_teacher(path, DataFreeConfig(generator_loss="entropy"))
+    assert metadata is None and not any(p.requires_grad for p in teacher.parameters())
+
+
+def test_teacher_metadata_width_must_match(tmp_path):
+    stats = {"last_hidden_mean": [0.0] * 32, "last_hidden_var": [1.0] * 32, "count": 10}
+    path = save_checkpoint(tmp_path / "t.pt", _teacher(), teacher_stats=stats)
+    with pytest.raises(EdgekdError, match="32 units"):
+        D.load_teacher(path, DataFreeConfig(generator_loss="metadata"))
+    bad = {"last_hidden_mean": [0.0] * 128, "last_hidden_var": [-1.0] * 128, "count": 10}
+    with pytest.raises(EdgekdError, match="malformed"):
+        D.teacher_metadata(load_checkpoint(save_checkpoint(tmp_path / "b.pt", _teacher(), teacher_stats=bad)))
+
+
+# --------------------------------------------------------------------------- training phases
+
+
+def test_generator_learns_the_metadata():
+    teacher = _teacher()
+    mean, var = _stats(teacher, _real_like_windows(256))
+    cfg = DataFreeConfig(generator_loss="metadata", generator_steps=120, generator_batch_size=32)
+    generator, history = D.train_generator(teacher, (mean, var), cfg, seed=0, progress=False, log_every=20)
+    assert [h["step"] for h in history] == [20, 40, 60, 80, 100, 120]
+    first, last = history[0]["loss_metadata"], history[-1]["loss_metadata"]
+    assert last < 0.5 * first, (first, last)
+    # the teacher did not move and takes no gradients
+    assert all(p.grad is None for p in teacher.parameters())
+    synthetic = D.synthesize_set(generator, teacher, 100, seed=1, batch_size=32)
+    assert synthetic.inputs.shape == (100, 8, 216) and synthetic.teacher_logits.shape == (100, 4, 64)
+    assert torch.allclose(synthetic.teacher_logits, teacher(synthetic.inputs), atol=1e-5)
+    summary = synthetic.summary()
+    assert summary["n"] == 100 and summary["input_window_std"] > 0
+
+
+def test_datafree_distiller_refuses_labelled_batches_and_picks_the_loss():
+    teacher, student = _teacher(), create_model("lidar_student")
+    x = _real_like_windows(8)
+    with torch.no_grad():
+        t_logits = teacher(x)
+    kl = build_distiller("datafree", student, teacher, TrainConfig()).eval()   # no student dropout: comparable
+    assert kl.cfg.temperature == 2.0     # the reference's T
+    _, terms = kl({"lidar": x, "teacher_logits": t_logits})
+    assert set(terms) == {"loss", "loss_kd"}
+    _, live = kl({"lidar": x})           # without precomputed logits the frozen teacher runs
+    assert torch.allclose(terms["loss"], live["loss"])
+    mse = build_distiller("datafree", student, teacher,
+                          TrainConfig(datafree=DataFreeConfig(student_loss="mse"))).eval()
+    _, terms = mse({"lidar": x, "teacher_logits": t_logits})
+    assert set(terms) == {"loss", "loss_mse"}
+    assert torch.allclose(terms["loss"], (student(x) - t_logits).pow(2).mean())
+    with pytest.raises(ValueError, match="generated inputs only"):
+        kl({"lidar": x, "beams": torch.zeros(8, 4, dtype=torch.long)})
+
+
+@pytest.mark.parametrize("student_loss", ["kl", "mse"])
+def test_student_phase_matches_the_teacher_on_the_synthetic_set(student_loss):
+    teacher = _teacher()
+    synthetic = D.SyntheticSet(_real_like_windows(256), torch.zeros(0))
+    with torch.no_grad():
+        synthetic.teacher_logits = teacher(synthetic.inputs)
+    torch.manual_seed(0)
+    student = create_model("lidar_student")
+    cfg = TrainConfig(epochs=8, lr=3e-3, progress=False, datafree=DataFreeConfig(student_loss=student_loss))
+    with torch.no_grad():
+        before = (student.eval()(synthetic.inputs) - synthetic.teacher_logits).pow(2).mean()
+    student, history = D.train_student(student, teacher, synthetic, cfg)
+    with torch.no_grad():
+        after = (student(synthetic.inputs) - synthetic.teacher_logits).pow(2).mean()
+    assert len(history) == 8 and history[-1]["loss"] < history[0]["loss"]
+    assert float(after) < 0.5 * float(before)
+
+
+# --------------------------------------------------------------------------- config
+
+
+def test_datafree_section_of_the_yaml_config(tmp_path):
+    path = tmp_path / "df.yaml"
+    path.write_text("epochs: 3\ntemperature: 2.0\ndatafree:\n  generator_loss: metadata\n  student_loss: mse\n"
+                    "  input_range: [0.0, 4.0]\n  synthetic_samples: 100\n")
+    cfg = load_train_config(path)
+    assert cfg.datafree.generator_loss == "metadata" and cfg.datafree.student_loss == "mse"
+    assert cfg.datafree.input_range == (0.0, 4.0) and cfg.datafree.synthetic_samples == 100
+    path.write_text("datafree:\n  generator_los: metadata\n")
+    with pytest.raises(EdgekdError, match="generator_los"):
+        load_train_config(path)
+    path.write_text("datafree:\n  input_range: [4.0, 0.0]\n")
+    with pytest.raises(EdgekdError, match="input_range"):
+        load_train_config(path)
+    with pytest.raises(EdgekdError, match="generator_loss"):
+        load_config(TrainConfig, None, datafree={"generator_loss": "bogus"})
