@@ -49,6 +49,9 @@ class DataFreeConfig:
     generator_hidden: int = 64
     generator_output: Literal["tanh", "sigmoid"] = "tanh"
     input_range: tuple[float, float] = (0.0, 4.0)   # the output activation is mapped onto this (metres / 10)
+    # affine: the whole activation range spans input_range; no_return: tanh y < 0 is a missing return
+    # (exactly low, like the 0 of a real scan) and y in [0, 1] spans input_range
+    output_mapping: Literal["affine", "no_return"] = "no_return"
     generator_steps: int = 2000                      # optimiser steps, each on a fresh noise batch
     generator_batch_size: int = 32
     generator_lr: float = 1e-3

@@ -24,7 +24,9 @@ Input mapping: real inputs are ranges in metres / 10 per azimuth bin, in
 ``[0, max_range / 10]`` (0 = no return; 40 m -> 4.0 in the synthetic scenario).
 The generator's ``tanh`` output ``y`` in ``[-1, 1]`` is mapped affinely onto
 ``input_range = (low, high)`` (default ``(0, 4)``): ``x = low + (y + 1) / 2 * (high - low)``
-(``sigmoid``: ``x = low + y * (high - low)``). The generator makes the T = 8
+(``sigmoid``: ``x = low + y * (high - low)``). ``output_mapping: no_return``
+reads ``y < 0`` as a missing return instead: ``x = low + max(y, 0) * (high - low)``,
+so the generator can emit the exact zeros that a third of real bins hold. The generator makes the T = 8
 observed frames; the horizons - 1 future steps are padded inside the model,
 exactly as for real inputs (a zero scan, see :mod:`edgekd.models.lidar`).
 """
@@ -72,22 +74,25 @@ class LidarGenerator(nn.Module):
     """
 
     def __init__(self, *, noise_dim: int = 500, hidden: int = 64, window: int = 8, bins: int = 216,
-                 output: str = "tanh", input_range: tuple[float, float] = (0.0, 4.0)):
+                 output: str = "tanh", input_range: tuple[float, float] = (0.0, 4.0), mapping: str = "affine"):
         super().__init__()
         if output not in ("tanh", "sigmoid"):
             raise ValueError(f"generator output must be 'tanh' or 'sigmoid', got {output!r}")
-        self.noise_dim, self.window, self.bins, self.output = noise_dim, window, bins, output
+        if mapping not in ("affine", "no_return") or (mapping == "no_return" and output != "tanh"):
+            raise ValueError(f"output mapping must be 'affine' or 'no_return' (tanh only), got {mapping!r}")
+        self.noise_dim, self.window, self.bins, self.output, self.mapping = noise_dim, window, bins, output, mapping
         self.low, self.high = float(input_range[0]), float(input_range[1])
         self.net = nn.Sequential(nn.Linear(noise_dim, hidden), nn.ReLU(), nn.Linear(hidden, window * bins))
 
     @classmethod
     def from_config(cls, cfg: DataFreeConfig, *, window: int, bins: int) -> "LidarGenerator":
         return cls(noise_dim=cfg.noise_dim, hidden=cfg.generator_hidden, window=window, bins=bins,
-                   output=cfg.generator_output, input_range=cfg.input_range)
+                   output=cfg.generator_output, input_range=cfg.input_range, mapping=cfg.output_mapping)
 
     def constructor_kwargs(self) -> dict[str, Any]:
         return {"noise_dim": self.noise_dim, "hidden": self.net[0].out_features, "window": self.window,
-                "bins": self.bins, "output": self.output, "input_range": [self.low, self.high]}
+                "bins": self.bins, "output": self.output, "input_range": [self.low, self.high],
+                "mapping": self.mapping}
 
     def noise(self, batch: int, generator: torch.Generator | None = None) -> Tensor:
         """Standard normal noise ``[batch, noise_dim]`` (seeded through ``generator``)."""
@@ -95,7 +100,12 @@ class LidarGenerator(nn.Module):
 
     def forward(self, z: Tensor) -> Tensor:
         raw = self.net(z)
-        unit = (torch.tanh(raw) + 1.0) * 0.5 if self.output == "tanh" else torch.sigmoid(raw)
+        if self.mapping == "no_return":
+            unit = torch.tanh(raw).clamp_min(0.0)
+        elif self.output == "tanh":
+            unit = (torch.tanh(raw) + 1.0) * 0.5
+        else:
+            unit = torch.sigmoid(raw)
         return (self.low + (self.high - self.low) * unit).reshape(z.shape[0], self.window, self.bins)
 
 

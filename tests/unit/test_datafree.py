@@ -241,3 +241,26 @@ def test_datafree_section_of_the_yaml_config(tmp_path):
         load_train_config(path)
     with pytest.raises(EdgekdError, match="generator_loss"):
         load_config(TrainConfig, None, datafree={"generator_loss": "bogus"})
+
+
+def test_no_return_mapping_emits_exact_zeros():
+    gen = D.LidarGenerator(input_range=(0.0, 4.0), mapping="no_return")
+    with torch.no_grad():
+        x = gen(gen.noise(32, torch.Generator().manual_seed(0)))
+    assert float(x.min()) == 0.0 and 0.2 < float((x == 0).float().mean()) < 0.8 and float(x.max()) <= 4.0
+    with pytest.raises(ValueError):
+        D.LidarGenerator(output="sigmoid", mapping="no_return")
+
+
+def test_resampled_student_phase_sees_a_fresh_set_every_epoch():
+    teacher = _teacher()
+    gen = D.LidarGenerator()
+    seen = []
+
+    def resample(epoch):
+        seen.append(epoch)
+        return D.synthesize_set(gen, teacher, 64, seed=epoch)
+
+    cfg = TrainConfig(epochs=3, progress=False)
+    _, history = D.train_student(create_model("lidar_student"), teacher, resample(1), cfg, resample=resample)
+    assert seen == [1, 2, 3] and len(history) == 3
