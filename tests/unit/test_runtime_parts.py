@@ -32,10 +32,11 @@ def test_policy_strings():
 
 def test_artifact_choice_follows_the_target_backend():
     arts = {"tflite_int8": {}, "onnx_fp32": {}, "onnx_int8_qdq": {}}
-    assert _artifact_kind(arts, load_target("x86-ap"), "b", "image") == "onnx_int8_qdq"
+    assert _artifact_kind(arts, load_target("jetson"), "b", "image") == "onnx_int8_qdq"
+    assert _artifact_kind(arts, load_target("x86-ap"), "b", "image") == "tflite_int8"
     assert _artifact_kind(arts, load_target("rpi4"), "b", "image") == "tflite_int8"
-    with pytest.raises(EdgekdError, match="export the bundle with --target x86-ap"):
-        _artifact_kind({"tflite_int8": {}}, load_target("x86-ap"), "b", "image")
+    with pytest.raises(EdgekdError, match="export the bundle with --target jetson-orin-nano"):
+        _artifact_kind({"tflite_int8": {}}, load_target("jetson"), "b", "image")
 
 
 def test_switch_kinds():
