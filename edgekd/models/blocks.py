@@ -347,3 +347,30 @@ class RecurrentHead(nn.Module):
             temporal = recurrent
         logits = seq_apply(self.classifier, temporal, self.hidden_size, self.num_beams)
         return {"recurrent": recurrent, "temporal": temporal, "last_hidden": last_hidden, "logits": logits}
+
+
+class PooledDepthwiseEncoder(nn.Module):
+    """The students' per-frame CNN: a stem, depthwise-separable blocks, global average + max pooling.
+
+    ``stem="conv"`` (paper): 3x3 stride-2 conv, every block stride 2. ``stem="patch"``: 8x8 patch
+    embedding (space-to-depth + 1x1 conv), the first two blocks at stride 1, so the final map has the
+    same size; few-channel dense convs are XNNPACK int8's slowest case on x86.
+    """
+
+    def __init__(self, in_ch: int, channels: Sequence[int], *, stem: str, size: tuple[int, int]):
+        super().__init__()
+        c = list(channels)
+        if stem == "conv":
+            layers: list[nn.Module] = [conv_bn_relu(in_ch, c[0], stride=2)]
+            layers += [depthwise_separable(a, b, stride=2) for a, b in zip(c[:-1], c[1:])]
+        else:
+            layers = [patch_stem(in_ch, c[0], patch=8, size=size)]
+            layers += [depthwise_separable(a, b, stride=1 if i < 2 else 2)
+                       for i, (a, b) in enumerate(zip(c[:-1], c[1:]))]
+        self.cnn = nn.Sequential(*layers)
+        self.channels = 2 * c[-1]
+
+    def forward(self, frames: Tensor) -> dict[str, Tensor]:
+        fmap = self.cnn(frames)
+        pooled = torch.cat([fmap.mean(dim=(2, 3)), fmap.amax(dim=(2, 3))], dim=1)
+        return {"pooled": pooled, "vector": pooled}

@@ -13,8 +13,7 @@ from torch import Tensor, nn
 
 from edgekd.models.base import (BeamModel, check_choice, check_multiple, check_optional_int, check_pair,
                                 check_width, register_model)
-from edgekd.models.blocks import (NORMS, RecurrentHead, conv_bn_relu, depthwise_separable, embedding_norm, mlp,
-                                  patch_stem, scaled)
+from edgekd.models.blocks import NORMS, PooledDepthwiseEncoder, RecurrentHead, embedding_norm, mlp, scaled
 from edgekd.models.image import TeacherImageEncoder
 from edgekd.models.radar import PAPER_GRID, STEMS, StudentRadarEncoder, TeacherRadarEncoder, check_grid
 
@@ -22,28 +21,13 @@ EMBED = 64
 HIDDEN = 64
 
 
-class StudentFusionImageEncoder(nn.Module):
+class StudentFusionImageEncoder(PooledDepthwiseEncoder):
     """Stem (1->12), depthwise-separable blocks 12-16-24-40-96 -> 96 x S/32 x S/32, global average + max
     pooling -> 192. ``stem="conv"`` (paper): 3x3 stride-2 conv, every block stride 2; ``stem="patch"``:
     8x8 patch embedding (space-to-depth + 1x1 conv 64->12), the first two blocks at stride 1."""
 
     def __init__(self, width: float = 1.0, *, stem: str = "patch", image_size: int = 64):
-        super().__init__()
-        c = scaled([12, 16, 24, 40, 96], width)
-        if stem == "conv":
-            layers: list[nn.Module] = [conv_bn_relu(1, c[0], stride=2)]
-            layers += [depthwise_separable(a, b, stride=2) for a, b in zip(c[:-1], c[1:])]
-        else:
-            layers = [patch_stem(1, c[0], patch=8, size=(image_size, image_size))]
-            layers += [depthwise_separable(a, b, stride=1 if i < 2 else 2)
-                       for i, (a, b) in enumerate(zip(c[:-1], c[1:]))]
-        self.cnn = nn.Sequential(*layers)
-        self.channels = 2 * c[-1]
-
-    def forward(self, frames: Tensor) -> dict[str, Tensor]:
-        fmap = self.cnn(frames)
-        pooled = torch.cat([fmap.mean(dim=(2, 3)), fmap.amax(dim=(2, 3))], dim=1)
-        return {"pooled": pooled, "vector": pooled}
+        super().__init__(1, scaled([12, 16, 24, 40, 96], width), stem=stem, size=(image_size, image_size))
 
 
 class _FusionModel(BeamModel):

@@ -15,13 +15,12 @@ from __future__ import annotations
 import math
 from typing import Sequence
 
-import torch
 from torch import Tensor, nn
 
 from edgekd.errors import EdgekdError
 from edgekd.models.base import BeamModel, check_choice, check_int, check_pair, check_width, register_model
-from edgekd.models.blocks import (NORMS, RecurrentHead, conv_bn_relu, depthwise_separable, embedding_norm, mlp,
-                                  patch_stem, scaled)
+from edgekd.models.blocks import (NORMS, PooledDepthwiseEncoder, RecurrentHead, conv_bn_relu, embedding_norm, mlp,
+                                  scaled)
 
 EMBED = 64
 HIDDEN = 64
@@ -74,29 +73,14 @@ class TeacherRadarEncoder(nn.Module):
         return {"pooled": fmap.mean(dim=(2, 3)), "vector": self.fc(fmap.reshape(-1, self.flat))}
 
 
-class StudentRadarEncoder(nn.Module):
+class StudentRadarEncoder(PooledDepthwiseEncoder):
     """Stem (2->12), depthwise-separable blocks 12-16-24-96 -> 96 x R/16 x A/16, global average + max
     pooling -> 192. ``stem="conv"`` (paper): 3x3 stride-2 conv, every block stride 2;
     ``stem="patch"``: 8x8 patch embedding (space-to-depth + 1x1 conv 128->12), first two blocks stride 1
     (a 2-channel 3x3 conv is XNNPACK int8's slowest case on x86)."""
 
     def __init__(self, width: float = 1.0, *, stem: str = "patch", radar_shape: tuple[int, int] = (64, 32)):
-        super().__init__()
-        c = scaled(RADAR_STUDENT_CHANNELS, width)
-        if stem == "conv":
-            layers: list[nn.Module] = [conv_bn_relu(2, c[0], stride=2)]
-            layers += [depthwise_separable(a, b, stride=2) for a, b in zip(c[:-1], c[1:])]
-        else:
-            layers = [patch_stem(2, c[0], patch=8, size=radar_shape)]
-            layers += [depthwise_separable(a, b, stride=1 if i < 2 else 2)
-                       for i, (a, b) in enumerate(zip(c[:-1], c[1:]))]
-        self.cnn = nn.Sequential(*layers)
-        self.channels = 2 * c[-1]
-
-    def forward(self, frames: Tensor) -> dict[str, Tensor]:
-        fmap = self.cnn(frames)
-        pooled = torch.cat([fmap.mean(dim=(2, 3)), fmap.amax(dim=(2, 3))], dim=1)
-        return {"pooled": pooled, "vector": pooled}
+        super().__init__(2, scaled(RADAR_STUDENT_CHANNELS, width), stem=stem, size=tuple(radar_shape))
 
 
 class _RadarModel(BeamModel):
