@@ -24,6 +24,7 @@ TINY = """\
 windows: 240
 image_size: 32
 local_fraction: 0.3
+teachers_per_seed: true
 threads: 1
 common: {epochs: 1, batch_size: 16, eval_batch_size: 64}
 teacher: {epochs: 1}
@@ -184,3 +185,14 @@ def test_profile_merging_keeps_unrelated_overrides():
     assert cfg.epochs == profile.student["epochs"] and cfg.max_train_windows == 50 and cfg.seed == 7
     teacher = paper1._train_config(paper1.RUN_BY_NAME["image_teacher"], profile, seed=7, local_windows=50)
     assert teacher.max_train_windows is None
+
+
+def test_shared_teachers_are_planned_once():
+    shared = paper1.load_profile("quick", seeds=3, teachers_per_seed=False)
+    plan = paper1.planned_runs(shared)
+    teachers = [(seed, spec.name) for seed, spec in plan if spec.role == "teacher"]
+    assert teachers == [(42, "image_teacher"), (42, "image_teacher_self"), (42, "fusion_teacher")]
+    assert len(plan) == 3 + 3 * 6
+    assert paper1.teacher_seed(shared, 44) == 42
+    per_seed = paper1.load_profile("quick", seeds=2, teachers_per_seed=True)
+    assert len(paper1.planned_runs(per_seed)) == 2 * len(paper1.RUNS)
