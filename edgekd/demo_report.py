@@ -1,0 +1,232 @@
+"""``OUT/report.md`` of `edgekd demo`: tables from what the stages wrote, plus the PNG plots.
+
+Every figure is read back from the stage outputs (stage markers, the bundle
+manifest, the replay summaries, ``bench.json``), never recomputed here, so the
+report says exactly what the pipeline produced.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import json
+import platform
+import shutil
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgekd.io import atomic_write_bytes, atomic_write_text
+
+HORIZON_NAMES = ("t0", "t1", "t2", "t3")
+# issue 6's acceptance: night top-5 (t0) with switching >= image-only + 15 points and within 5 of daytime
+NIGHT_GAIN_POINTS = 15.0
+DAY_NIGHT_GAP_POINTS = 5.0
+
+
+def write_demo_report(demo) -> Path:
+    """Write ``report.md`` (and its PNGs) into the demo folder; returns its path."""
+    out = demo.out
+    stages = {name: demo.finished(name) for name in ("data", "teachers", "students", "export", "replay", "bench")}
+    manifest = json.loads((Path(stages["export"]["bundle"]) / "manifest.json").read_text())
+    replays = {name: json.loads(Path(path).read_text()) for name, path in stages["replay"]["summaries"].items()}
+    bench = json.loads(Path(stages["bench"]["report"]).read_text())
+    plot_accuracy(out / "accuracy.png", stages["teachers"]["test"], stages["students"]["test"])
+    for name in replays:
+        shutil.copyfile(out / "replay" / name / "timeline.png", out / f"timeline_{name}.png")
+    sections = [
+        header(demo, stages),
+        dataset_section(stages["data"], out),
+        accuracy_section(stages["teachers"]["test"], stages["students"]["test"]),
+        compression_section(stages["teachers"]["checkpoints"], stages["students"]["checkpoints"], manifest),
+        parity_section(manifest),
+        switching_section(replays),
+        bench_section(bench),
+    ]
+    return atomic_write_text(out / "report.md", "\n".join(sections))
+
+
+# ---------------------------------------------------------------------------
+# sections
+
+
+def header(demo, stages: Mapping[str, dict]) -> str:
+    total = sum(s["seconds"] for s in stages.values())
+    timings = " | ".join(f"{name} {s['seconds']:.0f} s" for name, s in stages.items())
+    p = demo.profile
+    return (f"# edgekd demo report\n\n"
+            f"Target **{demo.target.name}** ({demo.target.description}); generated "
+            f"{dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC on {platform.machine()} "
+            f"({platform.processor() or platform.system()}, {_cpu_count()} CPUs), Python {platform.python_version()}.\n\n"
+            f"Profile: {p.windows} synthetic windows at {p.image_size}x{p.image_size}, teachers "
+            f"{p.teacher_epochs} epochs (LiDAR {p.lidar_teacher_epochs}), students {p.student_epochs} epochs with "
+            f"{'response' if p.kd_method == 'kd' else 'relation'} KD, the LiDAR student data-free "
+            f"({p.generator_loss} generator, {p.student_loss} student loss), seed {p.seed}.\n\n"
+            f"Stage wall times (first run of each stage): {timings}; total {total / 60:.1f} min.\n\n"
+            f"Reproduce: `edgekd demo --out DIR --target {demo.target.name}` (add `--resume` to continue "
+            f"an interrupted run).\n")
+
+
+def dataset_section(data: Mapping[str, Any], out: Path) -> str:
+    splits = ", ".join(f"{name} {count}" for name, count in data["splits"].items())
+    return (f"## 1. Data\n\nSynthetic default scenario (60 GHz, 16-element ULA, 64 beams; camera, radar, LiDAR, "
+            f"GPS rendered from one ground truth): windows {splits}. Day -> night drive for the runtime: "
+            f"{data['drive_frames']} frames at 10 Hz.\n\n![one window of every modality](data/dataset.png)\n")
+
+
+def accuracy_section(teachers: Mapping[str, dict], students: Mapping[str, dict]) -> str:
+    rows = []
+    for modality in students:
+        for role, metrics in (("teacher", teachers[modality]), ("student", students[modality])):
+            for k in (1, 2, 5):
+                values = metrics[f"top{k}"]
+                rows.append([modality, role, f"top-{k}", *(_pct(v) for v in values), _pct(metrics[f"top{k}_mean"])])
+        share = _ratio(students[modality]["top5_mean"], teachers[modality]["top5_mean"])
+        rows.append([modality, "student / teacher", "top-5", "", "", "", "", share])
+    table = _table(["modality", "model", "metric", *HORIZON_NAMES, "mean"], rows)
+    return ("## 2. Accuracy per horizon (PyTorch fp32, test split)\n\n"
+            "Teachers learn on the whole training split; the image and radar students are distilled from "
+            "their teacher on the same split; the LiDAR student never sees a training input (data-free KD "
+            "from the teacher and its stored hidden-state statistics).\n\n"
+            f"{table}\n![top-5 per horizon, teacher vs student](accuracy.png)\n")
+
+
+def compression_section(teachers: Mapping[str, str], students: Mapping[str, str], manifest: Mapping) -> str:
+    rows = []
+    for modality, student_ckpt in students.items():
+        t_params, t_macs = model_cost(teachers[modality])
+        s_params, s_macs = model_cost(student_ckpt)
+        artifacts = manifest["students"][modality]["artifacts"]
+        fp32, int8 = artifacts["tflite_fp32"]["size"], artifacts["tflite_int8"]["size"]
+        rows.append([modality, f"{t_params:,}", f"{s_params:,}", f"{t_params / s_params:.1f}x",
+                     f"{t_macs / 1e6:.2f}M", f"{s_macs / 1e6:.2f}M", f"{fp32:,}", f"{int8:,}", f"{fp32 / int8:.2f}x"])
+    table = _table(["student", "teacher params", "student params", "param ratio", "teacher MACs", "student MACs",
+                    "TFLite fp32 bytes", "TFLite int8 bytes", "fp32/int8"], rows)
+    return ("## 3. Compression\n\nMACs count one multiply-accumulate per matmul/conv product "
+            "(`torch.utils.flop_counter` FLOPs / 2) at batch 1.\n\n" + table)
+
+
+def parity_section(manifest: Mapping) -> str:
+    rows = []
+    for name, student in manifest["students"].items():
+        parity = student["parity"]
+        for kind, artifact in student["artifacts"].items():
+            acc = artifact.get("accuracy") or {}
+            drop = parity["drops"].get(kind, {})
+            rows.append([name, kind, f"{artifact['size']:,}", _pct(acc.get("top2_mean")), _pct(acc.get("top5_mean")),
+                         f"{drop['points']:+.1f}" if drop else "", _pct(parity["top1_agreement"].get(kind)),
+                         "pass" if parity["passed"] else "FAIL"])
+    table = _table(["student", "artifact", "bytes", "top-2", "top-5", "top-2 drop vs fp32 (points)",
+                    "top-1 agreement with fp32", "gate"], rows)
+    budget = manifest["target"].get("int8_max_top2_drop")
+    degraded = ("\n**The bundle is marked degraded:** " + "; ".join(manifest["degraded_reasons"]) + "\n"
+                if manifest.get("degraded") else "")
+    return (f"## 4. Export parity (real interpreters, held-out test windows)\n\nGate: int8 top-2 (mean over "
+            f"horizons) may drop at most {budget} point(s) below float32, and no artifact may predict a "
+            f"constant beam.\n\n{table}{degraded}")
+
+
+def switching_section(replays: Mapping[str, dict]) -> str:
+    auto, fixed = replays["auto"], replays["image-only"]
+    fixed_by = {r["group"]: r for r in fixed["rows"]}
+    rows = []
+    for row in auto["rows"]:
+        base = fixed_by.get(row["group"], {})
+        rows.append([row["group"], row["frames"], row["students"], _pct(row["top1_t0"]), _pct(row["top5_t0"]),
+                     _pct(base.get("top5_t0")), f"{row['latency_p50_ms']:.2f}", f"{row['latency_p99_ms']:.2f}"])
+    table = _table(["segment", "frames", "active student (share)", "top-1 t0", "top-5 t0",
+                    "image-only top-5 t0", "latency p50 ms", "p99 ms"], rows)
+    night, day = auto["top5_t0"].get("night"), auto["top5_t0"].get("day")
+    night_fixed = fixed["top5_t0"].get("night")
+    checks = ""
+    if None not in (night, day, night_fixed):
+        gain, gap = 100 * (night - night_fixed), 100 * (day - night)
+        checks = (f"\nNight top-5 (t0): {_pct(night)} with switching vs {_pct(night_fixed)} image-only "
+                  f"({gain:+.1f} points; target >= +{NIGHT_GAIN_POINTS:.0f}: "
+                  f"{'met' if gain >= NIGHT_GAIN_POINTS else 'not met'}); daytime {_pct(day)} "
+                  f"(night is {gap:.1f} points below; target <= {DAY_NIGHT_GAP_POINTS:.0f}: "
+                  f"{'met' if gap <= DAY_NIGHT_GAP_POINTS else 'not met'}).\n")
+    kinds = ", ".join(f"{k} {v}" for k, v in auto["switches_by_kind"].items())
+    return (f"## 5. Day -> night drive through the multi-student runtime\n\n{auto['frames']} frames replayed as "
+            f"fast as possible; {auto['switches']} switches ({kinds}) over {auto['condition_changes']} condition "
+            f"changes; runtime overhead (all but invoke) p50 {auto['overhead_ms']['p50']:.3f} ms; frames without "
+            f"a prediction: {auto['counters']['no_prediction']}.\n\n{table}{checks}\n"
+            "![timeline with switching](timeline_auto.png)\n\n"
+            "![timeline of the image-only runtime](timeline_image-only.png)\n")
+
+
+def bench_section(bench: Mapping) -> str:
+    rows = []
+    for r in bench["results"]:
+        inv, e2e, energy = r["latency"]["invoke"], r["latency"]["end_to_end"], r["energy"]
+        mj = energy.get("per_inference_mj")
+        rows.append([r["student"], r["artifact"], r["latency"]["runs"], f"{r['latency']['init_ms']:.1f}",
+                     f"{inv['p50_ms']:.3f}", f"{inv['p90_ms']:.3f}", f"{inv['p99_ms']:.3f}", f"{e2e['p50_ms']:.3f}",
+                     f"{r['memory']['peak_rss_during_runs_bytes'] / 2**20:.0f}", f"{r['memory']['file_bytes']['model']:,}",
+                     f"{mj:.3f} ({energy['method']})" if mj is not None else energy["method"]])
+    table = _table(["student", "artifact", "runs", "init ms", "invoke p50 ms", "p90", "p99", "end-to-end p50 ms",
+                    "RSS MiB", "model bytes", "energy mJ/inference"], rows)
+    flags = sorted({flag for r in bench["results"] for flag in r.get("flags", [])})
+    notes = "".join(f"- {flag}\n" for flag in flags)
+    return (f"## 6. Benchmark on this machine (`firmware_bench`)\n\nEnd-to-end = quantise input + invoke + "
+            f"dequantise output. On a board: `edgekd bench --target NAME --bundle bundle/` (needs only "
+            f"`edgekd[device]`).\n\n{table}\nFlags:\n\n{notes}")
+
+
+# ---------------------------------------------------------------------------
+# helpers
+
+
+def model_cost(checkpoint: str | Path) -> tuple[int, int]:
+    """(parameters, MACs at batch 1) of a checkpoint's model."""
+    from edgekd.checkpoint import load_checkpoint
+    from edgekd.metrics import count_macs, count_params
+
+    model = load_checkpoint(checkpoint).build().eval()
+    return count_params(model), count_macs(model, model.example_inputs(batch=1))
+
+
+def plot_accuracy(path: Path, teachers: Mapping[str, dict], students: Mapping[str, dict]) -> Path:
+    """Top-5 per horizon, teacher vs student, one panel per modality."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(students), figsize=(4 * len(students), 3.2), sharey=True, squeeze=False)
+    x = np.arange(len(HORIZON_NAMES))
+    for ax, modality in zip(axes[0], students):
+        ax.bar(x - 0.2, teachers[modality]["top5"], 0.4, label="teacher")
+        ax.bar(x + 0.2, students[modality]["top5"], 0.4, label="student")
+        ax.set_xticks(x, HORIZON_NAMES)
+        ax.set_title(modality)
+        ax.set_ylim(0, 1)
+    axes[0][0].set_ylabel("top-5 accuracy (test)")
+    axes[0][0].legend(loc="upper right", fontsize=8)
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110)
+    plt.close(fig)
+    return atomic_write_bytes(path, buffer.getvalue())
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def _pct(value: float | None) -> str:
+    return "" if value is None else f"{100 * value:.1f}%"
+
+
+def _ratio(part: float, whole: float) -> str:
+    return f"{100 * part / whole:.0f}%" if whole else "n/a"
+
+
+def _cpu_count() -> int:
+    import os
+
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
