@@ -1,0 +1,112 @@
+"""`edgekd demo --profile smoke`: every stage for real (synth, train, KD, data-free, export, replay, bench, report)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from edgekd.cli import cli
+from edgekd.demo import PROFILES, STAGES, DemoProfile, load_profile
+
+torch.set_num_threads(1)
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def run_demo(out, *extra):
+    return CliRunner().invoke(cli, ["demo", "--profile", "smoke", "--out", str(out), "--no-progress", *extra])
+
+
+@pytest.fixture(scope="module")
+def smoke_demo(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo") / "run"
+    result = run_demo(out)
+    assert result.exit_code == 0, result.output
+    return out, result.output
+
+
+def test_smoke_demo_runs_every_stage_and_writes_the_report(smoke_demo):
+    out, output = smoke_demo
+    for index, stage in enumerate(STAGES, start=1):
+        assert f"[{index}/{len(STAGES)}] {stage}: finished" in output
+        assert json.loads((out / "stages" / f"{stage}.json").read_text())["seconds"] >= 0
+    assert f"report: {out / 'report.md'}" in output
+    report = (out / "report.md").read_text()
+    for heading in ("## 1. Data", "## 2. Accuracy per horizon", "## 3. Compression", "## 4. Export parity",
+                    "## 5. Day -> night drive", "## 6. Benchmark"):
+        assert heading in report
+    # every image the report links exists and is a PNG
+    for link in ("data/dataset.png", "accuracy.png", "timeline_auto.png", "timeline_image-only.png"):
+        assert f"]({link})" in report
+        assert (out / link).read_bytes()[:8] == PNG
+    # the LiDAR student's true parameter count and the int8 artifacts of all three students
+    assert "| lidar | 96,640 | 25,408 |" in report
+    manifest = json.loads((out / "bundle" / "manifest.json").read_text())
+    assert set(manifest["students"]) == {"image", "radar", "lidar"}
+    assert all("tflite_int8" in s["artifacts"] for s in manifest["students"].values())
+    # the data-free student never read a training window
+    ck = torch.load(out / "students" / "lidar_student.pt", weights_only=True)
+    assert ck["config"]["method"] == "datafree" and ck["data"]["train_windows"] == 0
+    # both replays and the benchmark covered every student
+    auto = json.loads((out / "replay" / "auto" / "summary.json").read_text())
+    fixed = json.loads((out / "replay" / "image-only" / "summary.json").read_text())
+    assert auto["policy"] == "auto" and fixed["policy"] == "fixed:image"
+    assert auto["frames"] == json.loads((out / "stages" / "data.json").read_text())["drive_frames"]
+    bench = json.loads((out / "bench" / "bench.json").read_text())
+    assert {r["student"] for r in bench["results"]} == {"image", "radar", "lidar"}
+    assert all(r["energy"]["method"] in ("estimated",) or r["energy"]["method"].startswith("measured")
+               for r in bench["results"])
+
+
+def test_resume_skips_finished_stages_and_a_plain_rerun_is_refused(smoke_demo):
+    out, _ = smoke_demo
+    before = (out / "bundle" / "manifest.json").read_bytes()
+    again = run_demo(out, "--resume")
+    assert again.exit_code == 0, again.output
+    assert all(f"{stage}: done earlier" in again.output for stage in STAGES)
+    assert (out / "bundle" / "manifest.json").read_bytes() == before
+    refused = run_demo(out)
+    assert refused.exit_code == 2 and "--resume" in refused.output and "Traceback" not in refused.output
+
+
+def test_a_failing_stage_is_named_and_earlier_stages_are_kept(smoke_demo, tmp_path):
+    src, _ = smoke_demo
+    out = tmp_path / "copy"
+    shutil.copytree(src, out)
+    # the image student's checkpoint is broken after the students stage: export must fail, naming itself
+    (out / "students" / "image_student.pt").write_bytes(b"not a checkpoint")
+    for stage in STAGES[STAGES.index("export"):]:
+        (out / "stages" / f"{stage}.json").unlink()
+    shutil.rmtree(out / "bundle")
+    result = run_demo(out, "--resume")
+    assert result.exit_code == 2, result.output
+    assert "stage 'export' failed" in result.output and "image_student.pt" in result.output
+    assert "Traceback" not in result.output
+    assert (out / "stages" / "students.json").is_file() and not (out / "stages" / "export.json").exists()
+    assert not (out / "bundle").exists()   # nothing half-written
+
+
+def test_resume_with_other_settings_is_refused(smoke_demo, tmp_path):
+    src, _ = smoke_demo
+    out = tmp_path / "copy"
+    shutil.copytree(src, out)
+    result = run_demo(out, "--resume", "--target", "rpi5")
+    assert result.exit_code == 2 and "target" in result.output
+
+
+def test_profile_config_rejects_unknown_keys(tmp_path):
+    config = tmp_path / "demo.yaml"
+    config.write_text("windows: 500\nteacher_epochz: 3\n")
+    result = run_demo(tmp_path / "out", "--config", str(config))
+    assert result.exit_code == 2 and "teacher_epochz" in result.output and str(config) in result.output
+    assert not (tmp_path / "out").exists()
+
+
+def test_profiles_load_and_validate():
+    assert load_profile("quick") == DemoProfile()
+    assert load_profile("smoke").windows == PROFILES["smoke"]["windows"]
+    with pytest.raises(ValueError, match="kd_method"):
+        DemoProfile(kd_method="fitnet")
