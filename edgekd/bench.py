@@ -96,13 +96,16 @@ def _providers(text: str | None) -> tuple[str, ...] | None:
                    "default: the teacher recorded in the student checkpoint.")
 @click.option("--eval-windows", type=click.IntRange(min=1), default=300, show_default=True,
               help="--compare: held-out test windows (evenly spread) for accuracy and timing.")
+@click.option("--block", type=click.IntRange(min=1), default=10, show_default=True,
+              help="--compare: back-to-back timed calls per format per interleaved round (after one untimed-for-"
+                   "the-headline switch call, reported apart as the cold-cache latency).")
 @click.option("--energy-seconds", type=click.FloatRange(min=0), default=1.0, show_default=True,
               help="--compare: seconds of metered runs per format for energy (0: skip energy).")
 def bench(bundle: Path, target: str | None, student: str | None, runs: int | None, seconds: float | None,
           warmup: int, threads: int | None, backend: str | None, artifact: str | None, providers: str | None,
           power_meter: str | None, power_model: str | None, idle_seconds: float, op_profile: bool,
           out: Path | None, as_json: bool, compare: bool, data: Path | None, checkpoints: tuple[Path, ...],
-          teachers: tuple[Path, ...], eval_windows: int, energy_seconds: float) -> None:
+          teachers: tuple[Path, ...], eval_windows: int, block: int, energy_seconds: float) -> None:
     """Benchmark latency, memory and energy of BUNDLE for a target board, or compare formats.
 
     \b
@@ -116,7 +119,7 @@ def bench(bundle: Path, target: str | None, student: str | None, runs: int | Non
     model = parse_power_model(power_model) if power_model else None
     if compare:
         report = _compare(bundle, target, student, runs, warmup, threads, providers, power_meter, model, out,
-                          data, checkpoints, teachers, eval_windows, energy_seconds)
+                          data, checkpoints, teachers, eval_windows, block, energy_seconds)
         from edgekd.compare import to_markdown
 
         click.echo(json.dumps(report, indent=2, default=str) if as_json else to_markdown(report), nl=as_json)
@@ -146,14 +149,15 @@ def bench(bundle: Path, target: str | None, student: str | None, runs: int | Non
 
 
 def _compare(bundle, target, student, runs, warmup, threads, providers, power_meter, power_model, out, data,
-             checkpoints, teachers, eval_windows, energy_seconds) -> dict:
+             checkpoints, teachers, eval_windows, block, energy_seconds) -> dict:
     from edgekd.compare import CompareSettings, compare_bundle
 
     if data is None:
         raise EdgekdError("--compare needs a dataset", field="--data",
                           fix="pass --data DIR (its test split gives accuracy and inputs)")
     settings = CompareSettings(runs=runs or CompareSettings.runs, warmup=warmup, eval_windows=eval_windows,
-                               threads=threads, providers=_providers(providers), power_meter=power_meter,
+                               block=block, threads=threads, providers=_providers(providers),
+                               power_meter=power_meter,
                                power_model=power_model, energy_seconds=energy_seconds, target=target)
     return compare_bundle(bundle, data, checkpoints=checkpoints, teachers=teachers, student=student,
                           settings=settings, out=out)

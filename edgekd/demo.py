@@ -274,7 +274,8 @@ def stage_export(demo: Demo) -> dict:
     demo.echo(f"  exporting {', '.join(students)} for {demo.target.name} (ONNX -> TFLite int8, parity gate)")
     manifest = export_bundle([students[m] for m in MODALITIES], demo.target, data, bundle, overwrite=True,
                              allow_degraded=p.allow_degraded, calibration_size=p.calibration_size,
-                             eval_windows=p.eval_windows, threads=p.threads or 1)
+                             eval_windows=p.eval_windows, threads=p.threads or 1,
+                             progress=demo.progress)
     return {"bundle": str(bundle), "degraded": manifest.get("degraded", False)}
 
 

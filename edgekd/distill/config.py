@@ -108,6 +108,9 @@ class TrainConfig:
     ema_decay: float = 0.999
     ema_warmup: bool = True         # decay min(ema_decay, (1+n)/(10+n)) so short runs are not stuck at init
     dml_peers: int = 2
+    # Run the frozen teacher once over the training windows and reuse its features every epoch
+    # (same targets: eval mode, no augmentation); False = a teacher forward pass per batch.
+    cache_teacher: bool = True
     datafree: DataFreeConfig = dataclasses.field(default_factory=DataFreeConfig)
     # execution
     device: str = "cpu"

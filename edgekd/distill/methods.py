@@ -60,6 +60,25 @@ def freeze(model: nn.Module) -> nn.Module:
     return model
 
 
+class TeacherCache:
+    """Teacher features of a set of windows, looked up by window index (``[N, ...]`` per feature)."""
+
+    def __init__(self, indices: Tensor, features: Mapping[str, Tensor]):
+        size = int(indices.max()) + 1 if indices.numel() else 0
+        self.row = torch.full((size,), -1, dtype=torch.long, device=indices.device)
+        self.row[indices] = torch.arange(indices.numel(), device=indices.device)
+        self.features = dict(features)
+
+    def lookup(self, index: Tensor) -> dict[str, Tensor]:
+        index = index.to(self.row.device)
+        if bool((index >= self.row.numel()).any()):
+            raise KeyError("window index outside the teacher cache")
+        rows = self.row[index]
+        if bool((rows < 0).any()):
+            raise KeyError("window index outside the teacher cache")
+        return {name: feats[rows] for name, feats in self.features.items()}
+
+
 class Distiller(nn.Module):
     """Base: the supervised term, the frozen teacher, the deploy model and the step hook."""
 
@@ -78,6 +97,9 @@ class Distiller(nn.Module):
         self.student = student
         self.teacher = freeze(teacher) if teacher is not None and self.needs_teacher else None
         self.supervised = L.SupervisedLoss(self.cfg.supervised_loss, self.cfg.focal_gamma)
+        # Teacher features precomputed per training window (see ``set_teacher_cache``); a plain
+        # attribute, not a buffer: it is derived data and stays out of checkpoints.
+        self._teacher_cache: TeacherCache | None = None
 
     def _check_horizon_weights(self, student: nn.Module) -> None:
         weights = self.cfg.horizon_weights
@@ -119,10 +141,32 @@ class Distiller(nn.Module):
             self.teacher.eval()   # dropout/BN of the teacher stay frozen
         return self
 
-    # -- helpers for subclasses -----------------------------------------------------------------
+    # -- the frozen teacher's features, live or cached ---------------------------------------------
+    def teacher_feature_names(self) -> tuple[str, ...]:
+        """The teacher features ``forward_train`` reads; () = nothing to cache (no frozen teacher)."""
+        return ()
+
+    def set_teacher_cache(self, cache: TeacherCache | None) -> None:
+        """Serve ``teacher_features`` of batches that carry ``index`` from ``cache``.
+
+        The teacher is frozen in eval mode (no dropout, BatchNorm on running statistics) and the
+        inputs are not augmented, so its features for a training window never change: computing
+        them once instead of every epoch gives the same targets at a fraction of the cost (the
+        teachers are 10-20x the students' MACs).
+        """
+        if cache is not None:
+            missing = sorted(set(self.teacher_feature_names()) - set(cache.features))
+            if missing:
+                raise KeyError(f"teacher cache lacks features {missing}")
+        self._teacher_cache = cache
+
     def teacher_features(self, batch: Batch) -> dict[str, Tensor]:
+        if self._teacher_cache is not None and "index" in batch:
+            return self._teacher_cache.lookup(batch["index"])
         with torch.no_grad():
             return self.teacher.forward_features(*model_inputs(self.teacher, batch))
+
+    # -- helpers for subclasses -----------------------------------------------------------------
 
     def student_features(self, batch: Batch) -> dict[str, Tensor]:
         return self.student.forward_features(*model_inputs(self.student, batch))
@@ -150,6 +194,9 @@ class ResponseKD(Distiller):
 
     defaults = {"alpha": 0.3, "temperature": 4.0}
 
+    def teacher_feature_names(self):
+        return ("logits",)
+
     def forward_train(self, batch):
         teacher = self.teacher_features(batch)["logits"]
         logits = self.student(*model_inputs(self.student, batch))
@@ -166,6 +213,9 @@ class LogitMSE(Distiller):
 
     defaults = {"alpha": 0.3}
 
+    def teacher_feature_names(self):
+        return ("logits",)
+
     def forward_train(self, batch):
         teacher = self.teacher_features(batch)["logits"]
         logits = self.student(*model_inputs(self.student, batch))
@@ -179,6 +229,9 @@ class _RelationBase(Distiller):
 
     def relation_terms(self, student: Tensor, teacher: Tensor) -> dict[str, Tensor]:
         raise NotImplementedError
+
+    def teacher_feature_names(self):
+        return (self.cfg.rkd_feature,)
 
     def forward_train(self, batch):
         name = self.cfg.rkd_feature
@@ -237,6 +290,9 @@ class FitNet(Distiller):
         super().__init__(student, teacher, cfg)
         name = self.cfg.hint_feature
         self.hint = L.HintLoss(_feature_shape(student, name), _feature_shape(teacher, name))
+
+    def teacher_feature_names(self):
+        return (self.cfg.hint_feature,)
 
     def forward_train(self, batch):
         name = self.cfg.hint_feature

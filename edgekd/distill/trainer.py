@@ -36,7 +36,7 @@ from edgekd.checkpoint import save_checkpoint
 from edgekd.distill import ddp
 from edgekd.distill.config import TrainConfig
 from edgekd.distill.losses import cross_entropy_loss, focal_loss
-from edgekd.distill.methods import Distiller, model_inputs
+from edgekd.distill.methods import Distiller, TeacherCache, model_inputs
 from edgekd.errors import EdgekdError
 
 log = logging.getLogger(__name__)
@@ -123,6 +123,23 @@ def predict(model: nn.Module, ds, indices: np.ndarray, batch_size: int, device: 
     if not logits:
         return np.zeros((0,), np.float32), np.zeros((0,), np.int64)
     return np.concatenate(logits), np.concatenate(beams)
+
+
+@torch.no_grad()
+def teacher_cache(teacher: nn.Module, names: Sequence[str], ds, indices: np.ndarray, batch_size: int,
+                  device: torch.device, num_workers: int = 0) -> TeacherCache:
+    """The features ``names`` of the (eval-mode) ``teacher`` on windows ``indices`` of ``ds``."""
+    was_training = teacher.training
+    teacher.eval()
+    parts: dict[str, list[Tensor]] = {name: [] for name in names}
+    for batch in iterate_batches(ds, batch_slices(indices, batch_size), teacher.input_modalities, device,
+                                 num_workers):
+        feats = teacher.forward_features(*model_inputs(teacher, batch))
+        for name in names:
+            parts[name].append(feats[name])
+    teacher.train(was_training)
+    index = torch.from_numpy(np.asarray(indices, dtype=np.int64)).to(device)
+    return TeacherCache(index, {name: torch.cat(chunks) for name, chunks in parts.items()})
 
 
 @torch.no_grad()
@@ -236,8 +253,9 @@ class Trainer:
         sums: dict[str, float] = {}
         bar = tqdm(total=len(chunks), desc=f"epoch {epoch}", leave=False, unit="batch",
                    disable=not (self.cfg.progress and self.dist.is_main))
-        for step, batch in enumerate(iterate_batches(self.train_ds, chunks, keys, self.device,
-                                                     self.cfg.num_workers), start=1):
+        batches = iterate_batches(self.train_ds, chunks, keys, self.device, self.cfg.num_workers)
+        for step, (chunk, batch) in enumerate(zip(chunks, batches), start=1):
+            batch["index"] = torch.from_numpy(np.asarray(chunk, dtype=np.int64)).to(self.device)
             _, terms = self.module(batch)
             loss = terms["loss"]
             if not torch.isfinite(loss.detach()):
@@ -257,6 +275,17 @@ class Trainer:
         means = {name: total / max(len(chunks), 1) for name, total in sums.items()}
         ranks = ddp.gather_objects(means, self.dist)   # every rank's shard counts in the logged loss
         return {name: float(np.mean([r[name] for r in ranks])) for name in means}
+
+    def _cache_teacher(self) -> None:
+        """Precompute the frozen teacher's features on the training windows (``cfg.cache_teacher``)."""
+        names = self.distiller.teacher_feature_names()
+        if not (self.cfg.cache_teacher and names and self.distiller.teacher is not None):
+            return
+        t0 = time.perf_counter()
+        self.distiller.set_teacher_cache(teacher_cache(self.distiller.teacher, names, self.train_ds, self.train_idx,
+                                                       self.cfg.eval_batch_size, self.device, self.cfg.num_workers))
+        log.info("teacher %s cached for %d windows in %.1f s", "/".join(names), len(self.train_idx),
+                 time.perf_counter() - t0)
 
     def _input_keys(self) -> tuple[str, ...]:
         keys: list[str] = []
@@ -289,6 +318,8 @@ class Trainer:
             self.log_path.unlink(missing_ok=True)   # a fresh run starts a fresh log; a resumed one appends
         if self.val_ds is None or len(self.val_ds) == 0:
             log.warning("no validation windows: no early stopping, the last epoch's weights are kept")
+        if st.epoch < self.cfg.epochs:
+            self._cache_teacher()
         while st.epoch < self.cfg.epochs:
             epoch = st.epoch + 1
             t0 = time.perf_counter()

@@ -30,13 +30,16 @@ log = logging.getLogger(__name__)
               help="Held-out test windows each artifact is scored on by the parity gate.")
 @click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True,
               help="Threads for torch and the interpreters during export.")
-def export(checkpoints, target, data, out, allow_degraded, overwrite, calibration_size, eval_windows, threads):
+@click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar per student.")
+def export(checkpoints, target, data, out, allow_degraded, overwrite, calibration_size, eval_windows, threads,
+           progress):
     """Export CHECKPOINTS (one per student) into a verified int8 deployment bundle for a target."""
     from edgekd.export.pipeline import export_bundle
 
     start = time.perf_counter()
     manifest = export_bundle(checkpoints, target, data, out, allow_degraded=allow_degraded, overwrite=overwrite,
-                             calibration_size=calibration_size, eval_windows=eval_windows, threads=threads)
+                             calibration_size=calibration_size, eval_windows=eval_windows, threads=threads,
+                             progress=progress)
     click.echo(format_summary(manifest))
     if manifest.get("degraded"):
         click.echo("DEGRADED: " + "; ".join(manifest["degraded_reasons"]), err=True)

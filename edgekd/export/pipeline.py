@@ -59,7 +59,7 @@ def eval_positions(n: int, count: int | None) -> np.ndarray:
 def export_bundle(checkpoints: Sequence[str | os.PathLike], target, data: str | os.PathLike,
                   out: str | os.PathLike, *, allow_degraded: bool = False, overwrite: bool = False,
                   calibration_size: int | None = None, eval_windows: int | None = 300,
-                  threads: int = 1, keep_work: bool = False) -> dict:
+                  threads: int = 1, keep_work: bool = False, progress: bool = True) -> dict:
     """Export ``checkpoints`` for ``target`` (name, alias, YAML path or profile) into bundle ``out``.
 
     Returns the manifest. Raises :class:`ParityGateError` when the gate fails
@@ -91,7 +91,7 @@ def export_bundle(checkpoints: Sequence[str | os.PathLike], target, data: str | 
         for s in students:
             entry, report = _export_student(s, profile, train, test, bundle_dir, Path(scratch) / s.name,
                                              calibration_size=calibration_size, eval_windows=eval_windows,
-                                             threads=threads)
+                                             threads=threads, progress=progress)
             manifest["students"][s.name] = entry
             failures += report.failures
             reports[s.name] = report.table()
@@ -170,7 +170,7 @@ def _check_fits(s: StudentSource, ds) -> None:
 
 
 def _export_student(s: StudentSource, profile, train, test, bundle_dir: Path, work: Path, *,
-                    calibration_size, eval_windows, threads):
+                    calibration_size, eval_windows, threads, progress=True):
     from edgekd.export.calibration import draw_calibration_set, load_recipe
     from edgekd.export.graph import lean_graph_notes, onnx_ops, tflite_ops
     from edgekd.export.manifest import onnx_entry, relative, tflite_entry
@@ -187,7 +187,8 @@ def _export_student(s: StudentSource, profile, train, test, bundle_dir: Path, wo
     wanted = set(profile.artifacts)
     timings: dict[str, float] = {}
     stages = ["calibration", "onnx", "tflite", "qdq" if "onnx_int8_qdq" in wanted else None, "evaluate"]
-    bar = tqdm(total=len([x for x in stages if x]), desc=f"export {s.name}", unit="stage", leave=False)
+    bar = tqdm(total=len([x for x in stages if x]), desc=f"export {s.name}", unit="stage", leave=False,
+               disable=not progress)
 
     def stage(name: str, start: float) -> None:
         timings[name] = round(time.perf_counter() - start, 2)

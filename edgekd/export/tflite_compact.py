@@ -10,6 +10,14 @@ keeping the graph's input and output tensor names, the signature defs and the
 metadata; the arithmetic is untouched, so outputs stay bit-exact (checked at
 export time and by the tests).
 
+The file is then written with identical sub-objects stored once and
+referenced from each user: shape and index vectors, quantisation tables,
+operator option tables and the empty buffer entries of activations. Only the
+encoding changes (the decoded model is the same object tree): flatbuffer
+offsets are plain references, as the C++ builder's shared strings and vtables.
+An unrolled GRU repeats the same shapes, scales and options at every step.
+Constant data (buffer bytes) is never aliased between buffers.
+
 ``tflite_size_breakdown`` splits a file's size into constant data, tensor
 names, quantisation tables, metadata and the rest of the flatbuffer
 structure (tensor/operator tables, shapes), for the export log and the
@@ -47,12 +55,85 @@ def read_model(blob: bytes) -> Any:
     return model
 
 
-def write_model(model: Any) -> bytes:
+def write_model(model: Any, *, share: bool = False) -> bytes:
+    """Serialise a ``ModelT``; ``share=True`` writes identical vectors, strings and tables once
+    (this consumes ``model``: its quantisation and option objects are wrapped for the writer)."""
     import flatbuffers
 
-    builder = flatbuffers.Builder(1 << 16)
+    if not share:
+        builder = flatbuffers.Builder(1 << 16)
+    else:
+        builder = _sharing_builder_class()(1 << 16)
+        _share_tables(model)
     builder.Finish(model.Pack(builder), file_identifier=TFLITE_FILE_IDENTIFIER)
     return bytes(builder.Output())
+
+
+def _sharing_builder_class():
+    import flatbuffers
+
+    class SharingBuilder(flatbuffers.Builder):
+        """A builder that writes each distinct numeric vector or string once and reuses its offset."""
+
+        def __init__(self, size: int):
+            super().__init__(size)
+            self.written: dict[tuple, int] = {}
+
+        def CreateNumpyVector(self, x):  # noqa: N802 - flatbuffers' API name
+            if x.dtype == np.uint8:  # buffer data and custom options: raw bytes stay unshared
+                return super().CreateNumpyVector(x)
+            key = ("v", x.dtype.str, x.shape, x.tobytes())
+            if key not in self.written:
+                self.written[key] = super().CreateNumpyVector(x)
+            return self.written[key]
+
+        def CreateString(self, s, encoding="utf-8", errors="strict"):  # noqa: N802
+            key = ("s", s if isinstance(s, bytes) else s.encode(encoding, errors))
+            if key not in self.written:
+                self.written[key] = super().CreateString(s, encoding, errors)
+            return self.written[key]
+
+    return SharingBuilder
+
+
+class _Shared:
+    """Stands in for a schema object whose equal copies should be written once (same ``Pack`` API)."""
+
+    def __init__(self, obj: Any, key: tuple, written: dict):
+        self.obj, self.key, self.written = obj, key, written
+
+    def Pack(self, builder):  # noqa: N802 - called by the generated Pack of the parent table
+        if self.key not in self.written:
+            self.written[self.key] = self.obj.Pack(builder)
+        return self.written[self.key]
+
+
+def _content_key(obj: Any) -> tuple:
+    """A hashable key of a generated ``...T`` object's fields (numpy arrays by dtype, shape and bytes)."""
+    def value(v):
+        if isinstance(v, np.ndarray):
+            return ("nd", v.dtype.str, v.shape, v.tobytes())
+        if isinstance(v, (list, tuple)):
+            return tuple(value(x) for x in v)
+        if hasattr(v, "__dict__"):
+            return (type(v).__name__, _content_key(v))
+        return v
+
+    return (type(obj).__name__,) + tuple((k, value(v)) for k, v in sorted(vars(obj).items()))
+
+
+def _share_tables(model: Any) -> None:
+    written: dict[tuple, int] = {}
+    empty = ("empty buffer",)
+    model.buffers = [_Shared(b, empty, written) if b.data is None or len(b.data) == 0 else b
+                     for b in model.buffers]
+    for subgraph in model.subgraphs:
+        for tensor in subgraph.tensors:
+            if tensor.quantization is not None:
+                tensor.quantization = _Shared(tensor.quantization, _content_key(tensor.quantization), written)
+        for op in subgraph.operators:
+            if op.builtinOptions is not None:
+                op.builtinOptions = _Shared(op.builtinOptions, _content_key(op.builtinOptions), written)
 
 
 def compact_tflite(blob: bytes) -> bytes:
@@ -62,7 +143,7 @@ def compact_tflite(blob: bytes) -> bytes:
     _drop_empty_quantization(model)
     _drop_unused_buffers(model)
     model.description = None  # "MLIR Converted."
-    return write_model(model)
+    return write_model(model, share=True)
 
 
 def _drop_internal_tensor_names(model: Any) -> None:

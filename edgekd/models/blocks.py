@@ -25,13 +25,19 @@ class UnrolledGRU(nn.Module):
 
     Parameters carry ``nn.GRU``'s names (``weight_ih_l0``, ``bias_hh_l1``, ...), so
     ``load_from_gru(gru)`` or ``load_state_dict(gru.state_dict())`` moves weights
-    across. The graph it traces to is plain Gemm / Split / Sigmoid / Tanh / Mul / Add:
+    across. The graph it traces to is plain Gemm / Split / Sigmoid / Tanh / Mul / Add, kept
+    small because every op and tensor of the 11-step unroll costs flatbuffer bytes and an
+    interpreter dispatch (it is most of a small student's int8 file besides its weights):
 
-    - the input projections of all observed steps are one matmul ([B*T, D] @ W_ih);
-    - the steps are taken with ``unbind`` (one Split, not T slices);
+    - the input projections of all observed steps are one matmul ([B*T, D] @ W_ih), laid out
+      [B, T*3H] and cut by one Split into each step's r/z and n gates (no per-step Squeeze);
+    - the r/z hidden biases are folded into that projection's bias (exact: r and z only see
+      b_i + b_h), so the per-step r/z matmul has no bias, which in int8 saves a 2H int32 bias
+      tensor per step (each step's has its own scale); b_hn stays, inside r * (W_hn h + b_hn);
     - the ``future_steps`` padded steps have a constant input (zeros, or
       ``future_input``), so their projection is a constant vector and costs no matmul;
-    - the first step starts from h0 = 0, so its recurrent projection is just ``b_hh``.
+    - the first step starts from h0 = 0, so its recurrent projection is just ``b_hn``;
+    - the kept outputs are concatenated once ([B, K*H]) and reshaped, not stacked per step.
     """
 
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, dropout: float = 0.0):
@@ -89,43 +95,57 @@ class UnrolledGRU(nn.Module):
         ``future_input`` ([D]) is the input of the padded steps (zeros when None).
         Returns (outputs of the last ``keep_last`` steps, or all, [B, K, H]; final hidden state [B, H]).
         """
-        steps = x.shape[1]
-        hidden = self.hidden_size
         w_ih, w_hh, b_ih, b_hh = self._params(0)
-        gi = F.linear(x.reshape(-1, self.input_size), w_ih, b_ih).reshape(-1, steps, 3 * hidden)
-        gi_rz, gi_n = gi.split([2 * hidden, hidden], dim=-1)
-        inputs = list(zip(gi_rz.unbind(1), gi_n.unbind(1)))
+        bias = self._folded_bias(b_ih, b_hh)
+        inputs = self._input_gates(x.reshape(-1, self.input_size), x.shape[1], w_ih, bias)
         if future_steps:
-            # A padded step's input projection is constant: the bias (or W_ih @ pad + b_ih).
-            pad = b_ih if future_input is None else F.linear(future_input, w_ih, b_ih)
-            pad_rz, pad_n = pad.reshape(1, 3 * hidden).split([2 * hidden, hidden], dim=-1)
-            inputs += [(pad_rz, pad_n)] * future_steps
+            # A padded step's input projection is constant: the bias (or W_ih @ pad + bias).
+            pad = bias if future_input is None else F.linear(future_input, w_ih, bias)
+            inputs += [tuple(pad.reshape(1, -1).split([2 * self.hidden_size, self.hidden_size], dim=-1))] \
+                * future_steps
         outputs = self._run_layer(inputs, w_hh, b_hh)
         for layer in range(1, self.num_layers):
-            seq = torch.stack(outputs, dim=1)
+            seq = torch.cat(outputs, dim=1)  # [B, S*H]: step s at columns s*H..(s+1)*H
             if self.dropout and self.training:
                 seq = F.dropout(seq, self.dropout, training=True)
             w_ih, w_hh, b_ih, b_hh = self._params(layer)
-            total = len(outputs)
-            gi = F.linear(seq.reshape(-1, hidden), w_ih, b_ih).reshape(-1, total, 3 * hidden)
-            gi_rz, gi_n = gi.split([2 * hidden, hidden], dim=-1)
-            outputs = self._run_layer(list(zip(gi_rz.unbind(1), gi_n.unbind(1))), w_hh, b_hh)
+            inputs = self._input_gates(seq.reshape(-1, self.hidden_size), len(outputs), w_ih,
+                                       self._folded_bias(b_ih, b_hh))
+            outputs = self._run_layer(inputs, w_hh, b_hh)
         kept = outputs if keep_last is None else outputs[-keep_last:]
-        return torch.stack(kept, dim=1), outputs[-1]
+        # One Concat + Reshape (not a Reshape per step + Concat, as torch.stack exports).
+        return torch.cat(kept, dim=1).reshape(-1, len(kept), self.hidden_size), outputs[-1]
+
+    def _folded_bias(self, b_ih: Tensor, b_hh: Tensor) -> Tensor:
+        """b_ih + (b_hr, b_hz, 0): the r/z gates only ever see b_i + b_h, so their hidden bias moves into
+        the input projection (exact), and no recurrent step needs an r/z bias. b_hn cannot move: nn.GRU
+        scales it by r (n = tanh(W_in x + b_in + r * (W_hn h + b_hn)))."""
+        return b_ih + torch.cat([b_hh[: 2 * self.hidden_size], b_hh.new_zeros(self.hidden_size)])
+
+    def _input_gates(self, flat: Tensor, steps: int, w_ih: Tensor, bias: Tensor) -> list[tuple[Tensor, Tensor]]:
+        """[B*S, D] -> per step (r/z input gates [B, 2H], n input gate [B, H]), from one matmul and one Split.
+
+        The projection is laid out [B, S*3H] so every step's pieces are column ranges of one 2-D
+        tensor: a single Split, with no per-step Squeeze/Reshape (``unbind`` of [B, S, 3H] costs a
+        Slice and a Reshape per step in TFLite)."""
+        hidden = self.hidden_size
+        gi = F.linear(flat, w_ih, bias).reshape(-1, steps * 3 * hidden)
+        pieces = gi.split([2 * hidden, hidden] * steps, dim=1)
+        return list(zip(pieces[0::2], pieces[1::2]))
 
     def _run_layer(self, inputs: list[tuple[Tensor, Tensor]], w_hh: Tensor, b_hh: Tensor) -> list[Tensor]:
         hidden = self.hidden_size
-        # Slicing parameters is constant-folded on export: no Split inside the loop for gh.
-        w_hh_rz, w_hh_n = w_hh[: 2 * hidden], w_hh[2 * hidden:]
-        b_hh_rz, b_hh_n = b_hh[: 2 * hidden], b_hh[2 * hidden:]
+        # Slicing parameters is constant-folded on export: no Split inside the loop for gh. The r/z hidden
+        # bias is already in the inputs (``_folded_bias``): the r/z matmul has none.
+        w_hh_rz, w_hh_n, b_hh_n = w_hh[: 2 * hidden], w_hh[2 * hidden:], b_hh[2 * hidden:]
         outputs: list[Tensor] = []
         h: Tensor | None = None
         for gi_rz, gi_n in inputs:
-            if h is None:  # h0 = 0: the recurrent projection is only the bias
-                gh_rz, gh_n = b_hh_rz, b_hh_n
+            if h is None:  # h0 = 0: the recurrent projection is only the (n) bias
+                pre_rz, gh_n = gi_rz, b_hh_n
             else:
-                gh_rz, gh_n = F.linear(h, w_hh_rz, b_hh_rz), F.linear(h, w_hh_n, b_hh_n)
-            r, z = torch.sigmoid(gi_rz + gh_rz).split([hidden, hidden], dim=-1)
+                pre_rz, gh_n = gi_rz + F.linear(h, w_hh_rz), F.linear(h, w_hh_n, b_hh_n)
+            r, z = torch.sigmoid(pre_rz).split([hidden, hidden], dim=-1)
             n = torch.tanh(gi_n + r * gh_n)
             h = n - z * n if h is None else n + z * (h - n)  # (1 - z) * n + z * h
             outputs.append(h)
@@ -225,9 +245,12 @@ class SpaceToDepth(nn.Module):
     """[N, C, H, W] -> [N, C*k*k, H/k, W/k], channel c*k*k + i*k + j = pixel (i, j) of each k x k patch
     (the order of ``F.pixel_unshuffle``).
 
-    Written as reshape + one 5-D transpose with constructor-time sizes: onnx2tf turns it into
-    RESHAPE / TRANSPOSE / RESHAPE, which XNNPACK runs in int8 (ONNX SpaceToDepth does not convert
-    here). Why at all: XNNPACK's int8 convolutions pad every kernel tap's input channels to 8 on
+    Written as reshape + one 6-D transpose straight to channels-last patches ([N, h, w, C, k, k]),
+    then a reshape and a permute back to NCHW for the ONNX conv, with constructor-time sizes. onnx2tf
+    adds its own NCHW -> NHWC transpose before the conv, which cancels that permute: the TFLite graph
+    is RESHAPE / TRANSPOSE / RESHAPE, one transpose, which XNNPACK runs in int8 (ONNX SpaceToDepth does
+    not convert here). Patches in NCHW order ([N*C, k, k, h, w]) cost a second int8 TRANSPOSE, which
+    made the radar and fusion students' int8 slower than float32 (2-channel stem: 35 -> 16 us int8). Why at all: XNNPACK's int8 convolutions pad every kernel tap's input channels to 8 on
     x86, so a 3x3 conv on a 1- or 2-channel map costs 4-8x its MACs (5x slower than float32,
     measured); a k x k patch as k*k channels feeds one 1x1 conv with a long, dense reduction.
     """
@@ -243,8 +266,8 @@ class SpaceToDepth(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         k, h, w = self.block, self.height // self.block, self.width // self.block
-        patches = x.reshape(-1, h, k, w, k).permute(0, 2, 4, 1, 3)  # [N*C, k, k, h, w]
-        return patches.reshape(-1, self.channels * k * k, h, w)
+        patches = x.reshape(-1, self.channels, h, k, w, k).permute(0, 2, 4, 1, 3, 5)  # [N, h, w, C, k, k]
+        return patches.reshape(-1, h, w, self.channels * k * k).permute(0, 3, 1, 2)
 
 
 def patch_stem(in_ch: int, out_ch: int, *, patch: int, size: tuple[int, int]) -> nn.Sequential:

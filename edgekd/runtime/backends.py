@@ -13,11 +13,12 @@ TFLite runtime), ``tflite_runtime`` (what many boards have), then
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import logging
 import os
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -62,6 +63,49 @@ def dequantize(q: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
     return ((q.astype(np.int32) - zero_point) * np.float32(scale)).astype(np.float32)
 
 
+@dataclasses.dataclass(frozen=True)
+class QuantSpec:
+    """One int8/uint8 tensor's affine parameters, resolved once at load (not per call).
+
+    ``quantize_into`` / ``dequantize_into`` give exactly :func:`quantize` /
+    :func:`dequantize`'s values (the clip bounds are moved before the integer
+    zero-point add, which is exact in float32) with four/two in-place ufunc
+    calls and no temporaries: the per-call cost of a batch-1 window is then a
+    few microseconds instead of the interpreter's invoke time again.
+    """
+
+    scale: np.float32
+    zero_point: np.float32
+    low: np.float32       # dtype min - zero point
+    high: np.float32      # dtype max - zero point
+    dtype: np.dtype
+
+    @classmethod
+    def of(cls, scale: float, zero_point: int, dtype: Any) -> "QuantSpec":
+        info = np.iinfo(dtype)
+        return cls(np.float32(scale), np.float32(zero_point), np.float32(info.min - zero_point),
+                   np.float32(info.max - zero_point), np.dtype(dtype))
+
+    def bounds(self, shape: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+        """The clip bounds as full arrays: numpy's max/min against a same-shape array are SIMD, against a
+        broadcast scalar ~2x slower (1.3 vs 0.6 us for a LiDAR window)."""
+        return np.full(shape, self.low, np.float32), np.full(shape, self.high, np.float32)
+
+    def quantize_into(self, x: np.ndarray, scratch: np.ndarray, out: np.ndarray,
+                      bounds: tuple[Any, Any] | None = None) -> np.ndarray:
+        low, high = bounds or (self.low, self.high)
+        # dtype= pins the float32 loops under numpy 1.x value-based casting too (boards run numpy<2)
+        np.divide(x, self.scale, out=scratch, dtype=np.float32)
+        np.rint(scratch, out=scratch)
+        np.maximum(scratch, low, out=scratch)
+        np.minimum(scratch, high, out=scratch)
+        return np.add(scratch, self.zero_point, out=out, casting="unsafe", dtype=np.float32)
+
+    def dequantize_into(self, q: np.ndarray, out: np.ndarray) -> np.ndarray:
+        np.subtract(q, self.zero_point, out=out, dtype=np.float32)  # small integers: exact in float32
+        return np.multiply(out, self.scale, out=out)
+
+
 class Backend:
     """One loaded artifact. ``run`` = quantize_inputs -> invoke_raw -> dequantize_outputs."""
 
@@ -84,6 +128,15 @@ class Backend:
 
     def dequantize_outputs(self, raw_out: list[np.ndarray]) -> np.ndarray:
         raise NotImplementedError
+
+    def runner(self) -> Callable[[dict[str, np.ndarray]], np.ndarray]:
+        """A lean ``run`` for a hot loop: same values, buffers allocated once, nothing looked up per call.
+
+        Inputs must already be batch-1 float32 arrays of the manifest's shapes
+        (no reshaping or checks per call). The returned logits may be a buffer
+        that the next call overwrites: copy them to keep them.
+        """
+        return self.run
 
     def _ordered(self, inputs: dict[str, np.ndarray]) -> list[np.ndarray]:
         missing = [n for n in self.input_names if n not in inputs]
@@ -138,6 +191,10 @@ class TFLiteBackend(Backend):
         self.input_dtypes = [np.dtype(d["dtype"]) for d in self._in]
         self.output_dtype = np.dtype(self._out[0]["dtype"])
         self.precision = precision or ("int8" if self.input_dtypes[0] == np.int8 else "fp32")
+        # Quantisation parameters resolved once: None for a float tensor.
+        self._in_q = [_quant_spec(d) for d in self._in]
+        self._in_bounds = [None if q is None else q.bounds(shape) for q, shape in zip(self._in_q, self.input_shapes)]
+        self._out_q = _quant_spec(self._out[0])
 
     def _signature_inputs(self) -> dict[str, int]:
         # Signature input name (the modality, as onnx2tf/TF keep it) -> tensor index.
@@ -151,12 +208,12 @@ class TFLiteBackend(Backend):
 
     def quantize_inputs(self, inputs: dict[str, np.ndarray]) -> list[np.ndarray]:
         raw = []
-        for x, d in zip(self._ordered(inputs), self._in):
-            scale, zero_point = d["quantization"]
-            if np.dtype(d["dtype"]) in (np.int8, np.uint8):
-                raw.append(quantize(x, scale, zero_point, d["dtype"]))
-            else:
+        for x, d, spec, bounds in zip(self._ordered(inputs), self._in, self._in_q, self._in_bounds):
+            if spec is None:
                 raw.append(x.astype(d["dtype"], copy=False))
+            else:  # fresh arrays: callers may keep them (parity checks stack them)
+                raw.append(spec.quantize_into(x, np.empty(x.shape, np.float32), np.empty(x.shape, spec.dtype),
+                                              bounds))
         return raw
 
     def invoke_raw(self, raw: list[np.ndarray]) -> list[np.ndarray]:
@@ -166,14 +223,48 @@ class TFLiteBackend(Backend):
         return [self.interpreter.get_tensor(d["index"]) for d in self._out]
 
     def dequantize_outputs(self, raw_out: list[np.ndarray]) -> np.ndarray:
-        d = self._out[0]
-        if np.dtype(d["dtype"]) in (np.int8, np.uint8):
-            scale, zero_point = d["quantization"]
-            return dequantize(raw_out[0], scale, zero_point)
-        return raw_out[0].astype(np.float32, copy=False)
+        if self._out_q is None:
+            return raw_out[0].astype(np.float32, copy=False)
+        return self._out_q.dequantize_into(raw_out[0], np.empty(raw_out[0].shape, np.float32))
+
+    def runner(self) -> Callable[[dict[str, np.ndarray]], np.ndarray]:
+        """Quantise into preallocated buffers, ``set_tensor``, ``invoke``, dequantise into one output buffer.
+
+        ``set_tensor``/``get_tensor`` copy (1.7 KB in, 256 B out for a LiDAR
+        window, well under a microsecond); the interpreter refuses to invoke
+        while a numpy view of its own buffers is alive, so views are no option.
+        """
+        interpreter = self.interpreter
+        invoke, set_tensor, get_tensor = interpreter.invoke, interpreter.set_tensor, interpreter.get_tensor
+        feeds = []
+        for name, shape, d, spec, bounds in zip(self.input_names, self.input_shapes, self._in, self._in_q,
+                                                self._in_bounds):
+            buffers = None if spec is None else (np.empty(shape, np.float32), np.empty(shape, spec.dtype), bounds)
+            feeds.append((name, d["index"], spec, buffers))
+        out_index, out_spec = self._out[0]["index"], self._out_q
+        out_buffer = np.empty(tuple(int(s) for s in self._out[0]["shape"]), np.float32)
+
+        def run(inputs: dict[str, np.ndarray]) -> np.ndarray:
+            for name, index, spec, buffers in feeds:
+                x = inputs[name]
+                set_tensor(index, x if spec is None else spec.quantize_into(x, *buffers))
+            invoke()
+            raw = get_tensor(out_index)
+            if out_spec is None:
+                return raw
+            return out_spec.dequantize_into(raw, out_buffer)
+
+        return run
 
     def io_details(self) -> tuple[list[dict], list[dict]]:
         return self._in, self._out
+
+
+def _quant_spec(detail: dict) -> QuantSpec | None:
+    if np.dtype(detail["dtype"]) not in (np.int8, np.uint8):
+        return None
+    scale, zero_point = detail["quantization"]
+    return QuantSpec.of(scale, zero_point, detail["dtype"])
 
 
 def _match_inputs(details: list[dict], names: Sequence[str] | None, signature: dict[str, int]) -> list[dict]:
@@ -253,6 +344,18 @@ class OrtBackend(Backend):
 
     def dequantize_outputs(self, raw_out: list[np.ndarray]) -> np.ndarray:
         return np.asarray(raw_out[0], dtype=np.float32)
+
+    def runner(self) -> Callable[[dict[str, np.ndarray]], np.ndarray]:
+        """``session.run`` with the output list and feed dict built once (float I/O, QDQ inside the graph)."""
+        session_run, outputs, names = self.session.run, [self.output_name], list(self.input_names)
+        feed: dict[str, np.ndarray] = {}
+
+        def run(inputs: dict[str, np.ndarray]) -> np.ndarray:
+            for name in names:
+                feed[name] = inputs[name]
+            return session_run(outputs, feed)[0]
+
+        return run
 
 
 def open_artifact(bundle_dir: str | os.PathLike, artifact: dict, *, threads: int | None = None,

@@ -5,14 +5,15 @@ fp32 + full-int8 (``edgekd.export.tflite``: onnx2tf, TF converter with a represe
 int8 input and output). Both files run on the TFLite interpreter with its default XNNPACK
 delegate; fp32 and int8 are timed in alternation (the machine may be shared) and the median of
 the per-round medians is reported. The fp32 file is also checked against torch, and the int8
-file's top-1 agreement with torch is printed.
+file's top-1 agreement with torch is printed, with both files' sizes (as shipped: compacted) and
+op counts.
 
 Run (about 1 minute per model on 2 cores):
 
     .venv/bin/python tests/benchmarks/int8_vs_fp32.py
     .venv/bin/python tests/benchmarks/int8_vs_fp32.py --models image_student --paper-layout --threads 1 2
 
-Acceptance (issue 5): int8 median <= fp32 median for every student.
+Acceptance (issue 5): int8 median <= fp32 median for every student; int8 file >= 3x smaller.
 """
 
 from __future__ import annotations
@@ -90,6 +91,18 @@ def agreement(model, files: dict[str, Path], windows: int = 32) -> dict[str, flo
             "int8_top1_agreement": float((got["int8"].argmax(-1) == want.argmax(-1)).mean())}
 
 
+def sizes_and_ops(files: dict[str, Path]) -> dict[str, object]:
+    """Bytes and op counts of the compacted files, and the fp32/int8 size ratio (the issue asks >= 3)."""
+    from edgekd.export.graph import tflite_ops
+
+    row: dict[str, object] = {}
+    for precision in ("fp32", "int8"):
+        row[f"{precision}_bytes"] = files[precision].stat().st_size
+        row[f"{precision}_ops"] = sum(tflite_ops(files[precision]).values())
+    row["size_ratio"] = round(row["fp32_bytes"] / row["int8_bytes"], 2)
+    return row
+
+
 def compare(files: dict[str, Path], threads: int, *, rounds: int = 5, runs: int = 300) -> dict[str, float]:
     per_round = {"fp32": [], "int8": []}
     for _ in range(rounds):  # alternate, so that load from other processes hits both alike
@@ -118,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="edgekd-int8-bench-") as tmp:
         for i, (name, kwargs) in enumerate(variants):
             model, files = convert_student(name, Path(tmp) / f"{i}_{name}", **kwargs)
-            row = {"model": name, "kwargs": kwargs, **agreement(model, files)}
+            row = {"model": name, "kwargs": kwargs, **agreement(model, files), **sizes_and_ops(files)}
             for threads in args.threads:
                 medians = compare(files, threads, rounds=args.rounds, runs=args.runs)
                 row[f"threads{threads}"] = {**medians, "int8_not_slower": medians["int8"] <= medians["fp32"]}

@@ -91,10 +91,21 @@ def test_compare_command_writes_the_table_in_every_format(work, tmp_path):
         rows[TEACHER]["latency"]["p50_ms"] / rows["tflite_int8"]["latency"]["p50_ms"])
     assert set(report["acceptance"]["lidar"]) >= {"speedup_p50", "top2_vs_teacher_points", "passed"}
     assert report["threads"] == 1 and report["torch_threads"] == 1
+    # the first call after another format ran is reported apart, never mixed into the headline
+    assert report["block"] == 10 and "steady state" in report["timing"]
+    for row in rows.values():
+        assert row["latency_after_switch"]["n"] >= 6
+    assert rows["tflite_int8"]["info"]["backend"] == "TFLiteBackend"
+    # artifact rows say where a call goes; the phases add up to about the call (separate pass, so loosely)
+    phases = rows["tflite_int8"]["phases"]
+    assert phases["runs"] == 60 and min(phases[f"{k}_p50_ms"] for k in ("quantize", "invoke", "dequantize")) > 0
+    assert phases["end_to_end_p50_ms"] >= phases["invoke_p50_ms"]
+    assert rows[TEACHER]["phases"] is None and rows["onnx_fp32"]["phases"]["invoke_p50_ms"] > 0
 
     markdown = (out / "compare.md").read_text()
     assert markdown == result.output
     assert markdown.count("(estimated)") == 6 and "ESTIMATED" in markdown
+    assert "first call after another format ran" in markdown and "TFLite int8 call split" in markdown
     for label in (FORMATS[k] for k in SIX):
         assert f"| {label} |" in markdown
     table = list(csv.DictReader((out / "compare.csv").open()))
@@ -142,25 +153,50 @@ def test_checkpoint_next_to_the_bundle_is_found_and_a_changed_one_refused(work, 
     assert "differs from the exported checkpoint" in rows["torch_fp32"]["status"]
 
 
-def test_rotation_and_interleaving():
+def test_rotation_and_blocked_interleaving():
     assert [rotation(i, 3) for i in range(3)] == [[0, 1, 2], [1, 2, 0], [2, 0, 1]]
-    calls: list[str] = []
+    calls: list[tuple[str, int]] = []
 
     def runner(tag):
+        buffer = np.zeros((1, 4, 64), np.float32)  # reused, as the lean backends' runners do
+
         def run(window):
-            calls.append(tag)
-            if tag == "b" and len(calls) > 4:
+            calls.append((tag, int(window["x"][0, 0])))
+            if tag == "b" and len(calls) > 8:
                 raise RuntimeError("boom")
-            return np.full((1, 4, 64), window["x"][0, 0], np.float32)
+            buffer[:] = window["x"][0, 0]
+            return buffer
         return run
 
     cands = [Candidate("s", key, run=runner(tag)) for key, tag in (("onnx_fp32", "a"), ("tflite_fp32", "b"),
                                                                     ("tflite_int8", "c"))]
-    windows = [{"x": np.array([[i]], np.float32)} for i in range(2)]
+    windows = [{"x": np.array([[i]], np.float32)} for i in range(3)]
     ticks = iter(range(0, 10_000, 5))
-    assert interleaved_loop(cands, windows, runs=3, warmup=0, clock=lambda: next(ticks)) == 3
-    # each iteration starts one later; b fails on its third call and leaves, the others go on
-    assert calls == ["a", "b", "c", "b", "c", "a", "c", "a", "b"]
+    rounds = interleaved_loop(cands, windows, runs=4, warmup=0, block=2, clock=lambda: next(ticks))
+    assert rounds == 2
+    # a round: each format one switch call + `block` back-to-back calls on the next windows, order rotating
+    assert calls[:9] == [("a", 0), ("a", 1), ("a", 2), ("b", 0), ("b", 1), ("b", 2), ("c", 0), ("c", 1), ("c", 2)]
+    assert [tag for tag, _ in calls[9:]] == ["b", "c", "c", "c", "a", "a", "a"]  # b fails on its first call
+    assert [w for tag, w in calls if tag == "a"] == [0, 1, 2, 0, 1, 2]  # every format sees the same windows
     assert cands[1].status == "error: RuntimeError: boom" and len(cands[1].latencies_ns) == 2
-    assert list(cands[0].latencies_ns) == [5, 5, 5] and len(cands[2].latencies_ns) == 3
-    assert [o[0, 0, 0] for o in cands[0].outputs] == [0.0, 1.0]  # first pass over the windows only
+    # switch calls are timed apart from the steady state, which gets exactly `runs` timings
+    assert list(cands[0].latencies_ns) == [5, 5, 5, 5] and len(cands[0].switch_ns) == 2
+    assert len(cands[2].latencies_ns) == 4 and len(cands[2].switch_ns) == 2
+    # outputs of the first pass over the windows, copied although the runner reuses its buffer
+    assert [o[0, 0, 0] for o in cands[0].outputs] == [0.0, 1.0, 2.0]
+
+
+def test_every_window_is_seen_even_with_few_runs():
+    seen: list[int] = []
+
+    def run(window):
+        seen.append(int(window["x"][0, 0]))
+        return np.zeros((1, 4, 64), np.float32)
+
+    cand = Candidate("s", "tflite_int8", run=run)
+    windows = [{"x": np.array([[i]], np.float32)} for i in range(25)]
+    interleaved_loop([cand], windows, runs=3, warmup=1, block=10)
+    assert len(cand.outputs) == 25 and seen[1:26] == list(range(25))
+    assert len(cand.latencies_ns) >= 3
+    with pytest.raises(ValueError, match="block"):
+        interleaved_loop([cand], windows, runs=3, warmup=0, block=0)

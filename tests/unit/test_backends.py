@@ -10,7 +10,7 @@ import pytest
 
 from edgekd.errors import EdgekdError
 from edgekd.io import sha256_file
-from edgekd.runtime.backends import (OrtBackend, TFLiteBackend, dequantize, open_artifact, quantize,
+from edgekd.runtime.backends import (OrtBackend, QuantSpec, TFLiteBackend, dequantize, open_artifact, quantize,
                                      tflite_float_ops, tflite_interpreter_class, tflite_op_counts)
 
 WEIGHTS = np.linspace(-1, 1, 6 * 4, dtype=np.float32).reshape(6, 4)
@@ -25,6 +25,24 @@ def test_quantize_roundtrip_and_saturation():
     # asymmetric: [0, 1] onto [-128, 127]
     q = quantize(np.array([0.0, 1.0], np.float32), 1 / 255, -128)
     assert q.tolist() == [-128, 127]
+
+
+@pytest.mark.parametrize("scale, zero_point, dtype", [(1 / 127, 0, np.int8), (0.0123, -17, np.int8),
+                                                      (0.05, 100, np.int8), (1 / 255, 3, np.uint8)])
+def test_the_in_place_quantisation_is_bit_exact(scale, zero_point, dtype):
+    # ties (k + 0.5) * scale, values one float32 step either side, far out of range, negative zero
+    k = np.arange(-300, 300, dtype=np.float32)
+    ties = (k + np.float32(0.5)) * np.float32(scale)
+    x = np.concatenate([ties, np.nextafter(ties, np.float32(np.inf)), np.nextafter(ties, np.float32(-np.inf)),
+                        np.float32([-1e6, 1e6, -0.0, 0.0]),
+                        np.random.default_rng(0).normal(0, 200 * scale, 4000).astype(np.float32)])
+    spec = QuantSpec.of(scale, zero_point, dtype)
+    for bounds in (None, spec.bounds(x.shape)):
+        got = spec.quantize_into(x, np.empty_like(x), np.empty(x.shape, dtype), bounds)
+        assert got.dtype == dtype and np.array_equal(got, quantize(x, scale, zero_point, dtype))
+    every = np.arange(np.iinfo(dtype).min, np.iinfo(dtype).max + 1).astype(dtype)
+    back = spec.dequantize_into(every, np.empty(every.shape, np.float32))
+    assert back.dtype == np.float32 and np.array_equal(back, dequantize(every, scale, zero_point))
 
 
 def test_interpreter_class_is_litert_here():
@@ -83,6 +101,19 @@ def test_tflite_fp32_and_int8_backends_match_the_math(tflite_models):
         int8.run({"image": x})
 
 
+def test_lean_runners_give_run_s_logits(tflite_models):
+    windows = [np.random.default_rng(i).uniform(-0.5, 1.5, (1, 2, 6)).astype(np.float32) for i in range(20)]
+    for name in ("int8.tflite", "fp32.tflite"):
+        backend = TFLiteBackend(tflite_models / name, input_names=["lidar"])
+        run = backend.runner()
+        first = run({"lidar": windows[0]}).copy()
+        for x in windows:
+            assert np.array_equal(run({"lidar": x}), backend.run({"lidar": x})), name
+        if backend.precision == "int8":  # one output buffer, overwritten by the next call
+            assert run({"lidar": windows[0]}) is run({"lidar": windows[1]})
+        assert np.array_equal(run({"lidar": windows[0]}), first)
+
+
 def test_op_counts_and_float_op_detection(tflite_models):
     ops = tflite_op_counts(tflite_models / "int8.tflite")
     assert "DELEGATE" not in ops and sum(ops.values()) >= 1
@@ -105,6 +136,7 @@ def test_ort_backend_on_a_real_onnx_graph(tmp_path):
     assert backend.providers == ["CPUExecutionProvider"]
     x = np.random.default_rng(2).uniform(0, 1, (1, 2, 6)).astype(np.float32)
     assert np.allclose(backend.run({"lidar": x}), np.maximum(x @ WEIGHTS, 0), atol=1e-6)
+    assert np.array_equal(backend.runner()({"lidar": x}), backend.run({"lidar": x}))
 
     artifact = {"path": "m.onnx", "sha256": sha256_file(path), "format": "onnx", "precision": "fp32",
                 "inputs": [{"name": "lidar", "shape": [1, 2, 6], "dtype": "float32"}]}

@@ -112,6 +112,7 @@ def test_unknown_target_exits_2_listing_the_known_ones(bundle):
     ([], "no target profile given"),
     (["--target", "rpi5", "--data", "somewhere"], "--data only applies to --compare"),
     (["--compare"], "--compare needs a dataset"),
+    (["--compare", "--data", "somewhere", "--block", "0"], "Invalid value for '--block'"),
     (["--target", "rpi5", "--power-model", "9,1"], "power model"),
 ])
 def test_user_errors_exit_2(bundle, args, message):

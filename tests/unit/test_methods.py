@@ -230,3 +230,47 @@ def test_horizon_weights_only_where_they_mean_something():
         build_distiller("rkd", student, teacher, TrainConfig(horizon_weights=weights))
     with pytest.raises(ValueError, match="3 values"):
         build_distiller("kd", student, teacher, TrainConfig(horizon_weights=(1.0, 1.0, 2.0)))
+
+
+@pytest.mark.parametrize("method", ["kd", "mse", "rkd", "rkd-park", "fitnet", "self"])
+def test_cached_teacher_features_give_the_same_loss(method):
+    """A batch with ``index`` reads the precomputed teacher features: same loss and gradients as live."""
+    from edgekd.distill.trainer import teacher_cache
+
+    student, teacher = models()
+    if method == "self":
+        student = TinyGRU(12)
+    distiller = build_distiller(method, student, teacher, TrainConfig(seed=3))
+    names = distiller.teacher_feature_names()
+    assert names
+    windows = make_batch(n=10, seed=5)
+
+    class Windows:   # the slice of WindowDataset that teacher_cache reads
+        def batch(self, idx):
+            return {k: v[torch.as_tensor(idx)].numpy() for k, v in windows.items()}
+
+    import numpy as np
+
+    distiller.set_teacher_cache(teacher_cache(distiller.teacher, names, Windows(), np.arange(10), 4,
+                                              torch.device("cpu")))
+    pick = torch.tensor([7, 2, 9, 0, 4])
+    batch = {k: v[pick] for k, v in windows.items()}
+    state = copy.deepcopy(distiller.state_dict())
+    _, live = distiller(batch)
+    distiller.load_state_dict(state)   # the RKD partner sampler draws the same pairs again
+    _, cached = distiller({**batch, "index": pick})
+    for name in live:
+        assert torch.allclose(live[name], cached[name], atol=1e-6), name
+    with pytest.raises(KeyError, match="outside the teacher cache"):
+        distiller({**batch, "index": torch.tensor([7, 2, 9, 0, 10])})
+
+
+def test_teacher_cache_must_hold_the_features_the_method_reads():
+    from edgekd.distill.methods import TeacherCache
+
+    student, teacher = models()
+    distiller = build_distiller("rkd", student, teacher, TrainConfig())
+    with pytest.raises(KeyError, match="temporal"):
+        distiller.set_teacher_cache(TeacherCache(torch.arange(3), {"logits": torch.zeros(3, HORIZONS, BEAMS)}))
+    assert build_distiller("none", student, None, TrainConfig()).teacher_feature_names() == ()
+    assert build_distiller("dml", student, None, TrainConfig()).teacher_feature_names() == ()

@@ -52,13 +52,21 @@ def test_onnx_export_matches_torch(name: str) -> None:
 
 def test_unrolled_gru_exports_one_input_matmul_and_one_split_per_sequence() -> None:
     model = create_model("lidar_student").eval()
-    ops = Counter(n.op_type for n in onnx.load_from_string(export(model)).graph.node)
+    graph = onnx.load_from_string(export(model)).graph
+    ops = Counter(n.op_type for n in graph.node)
     steps = model.steps
-    # 1 input projection (embed) + 1 GRU input projection + (steps - 1) recurrent steps x 2 gate
-    # groups + 1 classifier = Gemm count; the first step and the padded steps need no input matmul.
-    assert ops["Gemm"] == 1 + 1 + 2 * (steps - 1) + 1
-    # rz/n split of the projections, one unbind each, one pad split, one r/z split per step.
-    assert ops["Split"] == 1 + 2 + 1 + steps
+    # 1 input projection (embed) + 1 GRU input projection + (steps - 1) n-gate matmuls (with b_hn) + 1
+    # classifier = Gemm count; the first step and the padded steps need no input matmul.
+    assert ops["Gemm"] == 1 + 1 + (steps - 1) + 1
+    # The r/z recurrent matmuls carry no bias (b_hr, b_hz are folded into the input projection); the
+    # one more bias-free MatMul is the padded frame's projection (a constant, folded on export).
+    assert ops["MatMul"] == (steps - 1) + 1
+    # One Split hands every observed step its r/z and n input gates (no per-step Squeeze), one splits
+    # the padded frame's projection, one per step splits r from z.
+    splits = [n for n in graph.node if n.op_type == "Split"]
+    assert len(splits) == 1 + 1 + steps
+    assert max(len(n.output) for n in splits) == 2 * model.window
+    assert "Squeeze" not in ops
 
 
 @pytest.mark.parametrize("name", ["image_student", "radar_student", "fusion_student"])

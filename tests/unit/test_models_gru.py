@@ -74,3 +74,20 @@ def test_load_rejects_other_sizes() -> None:
         UnrolledGRU(4, 5).load_from_gru(nn.GRU(4, 6))
     with pytest.raises(ValueError, match="unidirectional"):
         UnrolledGRU(4, 5).load_from_gru(nn.GRU(4, 5, bidirectional=True))
+
+
+def test_folded_gate_biases_stay_exact_with_large_biases() -> None:
+    # b_hr and b_hz move into the input projection; b_hn must not (nn.GRU scales it by r). Large,
+    # distinct biases make a wrong fold visible far above float noise.
+    torch.manual_seed(4)
+    gru = nn.GRU(5, 6, num_layers=2, batch_first=True)
+    with torch.no_grad():
+        for name, param in gru.named_parameters():
+            if name.startswith("bias"):
+                param.copy_(torch.linspace(-2.0, 2.0, param.numel()))
+    unrolled = UnrolledGRU(5, 6, num_layers=2).load_from_gru(gru)
+    x = torch.randn(3, 4, 5)
+    ref, _ = gru(torch.cat([x, torch.zeros(3, 2, 5)], dim=1))
+    out, last = unrolled(x, future_steps=2)
+    assert torch.max(torch.abs(out - ref)) < 1e-5
+    assert torch.max(torch.abs(last - ref[:, -1])) < 1e-5
