@@ -58,6 +58,8 @@ class DemoProfile:
     threads: int | None = 2           # torch threads for training (None: torch's default)
     teacher_epochs: int = 8           # image and radar teachers
     student_epochs: int = 12          # image and radar students
+    teacher_lr: float | None = None   # None: the paper config's (teacher.yaml); a short schedule wants more
+    student_lr: float | None = None   # None: the paper config's of the KD method
     kd_method: str = "kd"             # image/radar students: kd (response) or rkd (relation, paper-1 variant)
     lidar_teacher_epochs: int = 15
     generator_loss: str = "metadata"  # data-free LiDAR student (issue 4's acceptance setting)
@@ -72,8 +74,8 @@ class DemoProfile:
 
     def __post_init__(self) -> None:
         for name in ("windows", "image_size", "drive_minutes", "teacher_epochs", "student_epochs",
-                     "lidar_teacher_epochs", "eval_windows", "bench_seconds"):
-            if not getattr(self, name) > 0:
+                     "lidar_teacher_epochs", "eval_windows", "bench_seconds", "teacher_lr", "student_lr"):
+            if getattr(self, name) is not None and not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)!r}")
         if self.kd_method not in ("kd", "rkd"):
             raise ValueError(f"kd_method must be 'kd' or 'rkd', got {self.kd_method!r}")
@@ -195,12 +197,13 @@ def stage_data(demo: Demo) -> dict:
             "splits": {name: info["windows"] for name, info in summary["splits"].items()}}
 
 
-def _train_cfg(demo: Demo, paper_config: str, epochs: int):
+def _train_cfg(demo: Demo, paper_config: str, epochs: int, lr: float | None = None):
     from edgekd.distill.config import example_configs, load_train_config
 
     p = demo.profile
     # a deployment run trains to the end of its short schedule; patience matters only for long ones
-    cfg = load_train_config(example_configs()[paper_config], epochs=epochs, patience=max(epochs, 20))
+    overrides = {"epochs": epochs, "patience": max(epochs, 20), **({"lr": lr} if lr is not None else {})}
+    cfg = load_train_config(example_configs()[paper_config], **overrides)
     return dataclasses.replace(cfg, seed=p.seed, threads=p.threads, progress=demo.progress)
 
 
@@ -226,7 +229,8 @@ def stage_teachers(demo: Demo) -> dict:
     for modality in ("image", "radar"):
         ckpt = folder / f"{modality}_teacher.pt"
         demo.echo(f"  training {modality}_teacher ({demo.profile.teacher_epochs} epochs)")
-        _, result = train_model(f"{modality}_teacher", data, _train_cfg(demo, "teacher", demo.profile.teacher_epochs),
+        _, result = train_model(f"{modality}_teacher", data, _train_cfg(demo, "teacher", demo.profile.teacher_epochs,
+                                                                     demo.profile.teacher_lr),
                                 out=ckpt, resume=ckpt.is_file())
         teachers[modality], metrics[modality] = str(ckpt), result.metrics["test"]
     exp, profile = _lidar_experiment(demo, data)
@@ -251,7 +255,7 @@ def stage_students(demo: Demo) -> dict:
         ckpt = folder / f"{modality}_student.pt"
         demo.echo(f"  distilling {modality}_student from {modality}_teacher ({p.kd_method}, {p.student_epochs} epochs)")
         _, result = distill_model(teachers[modality], f"{modality}_student", p.kd_method, data,
-                                  _train_cfg(demo, config, p.student_epochs), out=ckpt, resume=ckpt.is_file())
+                                  _train_cfg(demo, config, p.student_epochs, p.student_lr), out=ckpt, resume=ckpt.is_file())
         students[modality], metrics[modality] = str(ckpt), result.metrics["test"]
     exp, _ = _lidar_experiment(demo, data)
     cfg = exp.datafree_config(p.seed, p.generator_loss, p.student_loss)

@@ -240,19 +240,25 @@ class TFLiteBackend(Backend):
         for name, shape, d, spec, bounds in zip(self.input_names, self.input_shapes, self._in, self._in_q,
                                                 self._in_bounds):
             buffers = None if spec is None else (np.empty(shape, np.float32), np.empty(shape, spec.dtype), bounds)
-            feeds.append((name, d["index"], spec, buffers))
+            cast = None if np.dtype(d["dtype"]) == np.float32 else np.dtype(d["dtype"])  # e.g. float16 I/O
+            feeds.append((name, d["index"], spec, buffers, cast))
         out_index, out_spec = self._out[0]["index"], self._out_q
+        out_float32 = self.output_dtype == np.float32
         out_buffer = np.empty(tuple(int(s) for s in self._out[0]["shape"]), np.float32)
 
         def run(inputs: dict[str, np.ndarray]) -> np.ndarray:
-            for name, index, spec, buffers in feeds:
+            for name, index, spec, buffers, cast in feeds:
                 x = inputs[name]
-                set_tensor(index, x if spec is None else spec.quantize_into(x, *buffers))
+                if spec is not None:
+                    x = spec.quantize_into(x, *buffers)
+                elif cast is not None:
+                    x = x.astype(cast)
+                set_tensor(index, x)
             invoke()
             raw = get_tensor(out_index)
-            if out_spec is None:
-                return raw
-            return out_spec.dequantize_into(raw, out_buffer)
+            if out_spec is not None:
+                return out_spec.dequantize_into(raw, out_buffer)
+            return raw if out_float32 else raw.astype(np.float32)
 
         return run
 
