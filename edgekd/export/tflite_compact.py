@@ -113,6 +113,8 @@ def _content_key(obj: Any) -> tuple:
     def value(v):
         if isinstance(v, np.ndarray):
             return ("nd", v.dtype.str, v.shape, v.tobytes())
+        if isinstance(v, float):  # by bits: -0.0 == 0.0 would otherwise merge two different tables
+            return ("f", np.float64(v).tobytes())
         if isinstance(v, (list, tuple)):
             return tuple(value(x) for x in v)
         if hasattr(v, "__dict__"):

@@ -250,9 +250,13 @@ class SpaceToDepth(nn.Module):
     adds its own NCHW -> NHWC transpose before the conv, which cancels that permute: the TFLite graph
     is RESHAPE / TRANSPOSE / RESHAPE, one transpose, which XNNPACK runs in int8 (ONNX SpaceToDepth does
     not convert here). Patches in NCHW order ([N*C, k, k, h, w]) cost a second int8 TRANSPOSE, which
-    made the radar and fusion students' int8 slower than float32 (2-channel stem: 35 -> 16 us int8). Why at all: XNNPACK's int8 convolutions pad every kernel tap's input channels to 8 on
-    x86, so a 3x3 conv on a 1- or 2-channel map costs 4-8x its MACs (5x slower than float32,
-    measured); a k x k patch as k*k channels feeds one 1x1 conv with a long, dense reduction.
+    made the radar and fusion students' int8 slower than float32 (2-channel stem: 35 -> 16 us int8), and
+    onnx2tf mis-converted that form for trained 1-channel (image) stems (float32 TFLite off by ~13,
+    caught by the export's float check). For C = 1 the 6-D transpose is ~7 us slower in int8 than the
+    old two (image student int8 ~63 vs ~56 us, float32 ~135 us).
+    Why at all: XNNPACK's int8 convolutions pad every kernel tap's input channels to 8 on x86, so a
+    3x3 conv on a 1- or 2-channel map costs 4-8x its MACs (5x slower than float32, measured); a
+    k x k patch as k*k channels feeds one 1x1 conv with a long, dense reduction.
     """
 
     def __init__(self, block: int, channels: int, height: int, width: int):
@@ -266,6 +270,8 @@ class SpaceToDepth(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         k, h, w = self.block, self.height // self.block, self.width // self.block
+        # Keep the channel axis even when C = 1: both 5-D forms (this one without it, and NCHW patches of
+        # [N*C, ...]) came out of onnx2tf wrong for trained image students (float32 TFLite off by ~13).
         patches = x.reshape(-1, self.channels, h, k, w, k).permute(0, 2, 4, 1, 3, 5)  # [N, h, w, C, k, k]
         return patches.reshape(-1, h, w, self.channels * k * k).permute(0, 3, 1, 2)
 
