@@ -55,16 +55,22 @@ def write_demo_report(demo) -> Path:
 def header(demo, stages: Mapping[str, dict]) -> str:
     total = sum(s["seconds"] for s in stages.values())
     timings = " | ".join(f"{name} {s['seconds']:.0f} s" for name, s in stages.items())
+    cpu = sum(s.get("cpu_seconds", 0.0) for s in stages.values())
+    loads = [s["load_average"][0] for s in stages.values() if s.get("load_average")]
     p = demo.profile
     return (f"# edgekd demo report\n\n"
             f"Target **{demo.target.name}** ({demo.target.description}); generated "
             f"{dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC on {platform.machine()} "
             f"({platform.processor() or platform.system()}, {_cpu_count()} CPUs), Python {platform.python_version()}.\n\n"
-            f"Profile: {p.windows} synthetic windows at {p.image_size}x{p.image_size}, teachers "
-            f"{p.teacher_epochs} epochs (LiDAR {p.lidar_teacher_epochs}), students {p.student_epochs} epochs with "
+            f"Profile: {p.windows} synthetic windows at {p.image_size}x{p.image_size}, image and radar teachers at "
+            f"width {p.teacher_width:g} for {p.teacher_epochs} epochs (lr {p.teacher_lr or 'of teacher.yaml'}), the "
+            f"LiDAR teacher {p.lidar_teacher_epochs} epochs, students {p.student_epochs} epochs with "
             f"{'response' if p.kd_method == 'kd' else 'relation'} KD, the LiDAR student data-free "
             f"({p.generator_loss} generator, {p.student_loss} student loss), seed {p.seed}.\n\n"
-            f"Stage wall times (first run of each stage): {timings}; total {total / 60:.1f} min.\n\n"
+            f"Stage wall times (first run of each stage): {timings}; total {total / 60:.1f} min wall, "
+            f"{cpu / 60:.1f} min CPU (this process and its converter children)"
+            + (f"; 1-minute load average at the stage ends {min(loads):.1f}-{max(loads):.1f}" if loads else "")
+            + ".\n\n"
             f"Reproduce: `edgekd demo --out DIR --target {demo.target.name}` (add `--resume` to continue "
             f"an interrupted run).\n")
 
