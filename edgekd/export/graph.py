@@ -48,8 +48,12 @@ def lean_graph_notes(ops: dict[str, int], *, steps: int, kind: str = "tflite") -
     notes = []
     for op in sorted(PER_STEP_SUSPECTS & set(ops)):
         if ops[op] >= steps:
-            notes.append(f"{ops[op]} x {op} for {steps} recurrent steps: per-step indexing "
-                         "(precompute the input projection for all steps and split once, or fuse the gates)")
+            # onnx2tf lowers every equal-sized Split (the GRU's input gates, each step's r/z pair) to one
+            # STRIDED_SLICE per output, so ~3 per step is the floor for an unrolled GRU; more is worth a look
+            level = "expected for an unrolled GRU (onnx2tf lowers each Split output to one)" \
+                if op == "STRIDED_SLICE" and ops[op] <= 4 * steps else \
+                "per-step indexing (precompute the input projection for all steps and split once, or fuse the gates)"
+            notes.append(f"{ops[op]} x {op} for {steps} recurrent steps: {level}")
     if ops.get("TRANSPOSE", 0) or ops.get("Transpose", 0):
         notes.append(f"{ops.get('TRANSPOSE', ops.get('Transpose'))} x TRANSPOSE: layout changes inside the graph")
     share = movement_share(ops, kind)
