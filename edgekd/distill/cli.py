@@ -172,12 +172,22 @@ def evaluate(checkpoint, data, split, plot, json_path, batch_size):
 @click.option("--max-train-windows", type=int, default=None,
               help="Use the first N training windows (default: the same as the checkpoint's run).")
 def metadata(checkpoint, data, max_train_windows):
-    """(Re)compute the last-hidden-state mean/variance (data-free KD metadata) and store them in CHECKPOINT."""
+    """(Re)compute the data-free KD metadata over the training split and store it in CHECKPOINT.
+
+    Mean/variance of the last hidden state (the paper's metadata) and, for LiDAR
+    teachers, per-step mean/variance of the first-layer pre-activations and GRU states.
+    """
+    from edgekd.checkpoint import load_checkpoint
     from edgekd.distill.api import add_teacher_stats
+    from edgekd.distill.datafree import MODALITY, add_layer_metadata
 
     stats = add_teacher_stats(checkpoint, data, max_train_windows=max_train_windows)
     click.echo(f"wrote teacher_stats to {checkpoint}: {len(stats['last_hidden_mean'])} hidden units "
                f"over {stats['count']} training windows")
+    if tuple(load_checkpoint(checkpoint).build().input_modalities) == (MODALITY,):
+        layers = add_layer_metadata(checkpoint, data, max_train_windows=max_train_windows)
+        click.echo("  + per-step layer statistics: " + ", ".join(
+            f"{name} {len(entry['mean'])}x{len(entry['mean'][0])}" for name, entry in layers["layers"].items()))
 
 
 __all__ = ["train", "distill", "evaluate", "metadata"]

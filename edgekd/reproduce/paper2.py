@@ -3,7 +3,8 @@
 Per seed:
 
 - the LiDAR teacher (labels only; its checkpoint carries the metadata, i.e. the
-  mean/variance of its last hidden state over the training split);
+  mean/variance of its last hidden state over the training split, plus the per-step
+  layer statistics of ``edgekd metadata``, see :mod:`edgekd.distill.datafree`);
 - the student without KD, standard KD (alpha * KL(T) + (1 - alpha) * CE,
   alpha 0.6, T 2) and KD-MSE (KL replaced by the logit MSE), on the real
   training split;
@@ -76,7 +77,12 @@ class Paper2Profile:
     kd_temperature: float = 2.0
     generator_steps: int = 400
     synthetic_samples: int = 3000
-    datafree_epochs: int = 10
+    # data-free students: a fresh set every epoch, so they cannot overfit a fixed one; batch 128 at lr 1e-2
+    # trains as well as batch 32 at 3e-3 in half the CPU time (the unrolled GRU costs per step, not per window)
+    datafree_epochs: int = 30
+    datafree_lr: float = 1e-2
+    datafree_batch_size: int = 128
+    resample_each_epoch: bool = True    # a fresh synthetic set every student epoch (DataFreeConfig)
     output_mapping: str = "no_return"   # how the generator's tanh becomes a scan (DataFreeConfig.output_mapping)
     datafree_temperature: float = 2.0
     metadata_weight: float = 1.0   # alpha / beta / gamma of the weighted generator loss
@@ -85,8 +91,8 @@ class Paper2Profile:
 
     def __post_init__(self) -> None:
         for name in ("windows", "seeds", "lr", "batch_size", "teacher_epochs", "student_epochs", "patience",
-                     "generator_steps", "synthetic_samples", "datafree_epochs", "kd_temperature",
-                     "datafree_temperature"):
+                     "generator_steps", "synthetic_samples", "datafree_epochs", "datafree_lr",
+                     "datafree_batch_size", "kd_temperature", "datafree_temperature"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)!r}")
         if not 0.0 <= self.kd_alpha <= 1.0:
@@ -114,7 +120,8 @@ PROFILES: dict[str, dict[str, Any]] = {
     # the paper's schedule: 100 epochs (patience 20) on real data, 500 generator epochs of 5000/32 steps
     # and 500 student epochs on the 5000 fixed synthetic sequences
     "paper": {"windows": 20000, "teacher_epochs": 100, "student_epochs": 100, "patience": 20,
-              "generator_steps": 500 * 157, "synthetic_samples": 5000, "datafree_epochs": 500, "threads": None},
+              "generator_steps": 500 * 157, "synthetic_samples": 5000, "datafree_epochs": 500, "threads": None,
+              "datafree_lr": 1e-3, "datafree_batch_size": 32, "resample_each_epoch": False},
 }
 
 
@@ -196,7 +203,16 @@ class Experiment:
                                     out=ckpt)
             self.record(seed, "teacher", result.metrics["test"], time.perf_counter() - start,
                         epochs=result.epochs_run, best_epoch=result.best_epoch)
+        self.teacher_layer_metadata(ckpt)
         return ckpt
+
+    def teacher_layer_metadata(self, ckpt: Path) -> None:
+        """Teacher side: store the per-layer metadata (``edgekd metadata``) the data-free generators match."""
+        from edgekd.checkpoint import load_checkpoint
+        from edgekd.distill import datafree as D
+
+        if "layers" not in (load_checkpoint(ckpt).teacher_stats or {}):
+            D.add_layer_metadata(ckpt, self.data)
 
     def student_none(self, seed: int) -> None:
         from edgekd.distill.api import train_model
@@ -228,8 +244,9 @@ class Experiment:
         df = DataFreeConfig(generator_loss=variant, student_loss=student_loss, metadata_weight=p.metadata_weight,
                             activation_weight=p.activation_weight, entropy_weight=p.entropy_weight,
                             generator_steps=p.generator_steps, synthetic_samples=p.synthetic_samples,
-                            output_mapping=p.output_mapping)
-        return self.train_config(seed, p.datafree_epochs, temperature=p.datafree_temperature, datafree=df)
+                            output_mapping=p.output_mapping, resample_each_epoch=p.resample_each_epoch)
+        cfg = self.train_config(seed, p.datafree_epochs, temperature=p.datafree_temperature, datafree=df)
+        return dataclasses.replace(cfg, lr=p.datafree_lr, batch_size=p.datafree_batch_size)
 
     def datafree(self, seed: int, teacher: Path, variant: str, losses: tuple[str, ...]) -> None:
         """One generator for ``variant``, then one student per student loss on its synthetic set."""
@@ -338,7 +355,8 @@ def check_plan(out: Path, profile: Paper2Profile, data: Path) -> None:
     """A rerun into the same folder must use the same settings and dataset (finished runs are reused)."""
     from edgekd.data import read_meta
 
-    plan = {"format": PLAN_FORMAT, "profile": profile.fingerprint_fields(), "data_fingerprint": read_meta(data)["fingerprint"]}
+    plan = {"format": PLAN_FORMAT, "profile": profile.fingerprint_fields(), "datafree_options": datafree_options(),
+            "data_fingerprint": read_meta(data)["fingerprint"]}
     path = out / "plan.json"
     if path.is_file():
         old = json.loads(path.read_text())
@@ -454,6 +472,23 @@ def _fmt(agg: Mapping[str, Any], metric: str) -> list[str]:
     return cells + [f"**{agg[f'{metric}_mean']:.3f} ± {agg[f'{metric}_mean_std']:.3f}**"]
 
 
+def datafree_options() -> dict[str, Any]:
+    """The data-free settings that are not profile fields (:data:`edgekd.distill.datafree.OPTION_DEFAULTS`)."""
+    from edgekd.distill import datafree as D
+    from edgekd.distill.config import DataFreeConfig
+
+    return {name: D.datafree_option(DataFreeConfig(), name) for name in D.OPTION_DEFAULTS}
+
+
+def _datafree_options_note() -> str:
+    options = datafree_options()
+    init = ("the student starts from the teacher's first layer, kept frozen (DistilBERT-style, no data)"
+            if options["student_init"] == "teacher_embedding" else "the student starts from scratch")
+    prior = (f"; every generator variant adds a scan smoothness prior (weight {options['smoothness_weight']:g})"
+             if options["smoothness_weight"] > 0 else "")
+    return f"Beyond the paper: {init}{prior}."
+
+
 def report_markdown(profile_name: str, profile: Paper2Profile, data: Path, summary: Mapping[str, dict], best: str,
                     checks: list[dict], exp: Experiment, seeds: list[int], seconds: float) -> str:
     from edgekd.data import read_meta
@@ -472,7 +507,9 @@ def report_markdown(profile_name: str, profile: Paper2Profile, data: Path, summa
         f"Teacher `lidar_teacher` {count_params(create_model('lidar_teacher')):,} parameters, student "
         f"`lidar_student` {count_params(create_model('lidar_student')):,}.",
         "Data-free students read no training input and no label: the generator learns from the frozen teacher "
-        "and its stored metadata only, the student from the generator's fixed synthetic set only.",
+        "and its stored metadata only (last hidden state plus per-step layer statistics), the student from the "
+        "generator's synthetic sets only"
+        + (", a fresh set every epoch" if profile.resample_each_epoch else "") + ". " + _datafree_options_note(),
         "",
         "## Acceptance",
         "",

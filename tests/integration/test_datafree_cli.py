@@ -61,6 +61,12 @@ def setup(tmp_path_factory):
     teacher = root / "teacher.pt"
     train_model("lidar_teacher", data, TrainConfig(epochs=2, progress=False, threads=1), out=teacher)
     assert load_checkpoint(teacher).teacher_stats is not None
+    # the teacher side adds the per-layer metadata (reads the training split, unlike the data-free run)
+    added = CliRunner().invoke(cli, ["metadata", str(teacher), "--data", str(data)])
+    assert added.exit_code == 0, added.output
+    assert "embedding_pre 8x64" in added.output and "gru_hidden 11x128" in added.output
+    stats = load_checkpoint(teacher).teacher_stats
+    assert set(stats["layers"]) == {"embedding_pre", "gru_hidden"} and "last_hidden_mean" in stats
     config = root / "df.yaml"
     config.write_text("datafree:\n  generator_steps: 15\n  synthetic_samples: 128\n")
     return root, data, teacher, config
@@ -104,6 +110,8 @@ def test_results_do_not_depend_on_any_training_frame(setup, tmp_path):
     assert all(np.isfinite(a.metrics["test"]["top5"]))
     ck = load_checkpoint(tmp_path / "b.pt")
     assert ck.config["method"] == "datafree" and ck.data["train_windows"] == 0 and ck.data["fingerprint"] is None
+    # the student started from the teacher's (frozen) first layer: no data involved
+    assert torch.equal(ck.state_dict["embed.weight"], load_checkpoint(teacher).state_dict["embed.weight"])
     assert ck.data["evaluation"]["split"] == "test"
     assert "generator" in ck.extra and ck.extra["datafree"]["generator_history"]
     log_lines = (tmp_path / "b.log.jsonl").read_text().splitlines()

@@ -47,6 +47,12 @@ def test_smoke_profile_writes_the_report(tmp_path):
     # data-free students were trained without training data
     ck = torch.load(out / "runs/seed42/df_metadata_mse.pt", weights_only=True)
     assert ck["data"]["train_windows"] == 0 and ck["config"]["method"] == "datafree"
+    # the teacher carries the per-layer metadata the generators match; the students start from its first layer
+    teacher = torch.load(out / "runs/seed42/teacher.pt", weights_only=True)
+    assert set(teacher["teacher_stats"]["layers"]) == {"embedding_pre", "gru_hidden"}
+    assert torch.equal(ck["state_dict"]["embed.weight"], teacher["state_dict"]["embed.weight"])
+    assert ck["extra"]["datafree"]["options"]["student_init"] == "teacher_embedding"
+    assert "first layer" in report
 
     # a rerun reuses every finished run; another profile into the same folder is refused
     again = runner.invoke(cli, ["reproduce", "paper2", "--profile", "smoke", "--out", str(out), "--no-progress"])

@@ -168,7 +168,8 @@ def test_teacher_metadata_width_must_match(tmp_path):
 # --------------------------------------------------------------------------- training phases
 
 
-def test_generator_learns_the_metadata():
+def test_generator_learns_the_metadata(monkeypatch):
+    monkeypatch.setitem(D.OPTION_DEFAULTS, "smoothness_weight", 0.0)   # the metadata term alone
     teacher = _teacher()
     mean, var = _stats(teacher, _real_like_windows(256))
     cfg = DataFreeConfig(generator_loss="metadata", generator_steps=120, generator_batch_size=32)
@@ -264,3 +265,93 @@ def test_resampled_student_phase_sees_a_fresh_set_every_epoch():
     cfg = TrainConfig(epochs=3, progress=False)
     _, history = D.train_student(create_model("lidar_student"), teacher, resample(1), cfg, resample=resample)
     assert seen == [1, 2, 3] and len(history) == 3
+
+
+# --------------------------------------------------------------------------- richer metadata, priors, student init
+
+
+def test_layer_features_reproduce_the_teacher():
+    teacher = _teacher()
+    x = _real_like_windows(6)
+    feats = D.teacher_layer_features(teacher, x)
+    reference = teacher.forward_features(x)
+    for name in ("logits", "last_hidden", "embedding"):
+        assert torch.allclose(feats[name], reference[name], atol=1e-6), name
+    assert feats["embedding_pre"].shape == (6, 8, 64) and feats["gru_hidden"].shape == (6, 11, 128)
+    assert torch.allclose(feats["gru_hidden"][:, -4:], reference["recurrent"], atol=1e-6)
+    assert torch.equal(torch.relu(feats["embedding_pre"]), feats["embedding"])
+
+
+def test_layer_statistics_do_not_depend_on_batching_and_round_trip(tmp_path):
+    teacher = _teacher()
+    x = _real_like_windows(40)
+    stats = D.layer_statistics(teacher, [x[:7], x[7:30], x[30:]])
+    assert stats["layers_count"] == 40 and set(stats["layers"]) == set(D.METADATA_LAYERS)
+    with torch.no_grad():
+        pre = D.teacher_layer_features(teacher, x)["embedding_pre"]
+    assert torch.allclose(torch.tensor(stats["layers"]["embedding_pre"]["mean"]), pre.mean(0), atol=1e-5)
+    assert torch.allclose(torch.tensor(stats["layers"]["embedding_pre"]["var"]), pre.var(0, unbiased=False),
+                          atol=1e-4)
+    mean, var = _stats(teacher, x)
+    path = save_checkpoint(tmp_path / "t.pt", teacher, teacher_stats={
+        "last_hidden_mean": mean.tolist(), "last_hidden_var": var.tolist(), "count": 40, **stats})
+    _, _, meta = D.load_teacher(path, DataFreeConfig(generator_loss="metadata"))
+    assert set(meta.layers) == set(D.METADATA_LAYERS) and meta.layers["gru_hidden"][0].shape == (11, 128)
+    # on the very windows it was computed from, the whole metadata term is ~0
+    terms = D.generator_loss_terms(D.teacher_layer_features(teacher, x), meta,
+                                   DataFreeConfig(generator_loss="metadata"))
+    assert float(terms["loss_metadata"].detach()) < 1e-6
+    wrong = {**stats, "layers": {"embedding_pre": {"mean": [[0.0] * 64] * 7, "var": [[1.0] * 64] * 7}}}
+    bad = save_checkpoint(tmp_path / "b.pt", teacher, teacher_stats={
+        "last_hidden_mean": mean.tolist(), "last_hidden_var": var.tolist(), "count": 40, **wrong})
+    with pytest.raises(EdgekdError, match="embedding_pre"):
+        D.load_teacher(bad, DataFreeConfig(generator_loss="metadata"))
+
+
+def test_layer_metadata_loss_is_the_sum_of_per_layer_terms():
+    a, b = torch.randn(5, 3, 4), torch.randn(5, 2)
+    layers = {"a": (torch.zeros(3, 4), torch.ones(3, 4)), "b": (torch.ones(2), torch.zeros(2))}
+    expected = (D.metadata_loss(a.reshape(5, -1), torch.zeros(12), torch.ones(12))
+                + D.metadata_loss(b, torch.ones(2), torch.zeros(2)))
+    assert torch.allclose(D.layer_metadata_loss({"a": a, "b": b}, layers), expected)
+    with pytest.raises(ValueError, match="no feature"):
+        D.layer_metadata_loss({"a": a}, layers)
+
+
+def test_smoothness_prior_golden_and_in_the_weighted_sum():
+    flat = torch.full((2, 8, 216), 1.5)
+    assert float(D.smoothness_loss(flat)) == 0.0
+    ramp = torch.arange(216.0).repeat(2, 8, 1) * 0.01 + torch.arange(8.0).view(1, 8, 1) * 0.5
+    assert float(D.smoothness_loss(ramp)) == pytest.approx(0.01 + 0.5)
+    teacher = _teacher()
+    x = _real_like_windows(4)
+    terms = D.generator_loss_terms(teacher.forward_features(x), None, DataFreeConfig(generator_loss="entropy"),
+                                   inputs=x, smoothness_weight=0.5)
+    assert torch.allclose(terms["loss"], terms["loss_entropy"] + 0.5 * D.smoothness_loss(x))
+    with pytest.raises(ValueError, match="inputs"):
+        D.generator_loss_terms(teacher.forward_features(x), None, DataFreeConfig(generator_loss="entropy"),
+                               smoothness_weight=0.5)
+
+
+def test_student_init_copies_and_freezes_the_teacher_embedding():
+    teacher = _teacher()
+    torch.manual_seed(1)
+    student = D.init_student_from_teacher(create_model("lidar_student"), teacher, "teacher_embedding")
+    assert torch.equal(student.embed.weight, teacher.embed.weight) and not student.embed.weight.requires_grad
+    assert count_params(student) == 25_408          # the same student, only its start and what trains differ
+    synthetic = D.SyntheticSet(_real_like_windows(64), torch.zeros(0))
+    with torch.no_grad():
+        synthetic.teacher_logits = teacher(synthetic.inputs)
+    cfg = TrainConfig(epochs=2, progress=False, datafree=DataFreeConfig(student_loss="mse"))
+    gru_before = student.head.gru.weight_hh_l0.detach().clone()
+    D.train_student(student, teacher, synthetic, cfg)
+    assert torch.equal(student.embed.weight, teacher.embed.weight)
+    assert not torch.equal(student.head.gru.weight_hh_l0, gru_before)
+    scratch = create_model("lidar_student")
+    kept = scratch.embed.weight.detach().clone()
+    assert torch.equal(D.init_student_from_teacher(scratch, teacher, "scratch").embed.weight, kept)
+    with pytest.raises(ValueError):
+        D.init_student_from_teacher(scratch, teacher, "bogus")
+    with pytest.raises(EdgekdError, match="first layer"):
+        D.init_student_from_teacher(create_model("lidar_student", lidar_bins=100, window=8), teacher,
+                                    "teacher_embedding")
