@@ -71,7 +71,7 @@ class DemoProfile:
     synthetic_samples: int | None = None
     datafree_epochs: int | None = None
     calibration_size: int | None = None    # None: the calibration recipe's size
-    eval_windows: int = 300                # parity-gate windows per student
+    eval_windows: int | None = None        # parity-gate test windows per student (None: every one)
     allow_degraded: bool = False           # write the bundle even if the parity gate fails
     bench_seconds: float = 3.0             # per student (the MLPerf minimum is 10 s; flagged in the report)
 
@@ -124,6 +124,17 @@ class Demo:
 
     def path(self, *parts: str) -> Path:
         return self.out.joinpath(*parts)
+
+    def rel(self, path: str | os.PathLike) -> str:
+        """``path`` relative to the output folder, as the stage markers store it (the folder can move)."""
+        return Path(path).relative_to(self.out).as_posix()
+
+    def output(self, stage: str, *keys: str) -> Path:
+        """A path that an earlier stage recorded, e.g. ``output("data", "dataset")``."""
+        value: Any = self.finished(stage)
+        for key in keys:
+            value = value[key]
+        return self.path(value)
 
     def marker(self, stage: str) -> Path:
         return self.path("stages", f"{stage}.json")
@@ -199,7 +210,7 @@ def stage_data(demo: Demo) -> dict:
     drive = write_drive(demo.path("data", "drive.npz"), arrays, meta, overwrite=True)
     plot_dataset(data, demo.path("data", "dataset.png"))
     summary = summarize_dataset(data, verify=False)
-    return {"dataset": str(data), "drive": str(drive), "drive_frames": int(meta["frames"]),
+    return {"dataset": demo.rel(data), "drive": demo.rel(drive), "drive_frames": int(meta["frames"]),
             "splits": {name: info["windows"] for name, info in summary["splits"].items()}}
 
 
@@ -229,7 +240,7 @@ def _lidar_experiment(demo: Demo, data: Path):
 def stage_teachers(demo: Demo) -> dict:
     from edgekd.distill.api import train_model
 
-    data = Path(demo.finished("data")["dataset"])
+    data = demo.output("data", "dataset")
     folder = demo.path("teachers")
     teachers, metrics = {}, {}
     for modality in ("image", "radar"):
@@ -238,13 +249,15 @@ def stage_teachers(demo: Demo) -> dict:
         cfg = _train_cfg(demo, "teacher", demo.profile.teacher_epochs, demo.profile.teacher_lr)
         _, result = train_model(f"{modality}_teacher", data, cfg, out=ckpt, resume=ckpt.is_file(),
                                 model_kwargs={"width": demo.profile.teacher_width})
-        teachers[modality], metrics[modality] = str(ckpt), result.metrics["test"]
+        teachers[modality], metrics[modality] = demo.rel(ckpt), result.metrics["test"]
     exp, profile = _lidar_experiment(demo, data)
     ckpt = folder / "lidar_teacher.pt"
     demo.echo(f"  training lidar_teacher ({profile.teacher_epochs} epochs; stores its hidden-state metadata)")
     _, result = train_model("lidar_teacher", data, exp.train_config(demo.profile.seed, profile.teacher_epochs),
                             out=ckpt, resume=ckpt.is_file())
-    teachers["lidar"], metrics["lidar"] = str(ckpt), result.metrics["test"]
+    # the per-layer statistics the data-free generator matches (teacher side: reads the training split)
+    exp.teacher_layer_metadata(ckpt)
+    teachers["lidar"], metrics["lidar"] = demo.rel(ckpt), result.metrics["test"]
     return {"checkpoints": teachers, "test": _plain(metrics)}
 
 
@@ -253,8 +266,8 @@ def stage_students(demo: Demo) -> dict:
     from edgekd.distill.api import distill_model
 
     p = demo.profile
-    data = Path(demo.finished("data")["dataset"])
-    teachers = demo.finished("teachers")["checkpoints"]
+    data = demo.output("data", "dataset")
+    teachers = {m: demo.output("teachers", "checkpoints", m) for m in MODALITIES}
     folder = demo.path("students")
     students, metrics = {}, {}
     for modality, config in (("image", f"image_student_{p.kd_method}"), ("radar", f"fusion_student_{p.kd_method}")):
@@ -262,7 +275,7 @@ def stage_students(demo: Demo) -> dict:
         demo.echo(f"  distilling {modality}_student from {modality}_teacher ({p.kd_method}, {p.student_epochs} epochs)")
         _, result = distill_model(teachers[modality], f"{modality}_student", p.kd_method, data,
                                   _train_cfg(demo, config, p.student_epochs, p.student_lr), out=ckpt, resume=ckpt.is_file())
-        students[modality], metrics[modality] = str(ckpt), result.metrics["test"]
+        students[modality], metrics[modality] = demo.rel(ckpt), result.metrics["test"]
     exp, _ = _lidar_experiment(demo, data)
     cfg = exp.datafree_config(p.seed, p.generator_loss, p.student_loss)
     cfg = dataclasses.replace(cfg, progress=demo.progress)
@@ -270,7 +283,7 @@ def stage_students(demo: Demo) -> dict:
     demo.echo(f"  data-free lidar_student ({p.generator_loss} generator, {p.student_loss} student loss; "
               "no training input is read)")
     _, result = datafree.distill_datafree(teachers["lidar"], "lidar_student", cfg, ckpt, data=data)
-    students["lidar"], metrics["lidar"] = str(ckpt), result.metrics["test"]
+    students["lidar"], metrics["lidar"] = demo.rel(ckpt), result.metrics["test"]
     return {"checkpoints": students, "test": _plain(metrics)}
 
 
@@ -278,15 +291,15 @@ def stage_export(demo: Demo) -> dict:
     from edgekd.export.pipeline import export_bundle
 
     p = demo.profile
-    data = Path(demo.finished("data")["dataset"])
-    students = demo.finished("students")["checkpoints"]
+    data = demo.output("data", "dataset")
+    students = {m: demo.output("students", "checkpoints", m) for m in MODALITIES}
     bundle = demo.path("bundle")
     demo.echo(f"  exporting {', '.join(students)} for {demo.target.name} (ONNX -> TFLite int8, parity gate)")
     manifest = export_bundle([students[m] for m in MODALITIES], demo.target, data, bundle, overwrite=True,
                              allow_degraded=p.allow_degraded, calibration_size=p.calibration_size,
                              eval_windows=p.eval_windows, threads=p.threads or 1,
                              progress=demo.progress)
-    return {"bundle": str(bundle), "degraded": manifest.get("degraded", False)}
+    return {"bundle": demo.rel(bundle), "degraded": manifest.get("degraded", False)}
 
 
 REPLAY_POLICIES = {"auto": "auto", "image-only": "fixed:image"}
@@ -296,8 +309,8 @@ def stage_replay(demo: Demo) -> dict:
     from edgekd.runtime.engine import Runtime
     from edgekd.runtime.replay import load_drive, replay, summarize, write_report
 
-    bundle = demo.finished("export")["bundle"]
-    drive = load_drive(demo.finished("data")["drive"])
+    bundle = demo.output("export", "bundle")
+    drive = load_drive(demo.output("data", "drive"))
     summaries = {}
     for name, policy in REPLAY_POLICIES.items():
         demo.echo(f"  replaying {drive.num_frames} frames, policy {policy}")
@@ -306,7 +319,7 @@ def stage_replay(demo: Demo) -> dict:
         summary = summarize(result, drive, runtime.hub.window, policy)
         summary["runtime"] = runtime.describe()
         write_report(demo.path("replay", name), result, drive, summary)
-        summaries[name] = str(demo.path("replay", name, "summary.json"))
+        summaries[name] = demo.rel(demo.path("replay", name, "summary.json"))
     return {"summaries": summaries}
 
 
@@ -317,15 +330,15 @@ def stage_bench(demo: Demo) -> dict:
     settings = settings_from_target(demo.target, seconds=demo.profile.bench_seconds, op_profile=False)
     demo.echo(f"  {demo.profile.bench_seconds:g} s per student, {settings.threads} thread(s), "
               f"power meter {settings.power_meter}")
-    run_benchmark(demo.finished("export")["bundle"], settings=settings, out=demo.path("bench"))
-    return {"report": str(demo.path("bench", "bench.json"))}
+    run_benchmark(demo.output("export", "bundle"), settings=settings, out=demo.path("bench"))
+    return {"report": demo.rel(demo.path("bench", "bench.json"))}
 
 
 def stage_report(demo: Demo) -> dict:
     from edgekd.demo_report import write_demo_report
 
     path = write_demo_report(demo)
-    return {"report": str(path)}
+    return {"report": demo.rel(path)}
 
 
 STAGE_BODIES: dict[str, Callable[[Demo], dict]] = {

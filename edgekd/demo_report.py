@@ -30,9 +30,10 @@ def write_demo_report(demo) -> Path:
     """Write ``report.md`` (and its PNGs) into the demo folder; returns its path."""
     out = demo.out
     stages = {name: demo.finished(name) for name in ("data", "teachers", "students", "export", "replay", "bench")}
-    manifest = json.loads((Path(stages["export"]["bundle"]) / "manifest.json").read_text())
-    replays = {name: json.loads(Path(path).read_text()) for name, path in stages["replay"]["summaries"].items()}
-    bench = json.loads(Path(stages["bench"]["report"]).read_text())
+    manifest = json.loads((demo.output("export", "bundle") / "manifest.json").read_text())
+    replays = {name: json.loads(demo.output("replay", "summaries", name).read_text())
+               for name in stages["replay"]["summaries"]}
+    bench = json.loads(demo.output("bench", "report").read_text())
     plot_accuracy(out / "accuracy.png", stages["teachers"]["test"], stages["students"]["test"])
     for name in replays:
         shutil.copyfile(out / "replay" / name / "timeline.png", out / f"timeline_{name}.png")
@@ -40,7 +41,9 @@ def write_demo_report(demo) -> Path:
         header(demo, stages),
         dataset_section(stages["data"], out),
         accuracy_section(stages["teachers"]["test"], stages["students"]["test"]),
-        compression_section(stages["teachers"]["checkpoints"], stages["students"]["checkpoints"], manifest),
+        compression_section({m: demo.output("teachers", "checkpoints", m) for m in stages["students"]["checkpoints"]},
+                            {m: demo.output("students", "checkpoints", m) for m in stages["students"]["checkpoints"]},
+                            manifest),
         parity_section(manifest),
         switching_section(replays),
         bench_section(bench),
@@ -99,7 +102,7 @@ def accuracy_section(teachers: Mapping[str, dict], students: Mapping[str, dict])
             f"{table}\n![top-5 per horizon, teacher vs student](accuracy.png)\n")
 
 
-def compression_section(teachers: Mapping[str, str], students: Mapping[str, str], manifest: Mapping) -> str:
+def compression_section(teachers: Mapping[str, Path], students: Mapping[str, Path], manifest: Mapping) -> str:
     rows = []
     for modality, student_ckpt in students.items():
         t_params, t_macs = model_cost(teachers[modality])

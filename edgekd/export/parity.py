@@ -94,7 +94,8 @@ def parity_gate(student: str, logits: Mapping[str, np.ndarray], beams: np.ndarra
         points = 100.0 * (accuracies[reference]["top2_mean"] - accuracies[kind]["top2_mean"])
         report.drops[kind] = {"reference": reference, "points": round(points, 3)}
         report.agreement[kind] = float(np.mean(np.argmax(logits[kind], -1) == np.argmax(logits[reference], -1)))
-        if kind in INT8_KINDS and points > budget_points:
+        # a drop of exactly the budget is allowed ("at most"): compare without float noise (0.41 - 0.40 > 0.01)
+        if kind in INT8_KINDS and round(points, 6) > budget_points:
             report.failures.append(
                 f"{student}/{kind} top-2 (mean over horizons) is {points:.2f} points below {reference} "
                 f"({accuracies[kind]['top2_mean']:.3f} vs {accuracies[reference]['top2_mean']:.3f}); "

@@ -50,7 +50,7 @@ def quantize_onnx_qdq(onnx_path: str | os.PathLike, out_path: str | os.PathLike,
         level = root.level
         root.setLevel(max(level, logging.WARNING))  # ORT's quantiser logs every bias copy on the root logger
         try:
-            with contextlib.redirect_stdout(io.StringIO()):
+            with contextlib.redirect_stdout(io.StringIO()), _quiet_root_warnings():
                 quant_pre_process(str(onnx_path), str(prepared), skip_symbolic_shape=True)
                 quantize_static(str(prepared), str(out_path), Reader(), quant_format=QuantFormat.QDQ,
                                 activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
@@ -65,3 +65,18 @@ def quantize_onnx_qdq(onnx_path: str | os.PathLike, out_path: str | os.PathLike,
     if not out_path.is_file():
         raise EdgekdError("ONNX QDQ quantisation wrote no file", file=out_path)
     return out_path
+
+
+@contextlib.contextmanager
+def _quiet_root_warnings():
+    """ORT's quantiser warns on the root logger once per fused GRU Gemm ("Bias ... is not constant"),
+    dozens of lines that are advice for hand-written graphs, not problems of this export."""
+    import logging
+
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(max(level, logging.ERROR))
+    try:
+        yield
+    finally:
+        root.setLevel(level)
