@@ -88,6 +88,9 @@ class TrainConfig:
     scheduler: Literal["cosine", "none"] = "cosine"
     grad_clip: float | None = 10.0
     patience: int = 20
+    # What picks the best epoch (its weights are kept) and drives early stopping: the validation
+    # supervised loss (paper 1's reference) or a validation top-k accuracy, mean over horizons.
+    monitor: Literal["loss", "top1", "top2", "top3", "top5"] = "loss"
     seed: int = 42
     # data
     num_workers: int = 0            # background threads that assemble the next batches (0 = inline)

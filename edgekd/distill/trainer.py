@@ -2,8 +2,9 @@
 
 Adam/AdamW, cosine schedule per epoch, gradient clipping, early stopping on
 the validation loss (the supervised loss of the deployed model, comparable
-across methods), seeds, a tqdm bar, a JSONL line per epoch, best-on-val
-weights, atomic checkpoints (rewritten after every epoch, so ``resume`` can
+across methods) or a validation top-k (``monitor``), seeds, a tqdm bar, a
+JSONL line per epoch, best-on-val weights, the frozen teacher's features
+computed once (``cache_teacher``), atomic checkpoints (rewritten after every epoch, so ``resume`` can
 continue an interrupted run) and, at the end, the last-hidden-state
 statistics over the training windows (data-free KD metadata).
 
@@ -99,6 +100,11 @@ def supervised_loss_value(logits: Tensor, beams: Tensor, cfg: TrainConfig) -> fl
     if cfg.supervised_loss == "ce":
         return float(cross_entropy_loss(logits, beams))
     return float(focal_loss(logits, beams, cfg.focal_gamma))
+
+
+def monitor_score(val: Mapping[str, Any], monitor: str) -> float:
+    """The validation quantity ``monitor`` as lower-is-better (accuracies are negated)."""
+    return float(val["loss"]) if monitor == "loss" else -float(val[f"{monitor}_mean"])
 
 
 def accuracy_metrics(logits: np.ndarray, beams: np.ndarray) -> dict[str, Any]:
@@ -197,7 +203,7 @@ class _State:
     """Mutable loop state (what a resume restores)."""
 
     epoch: int = 0                    # epochs completed
-    best_val: float = math.inf
+    best_val: float = math.inf        # monitored validation score of the best epoch (lower is better)
     best_epoch: int = 0
     bad_epochs: int = 0
     best_weights: dict | None = None  # deploy model state at the best epoch
@@ -332,11 +338,11 @@ class Trainer:
             if self.val_ds is not None and len(self.val_ds):
                 val = self.evaluate(self.val_ds)
                 record["val"] = val
-                improved = val["loss"] < st.best_val
+                improved = monitor_score(val, self.cfg.monitor) < st.best_val
             else:
                 improved = True
             if improved:
-                st.best_val = record["val"]["loss"] if "val" in record else math.nan
+                st.best_val = monitor_score(record["val"], self.cfg.monitor) if "val" in record else math.nan
                 st.best_epoch, st.bad_epochs = epoch, 0
                 st.best_weights = {k: v.detach().cpu().clone() for k, v in deploy.state_dict().items()}
             else:
@@ -371,7 +377,7 @@ class Trainer:
             self._save(final=True)
         ddp.barrier(self.dist)
         return TrainResult(method=self.distiller.method, epochs_run=st.epoch, best_epoch=st.best_epoch,
-                           best_val_loss=None if math.isinf(st.best_val) or math.isnan(st.best_val) else st.best_val,
+                           best_val_loss=_best_record(st).get("val", {}).get("loss"),
                            stopped_early=stopped_early, metrics=metrics, teacher_stats=stats, history=st.history,
                            checkpoint=str(self.out) if self.out else None,
                            log=str(self.log_path) if self.log_path else None, seconds=round(seconds, 3))

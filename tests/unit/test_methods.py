@@ -274,3 +274,19 @@ def test_teacher_cache_must_hold_the_features_the_method_reads():
         distiller.set_teacher_cache(TeacherCache(torch.arange(3), {"logits": torch.zeros(3, HORIZONS, BEAMS)}))
     assert build_distiller("none", student, None, TrainConfig()).teacher_feature_names() == ()
     assert build_distiller("dml", student, None, TrainConfig()).teacher_feature_names() == ()
+
+
+def test_monitor_score_is_lower_is_better():
+    """The best epoch is the lowest score: the loss itself, or the negated top-k mean."""
+    from edgekd.distill.config import load_train_config
+    from edgekd.distill.trainer import monitor_score
+
+    val = {"loss": 3.9, "top2_mean": 0.09, "top1_mean": 0.05}
+    assert monitor_score(val, "loss") == pytest.approx(3.9)
+    assert monitor_score(val, "top2") == pytest.approx(-0.09)
+    better = {"loss": 4.2, "top2_mean": 0.12, "top1_mean": 0.06}   # higher loss, higher accuracy
+    assert monitor_score(better, "top2") < monitor_score(val, "top2")
+    assert monitor_score(better, "loss") > monitor_score(val, "loss")
+    assert load_train_config(monitor="top5").monitor == "top5"
+    with pytest.raises(EdgekdError, match="monitor"):
+        load_train_config(monitor="accuracy")
