@@ -58,6 +58,11 @@ class DataFreeConfig:
     synthetic_samples: int = 5000                    # synthetic set the student trains on
     # False: one fixed set, as the reference; True: a fresh set of synthetic_samples windows every epoch
     resample_each_epoch: bool = False
+    # beyond the paper (BENCHMARKS.md): the student's first layer starts as a frozen copy of the teacher's
+    # (weight transfer, no data; "scratch" is the paper's from-scratch student), and an optional
+    # frame-to-frame smoothness prior on generated scans (0 = off)
+    student_init: Literal["scratch", "teacher_embedding"] = "teacher_embedding"
+    smoothness_weight: float = 0.0
 
     def __post_init__(self) -> None:
         for name in ("noise_dim", "generator_hidden", "generator_steps", "generator_batch_size",
@@ -66,7 +71,7 @@ class DataFreeConfig:
                 raise ValueError(f"datafree.{name} must be positive, got {getattr(self, name)!r}")
         if self.generator_batch_size < 2:
             raise ValueError("datafree.generator_batch_size must be >= 2 (the metadata loss needs a batch variance)")
-        for name in ("metadata_weight", "activation_weight", "entropy_weight"):
+        for name in ("metadata_weight", "activation_weight", "entropy_weight", "smoothness_weight"):
             if getattr(self, name) < 0:
                 raise ValueError(f"datafree.{name} must be >= 0, got {getattr(self, name)!r}")
         low, high = self.input_range

@@ -47,9 +47,39 @@ def export_onnx(model: torch.nn.Module, path: str | Path, *, input_names: Sequen
     proto = onnx.load(str(path))
     if simplify:
         proto = simplify_onnx(proto)
+    proto = share_identical_initializers(proto)
     check_onnx(proto, path)
     onnx.save(proto, str(path))
     return path
+
+
+def share_identical_initializers(proto: onnx.ModelProto) -> onnx.ModelProto:
+    """Store each distinct constant once: the exporter folds ``W.t()`` separately for every unrolled GRU
+    step that multiplies by it (10 identical 32 KB copies in the image student), and onnxslim keeps them.
+    Nodes are rewired to the first copy; the arithmetic is unchanged."""
+    first: dict[tuple, str] = {}
+    rename: dict[str, str] = {}
+    kept = []
+    for tensor in proto.graph.initializer:
+        key = (tensor.data_type, tuple(tensor.dims), onnx.numpy_helper.to_array(tensor).tobytes())
+        if key in first:
+            rename[tensor.name] = first[key]
+        else:
+            first[key] = tensor.name
+            kept.append(tensor)
+    if not rename:
+        return proto
+    listed = {v.name for v in proto.graph.output} | {v.name for v in proto.graph.input}
+    if listed & set(rename):   # an initializer that is also a graph input/output keeps its name
+        return proto
+    for node in proto.graph.node:
+        for i, name in enumerate(node.input):
+            if name in rename:
+                node.input[i] = rename[name]
+    del proto.graph.initializer[:]
+    proto.graph.initializer.extend(kept)
+    log.debug("shared %d duplicate initializers", len(rename))
+    return proto
 
 
 def simplify_onnx(proto: onnx.ModelProto) -> onnx.ModelProto:
