@@ -174,7 +174,7 @@ def _export_student(s: StudentSource, profile, train, test, bundle_dir: Path, wo
     from edgekd.export.calibration import draw_calibration_set, load_recipe
     from edgekd.export.graph import lean_graph_notes, onnx_ops, tflite_ops
     from edgekd.export.manifest import onnx_entry, relative, tflite_entry
-    from edgekd.export.onnx_export import export_onnx, ort_parity
+    from edgekd.export.onnx_export import DeployedLogits, export_onnx, ort_parity
     from edgekd.export.parity import parity_gate, predict
     from edgekd.export.qdq import quantize_onnx_qdq
     from edgekd.export.tflite import convert_onnx_to_tflite, verify_int8_tflite
@@ -206,9 +206,10 @@ def _export_student(s: StudentSource, profile, train, test, bundle_dir: Path, wo
     # 2. torch -> ONNX
     t = time.perf_counter()
     onnx_path = work / "model_fp32.onnx"
-    export_onnx(s.model, onnx_path, input_names=s.modalities, example_inputs=s.model.example_inputs(1))
+    deployed = DeployedLogits(s.model).eval()   # what every artifact computes (see onnx_export.LOGIT_FLOOR)
+    export_onnx(deployed, onnx_path, input_names=s.modalities, example_inputs=s.model.example_inputs(1))
     windows = calibration.windows()
-    parity_torch_ort = ort_parity(s.model, onnx_path, windows[:16])
+    parity_torch_ort = ort_parity(deployed, onnx_path, windows[:16])
     stage("onnx", t)
 
     # 3. ONNX -> TFLite (fp32 always: it checks onnx2tf against ONNX; fp16/int8 as the target wants)
