@@ -98,7 +98,7 @@ def accuracy_section(teachers: Mapping[str, dict], students: Mapping[str, dict])
     return ("## 2. Accuracy per horizon (PyTorch fp32, test split)\n\n"
             "Teachers learn on the whole training split; the image and radar students are distilled from "
             "their teacher on the same split; the LiDAR student never sees a training input (data-free KD "
-            "from the teacher and its stored hidden-state statistics).\n\n"
+            "from the teacher, its stored per-layer statistics and a frozen copy of its first layer).\n\n"
             f"{table}\n![top-5 per horizon, teacher vs student](accuracy.png)\n")
 
 
