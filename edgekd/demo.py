@@ -27,7 +27,7 @@ import logging
 import os
 import shutil
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -258,7 +258,7 @@ def stage_teachers(demo: Demo) -> dict:
     # the per-layer statistics the data-free generator matches (teacher side: reads the training split)
     exp.teacher_layer_metadata(ckpt)
     teachers["lidar"], metrics["lidar"] = demo.rel(ckpt), result.metrics["test"]
-    return {"checkpoints": teachers, "test": _plain(metrics)}
+    return {"checkpoints": teachers, "test": metrics}
 
 
 def stage_students(demo: Demo) -> dict:
@@ -284,7 +284,7 @@ def stage_students(demo: Demo) -> dict:
               "no training input is read)")
     _, result = datafree.distill_datafree(teachers["lidar"], "lidar_student", cfg, ckpt, data=data)
     students["lidar"], metrics["lidar"] = demo.rel(ckpt), result.metrics["test"]
-    return {"checkpoints": students, "test": _plain(metrics)}
+    return {"checkpoints": students, "test": metrics}
 
 
 def stage_export(demo: Demo) -> dict:
@@ -385,17 +385,6 @@ def _cpu_seconds() -> float:
 
 def _load_average() -> list[float] | None:
     return [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None
-
-
-def _plain(value: Any) -> Any:
-    """Metrics as JSON-ready values (numpy scalars and arrays to floats and lists)."""
-    if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if hasattr(value, "tolist"):
-        return value.tolist()
-    return value
 
 
 # ---------------------------------------------------------------------------

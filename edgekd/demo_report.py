@@ -10,7 +10,6 @@ from __future__ import annotations
 import datetime as dt
 import io
 import json
-import platform
 import shutil
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -38,7 +37,7 @@ def write_demo_report(demo) -> Path:
     for name in replays:
         shutil.copyfile(out / "replay" / name / "timeline.png", out / f"timeline_{name}.png")
     sections = [
-        header(demo, stages),
+        header(demo, stages, bench["host"]),
         dataset_section(stages["data"], out),
         accuracy_section(stages["teachers"]["test"], stages["students"]["test"]),
         compression_section({m: demo.output("teachers", "checkpoints", m) for m in stages["students"]["checkpoints"]},
@@ -55,7 +54,8 @@ def write_demo_report(demo) -> Path:
 # sections
 
 
-def header(demo, stages: Mapping[str, dict]) -> str:
+def header(demo, stages: Mapping[str, dict], host: Mapping[str, Any]) -> str:
+    """Title, machine (as firmware_bench recorded it in bench.json), profile and stage timings."""
     total = sum(s["seconds"] for s in stages.values())
     timings = " | ".join(f"{name} {s['seconds']:.0f} s" for name, s in stages.items())
     cpu = sum(s.get("cpu_seconds", 0.0) for s in stages.values())
@@ -63,8 +63,8 @@ def header(demo, stages: Mapping[str, dict]) -> str:
     p = demo.profile
     return (f"# edgekd demo report\n\n"
             f"Target **{demo.target.name}** ({demo.target.description}); generated "
-            f"{dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC on {platform.machine()} "
-            f"({platform.processor() or platform.system()}, {_cpu_count()} CPUs), Python {platform.python_version()}.\n\n"
+            f"{dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC on {host['machine']} ({host['platform']}, "
+            f"{host.get('cpus_usable', host['cpu_count'])} CPUs), Python {host['python']}.\n\n"
             f"Profile: {p.windows} synthetic windows at {p.image_size}x{p.image_size}, image and radar teachers at "
             f"width {p.teacher_width:g} for {p.teacher_epochs} epochs (lr {p.teacher_lr or 'of teacher.yaml'}), the "
             f"LiDAR teacher {p.lidar_teacher_epochs} epochs, students {p.student_epochs} epochs with "
@@ -233,9 +233,3 @@ def _pct(value: float | None) -> str:
 
 def _ratio(part: float, whole: float) -> str:
     return f"{100 * part / whole:.0f}%" if whole else "n/a"
-
-
-def _cpu_count() -> int:
-    import os
-
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)

@@ -16,7 +16,7 @@ generator's output only. No training input and no label is ever read.
    (5000 windows by default) and the teacher labels it once with its logits.
 4. The student is trained on that set only (:class:`edgekd.distill.methods.DataFreeKD`):
    KL at temperature T (x T^2) or MSE between raw logits. By default it starts from
-   the teacher's first layer, kept frozen (``student_init``, :data:`OPTION_DEFAULTS`).
+   the teacher's first layer, kept frozen (``DataFreeConfig.student_init``).
 5. With ``data=`` the student (and the teacher, for reference) are evaluated on
    the *test* split; that split is the only real data the data-free run opens
    (:func:`open_evaluation_split`). The teacher side (:func:`add_layer_metadata`,
@@ -76,8 +76,7 @@ SHAPE_KWARGS = ("num_beams", "window", "horizons", "lidar_bins")   # what the st
 # per-step teacher features whose training-set mean/variance the metadata may carry (teacher_layer_features)
 METADATA_LAYERS = ("embedding_pre", "gru_hidden")
 STUDENT_INITS = ("scratch", "teacher_embedding")
-# Settings of this module that DataFreeConfig does not carry (yet): a config with a field of the same
-# name overrides them (datafree_option).
+# DataFreeConfig's settings beyond the paper, recorded with every student and in the paper-2 report:
 #  smoothness_weight: weight of the scan smoothness prior in every generator variant (0: off, the
 #  default: with per-layer metadata it moved the student by < 1 point, within seed noise; with
 #  last-hidden-only metadata it outweighs that term and the student fell from ~81% to ~35%);
@@ -86,17 +85,11 @@ STUDENT_INITS = ("scratch", "teacher_embedding")
 #  layers: no data involved, and the student then only learns the recurrent part on the
 #  teacher's own view of a scan (generated scans can stray in directions the teacher ignores;
 #  a student with its own first layer would learn from that noise); "scratch": the paper's student.
-OPTION_DEFAULTS: dict[str, Any] = {"smoothness_weight": 0.0, "student_init": "teacher_embedding"}
+BEYOND_PAPER_OPTIONS = ("smoothness_weight", "student_init")
 
 
-def datafree_option(cfg: DataFreeConfig, name: str) -> Any:
-    """``cfg.<name>`` when the config has that field, else :data:`OPTION_DEFAULTS`."""
-    value = getattr(cfg, name, OPTION_DEFAULTS[name])
-    if name == "student_init" and value not in STUDENT_INITS:
-        raise ValueError(f"datafree.student_init must be one of {STUDENT_INITS}, got {value!r}")
-    if name == "smoothness_weight" and value < 0:
-        raise ValueError(f"datafree.smoothness_weight must be >= 0, got {value!r}")
-    return value
+def beyond_paper_options(cfg: DataFreeConfig) -> dict[str, Any]:
+    return {name: getattr(cfg, name) for name in BEYOND_PAPER_OPTIONS}
 
 
 # ---------------------------------------------------------------------------
@@ -427,7 +420,7 @@ def train_generator(teacher: nn.Module, metadata: TeacherMetadata | tuple[Tensor
         metadata = TeacherMetadata(*metadata)
     features_of = (functools.partial(teacher_layer_features, teacher) if metadata is not None and metadata.layers
                    else teacher.forward_features)
-    smoothness = datafree_option(cfg, "smoothness_weight")
+    smoothness = cfg.smoothness_weight
     freeze(teacher)
     window, bins = teacher.input_shapes()[MODALITY]
     with torch.random.fork_rng(devices=[]):
@@ -501,7 +494,7 @@ def synthesize_set(generator: LidarGenerator, teacher: nn.Module, n: int, *, see
 
 
 def init_student_from_teacher(student: nn.Module, teacher: nn.Module, how: str) -> nn.Module:
-    """``teacher_embedding``: copy the teacher's first layer into the student and freeze it (see OPTION_DEFAULTS)."""
+    """``teacher_embedding``: copy the teacher's first layer into the student and freeze it (see BEYOND_PAPER_OPTIONS)."""
     if how not in STUDENT_INITS:
         raise ValueError(f"student init must be one of {STUDENT_INITS}, got {how!r}")
     if how == "scratch":
@@ -651,7 +644,7 @@ def distill_datafree(teacher_ckpt: str | os.PathLike | Checkpoint, student_name:
     if tuple(student.input_modalities) != (MODALITY,) or student.input_shapes() != teacher.input_shapes():
         raise EdgekdError(f"student '{student_name}' does not take the teacher's LiDAR windows "
                           f"{teacher.input_shapes()}", field="student", fix="pick a LiDAR student, e.g. lidar_student")
-    init_student_from_teacher(student, teacher, datafree_option(df, "student_init"))
+    init_student_from_teacher(student, teacher, df.student_init)
     resample = None
     if df.resample_each_epoch:
         if generator is None:
@@ -687,7 +680,7 @@ def save_datafree_checkpoint(out: str | os.PathLike, student: nn.Module, teacher
                               "fingerprint": test_ds.fingerprint}
     teacher = {"path": str(teacher_ck.path), "sha256": sha256_file(teacher_ck.path) if teacher_ck.path else None,
                "model": teacher_ck.model_name, "model_kwargs": dict(teacher_ck.model_kwargs)}
-    options = {name: datafree_option(cfg.datafree, name) for name in OPTION_DEFAULTS}
+    options = beyond_paper_options(cfg.datafree)
     extra: dict[str, Any] = {"datafree": {"synthetic": result.synthetic, "options": options,
                                           "generator_history": result.generator_history,
                                           "student_history": result.student_history}}
@@ -705,8 +698,8 @@ def save_datafree_checkpoint(out: str | os.PathLike, student: nn.Module, teacher
 
 __all__ = [
     "DataFreeResult", "EVALUATION_SPLIT", "GENERATOR_VARIANTS", "LidarGenerator", "METADATA_LAYERS",
-    "OPTION_DEFAULTS", "STUDENT_INITS", "SyntheticSet", "TeacherMetadata", "activation_loss", "add_layer_metadata",
-    "datafree_option", "distill_datafree", "entropy_loss", "evaluate_on", "generator_loss_terms",
+    "BEYOND_PAPER_OPTIONS", "STUDENT_INITS", "SyntheticSet", "TeacherMetadata", "activation_loss", "add_layer_metadata",
+    "beyond_paper_options", "distill_datafree", "entropy_loss", "evaluate_on", "generator_loss_terms",
     "generator_loss_weights", "init_student_from_teacher", "layer_metadata_loss", "layer_statistics", "load_teacher",
     "metadata_loss", "open_evaluation_split", "smoothness_loss", "synthesize_set", "teacher_layer_features",
     "teacher_metadata", "train_generator", "train_student",

@@ -473,11 +473,11 @@ def _fmt(agg: Mapping[str, Any], metric: str) -> list[str]:
 
 
 def datafree_options() -> dict[str, Any]:
-    """The data-free settings that are not profile fields (:data:`edgekd.distill.datafree.OPTION_DEFAULTS`)."""
+    """The data-free settings beyond the paper that are not profile fields (DataFreeConfig's defaults)."""
     from edgekd.distill import datafree as D
     from edgekd.distill.config import DataFreeConfig
 
-    return {name: D.datafree_option(DataFreeConfig(), name) for name in D.OPTION_DEFAULTS}
+    return D.beyond_paper_options(DataFreeConfig())
 
 
 def _datafree_options_note() -> str:

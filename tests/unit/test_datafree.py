@@ -168,11 +168,11 @@ def test_teacher_metadata_width_must_match(tmp_path):
 # --------------------------------------------------------------------------- training phases
 
 
-def test_generator_learns_the_metadata(monkeypatch):
-    monkeypatch.setitem(D.OPTION_DEFAULTS, "smoothness_weight", 0.0)   # the metadata term alone
+def test_generator_learns_the_metadata():
     teacher = _teacher()
     mean, var = _stats(teacher, _real_like_windows(256))
-    cfg = DataFreeConfig(generator_loss="metadata", generator_steps=120, generator_batch_size=32)
+    cfg = DataFreeConfig(generator_loss="metadata", generator_steps=120, generator_batch_size=32,
+                         smoothness_weight=0.0)   # the metadata term alone
     generator, history = D.train_generator(teacher, (mean, var), cfg, seed=0, progress=False, log_every=20)
     assert [h["step"] for h in history] == [20, 40, 60, 80, 100, 120]
     first, last = history[0]["loss_metadata"], history[-1]["loss_metadata"]
@@ -355,3 +355,8 @@ def test_student_init_copies_and_freezes_the_teacher_embedding():
     with pytest.raises(EdgekdError, match="first layer"):
         D.init_student_from_teacher(create_model("lidar_student", lidar_bins=100, window=8), teacher,
                                     "teacher_embedding")
+
+
+def test_config_rejects_an_unknown_student_init():
+    with pytest.raises(ValueError, match="student_init"):
+        DataFreeConfig(student_init="random")
