@@ -160,10 +160,20 @@ def switching_section(replays: Mapping[str, dict]) -> str:
     kinds = ", ".join(f"{k} {v}" for k, v in auto["switches_by_kind"].items())
     return (f"## 5. Day -> night drive through the multi-student runtime\n\n{auto['frames']} frames replayed as "
             f"fast as possible; {auto['switches']} switches ({kinds}) over {auto['condition_changes']} condition "
-            f"changes; runtime overhead (all but invoke) p50 {auto['overhead_ms']['p50']:.3f} ms; frames without "
-            f"a prediction: {auto['counters']['no_prediction']}.\n\n{table}{checks}\n"
+            f"changes; runtime overhead (all but invoke) p50 {auto['overhead_ms']['p50']:.3f} ms.\n\n"
+            f"{_tracks_sentence(auto['counters'])}\n\n{table}{checks}\n"
             "![timeline with switching](timeline_auto.png)\n\n"
             "![timeline of the image-only runtime](timeline_image-only.png)\n")
+
+
+def _tracks_sentence(counters: Mapping) -> str:
+    """How the frames without a prediction split into track warm-up and the rest."""
+    if "tracks" not in counters:  # a replay summary from before tracks existed
+        return f"Frames without a prediction: {counters['no_prediction']}."
+    return (f"The drive is {counters['tracks']} passes (tracks) of the user through a base station's view; at "
+            f"each the runtime starts empty windows, so the first frames of a track ({counters['warm_up_frames']} "
+            f"in all) have no prediction and are not scored, as no dataset window spans two passes. Frames "
+            f"without a prediction after warm-up: {counters['no_prediction_after_warm_up']}.")
 
 
 def bench_section(bench: Mapping) -> str:

@@ -12,7 +12,9 @@ failure of several seconds at night; random sensor dropouts come on top.
 ``radar``              float16 ``[F, 2, R, A]`` normalised maps, as stored in datasets
 ``lidar``, ``gps``     float32 ``[F, 216]``, ``[F, 2]``, as stored in datasets
 ``time_s``             float64 ``[F]`` frame times
-``beams``              int64 ``[F, 4]`` best beam at t0..t3 of each frame (-1 past the end)
+``beams``              int64 ``[F, 4]`` best beam at t0..t3 of each frame (-1 past the end of its track)
+``track``              int32 ``[F]`` pass index: each pass of the user through a base station's field
+                       of view is a track of its own (the runtime starts a fresh window at each)
 ``power``              float32 ``[F, num_beams]`` received power per beam at t0, row max 1
 ``lighting``           int8 ``[F]`` 0 day / 1 dusk / 2 night (ground truth, never shown to the runtime)
 ``weather``            int8 ``[F]`` 0 clear / 1 rain / 2 fog
@@ -44,7 +46,7 @@ from edgekd.io import atomic_write_bytes
 
 log = logging.getLogger(__name__)
 
-DRIVE_FORMAT = "edgekd-drive/1"
+DRIVE_FORMAT = "edgekd-drive/2"  # /2 added ``track``; /1 files replay as one track
 HORIZONS = 4
 
 
@@ -107,9 +109,8 @@ def record_drive(*, minutes: float = 4.0, seed: int = 0, image_size: int = 64,
     rec = synth.simulate_drive(cfg, rng, n_frames=n_frames, schedule=schedule, drive_id=0)
     n = rec.num_frames
     time_s = np.arange(n) / cfg.frame_rate_hz  # continuous clock (the recording's float32 loses ms late on)
-    beams = np.full((n, HORIZONS), -1, dtype=np.int64)
-    for h in range(HORIZONS):
-        beams[: n - h, h] = rec.beams[h:]
+    track = rec.frame_info["pass"].astype(np.int32)
+    beams = track_labels(rec.beams, track, HORIZONS)
     segment = np.clip(schedule.segment_index(time_s), 0, None).astype(np.int32)
     arrays = {
         "image": rec.frames["image"].astype(np.uint8),
@@ -123,6 +124,7 @@ def record_drive(*, minutes: float = 4.0, seed: int = 0, image_size: int = 64,
         "weather": rec.frame_info["weather"].astype(np.int8),
         "los_blocked": rec.frame_info["los_blocked"].astype(bool),
         "segment": segment,
+        "track": track,
         "segment_names": np.array([seg.name for seg in plan]),
     }
     for name in synth.MODALITIES:
@@ -141,6 +143,17 @@ def record_drive(*, minutes: float = 4.0, seed: int = 0, image_size: int = 64,
     }
     log.info("recorded drive: %d frames, segments %s", n, [seg.name for seg in plan])
     return arrays, meta
+
+
+def track_labels(beams: np.ndarray, track: np.ndarray, horizons: int) -> np.ndarray:
+    """``[F, horizons]``: the best beam ``h`` frames ahead, -1 where that frame is past the track's end
+    (the next pass is another car seen by another base station, not this one's future)."""
+    n = len(beams)
+    out = np.full((n, horizons), -1, dtype=np.int64)
+    for h in range(horizons):
+        same = track[h:] == track[: n - h]
+        out[: n - h, h] = np.where(same, beams[h:], -1)
+    return out
 
 
 def write_drive(path: str | os.PathLike, arrays: dict[str, np.ndarray], meta: dict,

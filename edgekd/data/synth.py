@@ -337,6 +337,10 @@ def simulate_drive(cfg: SceneConfig, rng: np.random.Generator, n_frames: int | N
             break
     rec = concat_recordings(parts)
     rec.frame_info["drive"] = np.full(rec.num_frames, drive_id, dtype=np.int32)
+    if n_frames is not None:
+        # back-to-back passes are separate tracks (a new car enters the field of view): a model window
+        # must not span two of them, as no dataset window does
+        rec.frame_info["pass"] = np.repeat(np.arange(len(parts), dtype=np.int32), [p.num_frames for p in parts])
     _apply_availability(rec, cfg.conditions, streams["availability"], schedule)
     return rec
 

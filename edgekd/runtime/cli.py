@@ -52,7 +52,9 @@ def run(bundle_dir, drive_path, target, report_dir, policy, realtime, threads, a
     kinds = ", ".join(f"{k} {v}" for k, v in summary["switches_by_kind"].items())
     click.echo(f"switches: {len(result.switches)} ({kinds}; {summary['condition_changes']} condition changes); "
                f"overhead (all but invoke) p50 {summary['overhead_ms']['p50']:.3f} ms; "
-               f"frames without prediction: {result.counters['no_prediction']}")
+               f"frames without prediction: {result.counters['no_prediction']} "
+               f"({result.counters['warm_up_frames']} of them in the warm-up of {result.counters['tracks']} tracks, "
+               f"not scored)")
     for sw in result.switches:
         click.echo(f"  t={sw['t']:.1f}s [{sw['segment']}] {sw['kind']}: {sw['from']} -> {sw['to']}: {sw['reason']}")
     if report_dir is not None:

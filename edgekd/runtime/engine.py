@@ -6,6 +6,7 @@ TORCH-FREE. Embedding API for an access-point process::
     runtime.push("image", frame, timestamp)      # whenever a sensor delivers
     runtime.push("radar", frame, timestamp)
     prediction = runtime.predict()                # top-k beams per horizon, or None with the reason
+    runtime.new_track()                           # the next user / pass: windows start empty
 
 Every student's artifact is loaded (and its sha256 checked) up front, and the
 hub keeps every modality's buffer filled whatever student is active, so a
@@ -227,6 +228,14 @@ class Runtime:
         return Prediction(at, decision.student if beams is not None else None, decision.reason,
                           decision.lighting, switched, beams, probs,
                           {k: v * 1e3 for k, v in latency.items()}, health)
+
+    def new_track(self) -> None:
+        """A new track (the next car, or a handover from another base station): drop the buffered frames.
+
+        No student can be fed until a full window of the new track is in (each prediction says so);
+        the policy keeps its state, as the conditions did not change.
+        """
+        self.hub.new_track()
 
     def reset(self) -> None:
         """Forget every buffered frame and the policy state (a new drive)."""

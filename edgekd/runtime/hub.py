@@ -116,13 +116,17 @@ class ModalityBuffer:
         self.reset()
 
     def reset(self) -> None:
-        self.count = 0               # good frames received (saturates meaning once >= window)
-        self.head = 0                # slot of the next write (0 .. window-1)
+        self.clear()
         self.last_good_s = -math.inf
         self.last_bad_s = -math.inf
         self.last_bad_reason = ""
         self.rejected = 0            # frames refused (NaN/inf, wrong shape)
         self.received = 0
+
+    def clear(self) -> None:
+        """Drop the buffered frames (a new track), keeping the counters and the quality history."""
+        self.count = 0               # good frames received (saturates meaning once >= window)
+        self.head = 0                # slot of the next write (0 .. window-1)
 
     def push(self, frame: np.ndarray, timestamp: float) -> bool:
         """Store a frame; returns False (and counts it) when it is malformed."""
@@ -221,3 +225,8 @@ class SensorHub:
         for buffer in self.buffers.values():
             buffer.reset()
         self.now = -math.inf
+
+    def new_track(self) -> None:
+        """A new user or pass: every window starts empty (no window may mix two tracks)."""
+        for buffer in self.buffers.values():
+            buffer.clear()

@@ -16,7 +16,9 @@ the hub's health and asks for a decision.
    one of best quality: a degraded choice beats no prediction). A switch to
    it waits until the active student has run ``min_dwell_frames`` frames,
    unless the active one can no longer be fed (then it is immediate).
-4. When an inference fails, :meth:`ModalityPolicy.fallback` moves to the next
+4. While no student can be fed (all sensors out, or a new track's windows
+   filling) there is no prediction, and the active student stays chosen.
+5. When an inference fails, :meth:`ModalityPolicy.fallback` moves to the next
    feedable student at once and benches the failed one for a while.
 """
 
@@ -140,7 +142,9 @@ class ModalityPolicy:
         order = self._orders[lighting]
         feedable = {s: self._quality(s, health) for s in order if self._feedable(s, health)}
         if not feedable:
-            return self._set(None, self._nothing_reason(health), lighting)
+            # The last choice holds through a gap (a new track's warm-up, a total outage), so the same
+            # hysteresis applies when the sensors are back instead of a fresh start.
+            return Decision(None, self._nothing_reason(health), lighting)
         wanted, why = self._wanted(order, feedable, lighting)
         active = self.active
         if active is None or active not in feedable:

@@ -29,7 +29,8 @@ from edgekd.io import atomic_write_json, atomic_write_text
 
 log = logging.getLogger(__name__)
 
-DRIVE_FORMAT = "edgekd-drive/1"
+DRIVE_FORMAT = "edgekd-drive/2"
+DRIVE_FORMATS = ("edgekd-drive/1", DRIVE_FORMAT)  # /1 has no ``track``: replayed as one track
 LIGHTING_NAMES = ("day", "dusk", "night")
 _REQUIRED = ("time_s", "beams", "lighting", "weather", "segment", "segment_names", "meta")
 
@@ -48,6 +49,7 @@ class Drive:
     segment: np.ndarray
     segment_names: list[str]
     meta: dict
+    track: np.ndarray            # int [F]: a new value starts a new track (a fresh window)
 
     @property
     def num_frames(self) -> int:
@@ -69,7 +71,7 @@ def load_drive(path: str | os.PathLike) -> Drive:
         raise EdgekdError(f"drive file lacks {missing}", file=path, field=missing[0],
                           fix="record it again with `edgekd data drive`")
     meta = json.loads(str(arrays["meta"]))
-    if meta.get("format") != DRIVE_FORMAT:
+    if meta.get("format") not in DRIVE_FORMATS:
         raise EdgekdError(f"unsupported drive format {meta.get('format')!r}", file=path, field="format",
                           fix=f"record it again with `edgekd data drive` ({DRIVE_FORMAT})")
     modalities = [m for m in ("image", "radar", "lidar", "gps") if m in arrays]
@@ -81,7 +83,8 @@ def load_drive(path: str | os.PathLike) -> Drive:
     return Drive(path=path, frames=frames, available=available,
                  time_s=arrays["time_s"].astype(np.float64), beams=arrays["beams"].astype(np.int64),
                  lighting=arrays["lighting"], weather=arrays["weather"], segment=arrays["segment"],
-                 segment_names=[str(s) for s in arrays["segment_names"]], meta=meta)
+                 segment_names=[str(s) for s in arrays["segment_names"]], meta=meta,
+                 track=arrays.get("track", np.zeros(n, dtype=np.int32)))
 
 
 @dataclasses.dataclass
@@ -100,7 +103,11 @@ class ReplayResult:
 
 def replay(runtime, drive: Drive, *, realtime: bool = False, keep_records: bool = True,
            progress: bool = False, on_frame: Callable[[int, Any], None] | None = None) -> ReplayResult:
-    """Push every delivered frame at its time and predict once per frame."""
+    """Push every delivered frame at its time and predict once per frame.
+
+    Where the drive's ``track`` changes (the user enters the next base station's view), the runtime
+    starts a new track: buffered frames are dropped, so no window mixes two passes.
+    """
     n = drive.num_frames
     horizons, k = runtime.horizons, runtime.top_k
     top = np.full((n, horizons, k), -1, dtype=np.int64)
@@ -125,6 +132,8 @@ def replay(runtime, drive: Drive, *, realtime: bool = False, keep_records: bool 
     forced_off: set[str] = set()
     for i in iterator:
         t = float(drive.time_s[i])
+        if i and drive.track[i] != drive.track[i - 1]:
+            runtime.new_track()
         if realtime:
             delay = (t - t_drive0) - (time.perf_counter() - t_wall)
             if delay > 0:
@@ -163,7 +172,11 @@ def replay(runtime, drive: Drive, *, realtime: bool = False, keep_records: bool 
         if on_frame is not None:
             on_frame(i, pred)
     wall = time.perf_counter() - t_wall
-    counters = {"frames": n, "no_prediction": int(sum(s is None for s in students)),
+    unpredicted = np.array([s is None for s in students], dtype=bool)
+    warm_up = track_position(drive.track) < runtime.hub.window - 1
+    counters = {"frames": n, "no_prediction": int(unpredicted.sum()),
+                "tracks": int(len(np.unique(drive.track))), "warm_up_frames": int(warm_up.sum()),
+                "no_prediction_after_warm_up": int((unpredicted & ~warm_up).sum()),
                 "sensors": runtime.hub.counters(), "switches": len(switches),
                 "inference_failures": {name: r.failures for name, r in runtime.students.items()}}
     return ReplayResult(students, top, latency, switches, records, lighting, wall, counters)
@@ -191,10 +204,20 @@ def hits(result: ReplayResult, drive: Drive, k: int, horizon: int = 0) -> np.nda
 
 
 def scored_frames(runtime_window: int, drive: Drive) -> np.ndarray:
-    """Frames that count: past the first window's warm-up, with a ground-truth beam at t0."""
-    mask = drive.beams[:, 0] >= 0
-    mask[: max(0, runtime_window - 1)] = False
-    return mask
+    """Frames that count: a full window inside their track (as every dataset window) and a beam at t0.
+
+    The first ``window - 1`` frames of a track are its warm-up: no student can be fed yet, for any
+    policy, so they are left out of the accuracy (and reported apart as warm-up frames).
+    """
+    return (track_position(drive.track) >= runtime_window - 1) & (drive.beams[:, 0] >= 0)
+
+
+def track_position(track: np.ndarray) -> np.ndarray:
+    """Index of each frame within its track (0 at every track start)."""
+    n = len(track)
+    starts = np.flatnonzero(np.concatenate([[True], track[1:] != track[:-1]])) if n else np.zeros(0, int)
+    first = np.repeat(starts, np.diff(np.append(starts, n)))
+    return np.arange(n) - first
 
 
 def group_rows(result: ReplayResult, drive: Drive, window: int) -> list[dict[str, Any]]:

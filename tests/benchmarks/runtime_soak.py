@@ -44,6 +44,8 @@ def soak(bundle: str, drive_path: str, frames: int, *, target: str = "x86-ap", t
     for i in range(frames):
         j = i % n
         t = float(drive.time_s[j]) + (i // n) * period
+        if i and (j == 0 or drive.track[j] != drive.track[j - 1]):
+            runtime.new_track()  # as the replay does: a new pass (or the drive's next loop) starts empty
         for m in modalities:
             if drive.available[m][j]:
                 runtime.push(m, drive.frames[m][j], t)

@@ -129,3 +129,14 @@ def test_lighting_estimator_holds_while_camera_is_out():
     assert est.update(0.07) == "night"
     assert est.update(None) == "night"
     assert [est.update(0.5) for _ in range(3)] == ["night", "night", "day"]
+
+
+def test_a_gap_with_nothing_feedable_keeps_the_active_student_without_a_switch():
+    # a new track's warm-up (or a total outage) must not turn into a fresh start: at dusk a fresh start
+    # would pick by quality again and could land on another student than before the gap
+    policy = ModalityPolicy(settings(), STUDENTS, CFG)
+    run(policy, [health(0.5)] * 20)
+    gap = run(policy, [health(0.5, up=())] * 7)
+    assert all(d.student is None for d in gap) and policy.active == "image"
+    after = policy.decide(health(0.5))
+    assert after.student == "image" and not after.switched and policy.switches == 0

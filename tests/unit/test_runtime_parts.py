@@ -43,3 +43,16 @@ def test_switch_kinds():
     assert switch_kind("night: radar preferred") == "preference"
     assert switch_kind("day: radar (...); image cannot be fed (image stale (0.40 s))") == "forced"
     assert switch_kind("fallback: radar inference failed (x); night: lidar") == "fallback"
+
+
+def test_track_positions_and_labels_never_cross_a_track_end():
+    from edgekd.data.drive import track_labels
+    from edgekd.runtime.replay import track_position
+
+    track = np.array([0, 0, 0, 1, 1, 2, 2, 2, 2])
+    assert track_position(track).tolist() == [0, 1, 2, 0, 1, 0, 1, 2, 3]
+    beams = np.arange(9) * 10
+    labels = track_labels(beams, track, horizons=3)
+    assert labels[:, 0].tolist() == beams.tolist()
+    assert labels[1].tolist() == [10, 20, -1] and labels[3].tolist() == [30, 40, -1]
+    assert labels[5].tolist() == [50, 60, 70] and labels[8].tolist() == [80, -1, -1]

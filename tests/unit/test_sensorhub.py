@@ -108,3 +108,18 @@ def test_quality_is_smoothed_over_recent_frames():
     assert hub.health()["lidar"].quality == 1.0
     hub.push("lidar", np.zeros(16, np.float32), 0.4)  # one empty scan moves quality by a quarter only
     assert hub.health()["lidar"].quality == pytest.approx(0.75)
+
+
+def test_new_track_empties_every_window_but_keeps_the_counters():
+    hub = make_hub()
+    for i in range(T):
+        for name, shape in SHAPES.items():
+            hub.push(name, np.ones(shape, np.float32), 0.1 * i)
+    assert all(h.available for h in hub.health(0.3).values())
+    hub.push("lidar", np.full(16, np.nan, np.float32), 0.35)
+    hub.new_track()
+    health = hub.health(0.4)
+    assert not any(h.available for h in health.values())
+    hub.push("radar", np.ones(SHAPES["radar"], np.float32), 0.4)
+    assert hub.health(0.4)["radar"].reason == f"warming up (1/{T} frames)"
+    assert hub.counters()["lidar"] == {"received": T + 1, "rejected": 1}
