@@ -48,8 +48,9 @@ def lean_graph_notes(ops: dict[str, int], *, steps: int, kind: str = "tflite") -
     notes = []
     for op in sorted(PER_STEP_SUSPECTS & set(ops)):
         if ops[op] >= steps:
-            # onnx2tf lowers every equal-sized Split (the GRU's input gates, each step's r/z pair) to one
-            # STRIDED_SLICE per output, so ~3 per step is the floor for an unrolled GRU; more is worth a look
+            # onnx2tf lowers every Split (the GRU's input gates, each step's r/z pair) to one STRIDED_SLICE
+            # per output (~3 per step); tflite_compact merges slices that partition a tensor back into one
+            # SPLIT / SPLIT_V, so shipped files show none of these. More than ~4 per step is worth a look.
             level = "expected for an unrolled GRU (onnx2tf lowers each Split output to one)" \
                 if op == "STRIDED_SLICE" and ops[op] <= 4 * steps else \
                 "per-step indexing (precompute the input projection for all steps and split once, or fuse the gates)"

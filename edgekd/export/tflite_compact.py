@@ -10,9 +10,16 @@ keeping the graph's input and output tensor names, the signature defs and the
 metadata; the arithmetic is untouched, so outputs stay bit-exact (checked at
 export time and by the tests).
 
+It also undoes what onnx2tf adds around a Split and writes what the schema
+lets it leave out: STRIDED_SLICEs that cut one tensor into consecutive pieces
+become one SPLIT / SPLIT_V (onnx2tf emits a slice per Split output: 3 per
+unrolled GRU step), tensors without data use buffer 0 (the empty sentinel)
+instead of an empty buffer each, and ``has_rank`` is dropped where the shape
+already gives the rank.
+
 The file is then written with identical sub-objects stored once and
 referenced from each user: shape and index vectors, quantisation tables,
-operator option tables and the empty buffer entries of activations. Only the
+operator option tables and equal tensor tables. Only the
 encoding changes (the decoded model is the same object tree): flatbuffer
 offsets are plain references, as the C++ builder's shared strings and vtables.
 An unrolled GRU repeats the same shapes, scales and options at every step.
@@ -117,6 +124,8 @@ def _content_key(obj: Any) -> tuple:
             return ("f", np.float64(v).tobytes())
         if isinstance(v, (list, tuple)):
             return tuple(value(x) for x in v)
+        if isinstance(v, _Shared):
+            return v.key
         if hasattr(v, "__dict__"):
             return (type(v).__name__, _content_key(v))
         return v
@@ -136,6 +145,9 @@ def _share_tables(model: Any) -> None:
         for op in subgraph.operators:
             if op.builtinOptions is not None:
                 op.builtinOptions = _Shared(op.builtinOptions, _content_key(op.builtinOptions), written)
+        # Equal tensor tables (same shape, type, quantisation, no name, no data: e.g. every step's sigmoid
+        # output) are one table listed at several indices; the interpreter still makes a tensor per index.
+        subgraph.tensors = [_Shared(t, _content_key(t), written) for t in subgraph.tensors]
 
 
 def compact_tflite(blob: bytes) -> bytes:
@@ -143,7 +155,11 @@ def compact_tflite(blob: bytes) -> bytes:
     model = read_model(blob)
     _drop_internal_tensor_names(model)
     _drop_empty_quantization(model)
+    _merge_partitioning_slices(model)
+    _drop_unused_tensors(model)
+    _point_activations_at_buffer_zero(model)
     _drop_unused_buffers(model)
+    _drop_redundant_ranks(model)
     model.description = None  # "MLIR Converted."
     return write_model(model, share=True)
 
@@ -186,6 +202,204 @@ def _drop_unused_buffers(model: Any) -> None:
         entry.buffer = new_index[int(entry.buffer)]
     if model.metadataBuffer is not None:
         model.metadataBuffer = [new_index[int(b)] for b in model.metadataBuffer if int(b) in new_index]
+
+
+# ------------------------------------------------------------ graph rewrites (same arithmetic)
+
+def _merge_partitioning_slices(model: Any) -> None:
+    """STRIDED_SLICEs that together cut one tensor into consecutive pieces along one axis -> one SPLIT
+    (equal pieces) or SPLIT_V. onnx2tf lowers every ONNX Split to one STRIDED_SLICE per output (an
+    unrolled GRU: its input gates, each step's r/z pair); a split is one operator instead of n, same
+    bytes out (int8 slices and splits copy, they never requantise)."""
+    schema = _schema()
+    for subgraph in model.subgraphs:
+        groups: dict[tuple[int, int], list[tuple[int, int, int]]] = {}
+        for position, op in enumerate(subgraph.operators):
+            cut = _slice_cut(model, subgraph, op, schema)
+            if cut is not None:
+                axis, start, stop = cut
+                groups.setdefault((int(op.inputs[0]), axis), []).append((start, stop, position))
+        replaced: dict[int, Any] = {}
+        for (source, axis), candidates in groups.items():
+            cuts = _partition(sorted(candidates), 0, int(subgraph.tensors[source].shape[axis]))
+            if cuts is not None and len(cuts) >= 2:
+                first = min(position for _, _, position in cuts)
+                outputs = [int(subgraph.operators[p].outputs[0]) for _, _, p in cuts]
+                sizes = [stop - start for start, stop, _ in cuts]
+                replaced[first] = _split_operator(model, subgraph, source, axis, sizes, outputs, schema)
+                replaced.update({p: None for _, _, p in cuts if p != first})
+        if replaced:
+            subgraph.operators = [replaced.get(i, op) for i, op in enumerate(subgraph.operators)
+                                  if replaced.get(i, op) is not None]
+
+
+def _builtin_code(model: Any, op: Any) -> int:
+    code = model.operatorCodes[op.opcodeIndex]
+    return max(int(code.builtinCode), int(code.deprecatedBuiltinCode))
+
+
+def _const_ints(model: Any, subgraph: Any, index: int) -> np.ndarray | None:
+    tensor = subgraph.tensors[index]
+    data = model.buffers[tensor.buffer].data
+    if data is None or len(data) == 0 or tensor.type != _schema().TensorType.INT32:
+        return None
+    return np.frombuffer(np.asarray(data, dtype=np.uint8).tobytes(), dtype="<i4")
+
+
+def _slice_cut(model: Any, subgraph: Any, op: Any, schema) -> tuple[int, int, int] | None:
+    """(axis, start, stop) of a unit-stride STRIDED_SLICE that keeps every other axis whole, else None."""
+    if _builtin_code(model, op) != schema.BuiltinOperator.STRIDED_SLICE or len(op.inputs) != 4:
+        return None
+    options = op.builtinOptions
+    if options is None or options.ellipsisMask or options.newAxisMask or options.shrinkAxisMask or \
+            getattr(options, "offset", False):
+        return None
+    source, output = subgraph.tensors[op.inputs[0]], subgraph.tensors[op.outputs[0]]
+    if source.type != output.type or not _same_quantization(source.quantization, output.quantization):
+        return None  # a slice that requantised could not become a split's output
+    begin, end, strides = (_const_ints(model, subgraph, int(i)) for i in op.inputs[1:])
+    shape = [int(d) for d in source.shape] if source.shape is not None else []
+    if begin is None or end is None or strides is None or not shape or min(shape) < 1 or \
+            not len(begin) == len(end) == len(strides) == len(shape) or np.any(strides != 1):
+        return None
+    cut = [(axis, start, stop) for axis, (start, stop) in enumerate(_slice_bounds(options, begin, end, shape))
+           if (start, stop) != (0, shape[axis])]
+    if len(cut) != 1 or cut[0][1] >= cut[0][2]:
+        return None
+    axis, start, stop = cut[0]
+    dynamic = source.shapeSignature is not None and len(source.shapeSignature) == len(shape) and \
+        source.shapeSignature[axis] < 0
+    expected = shape[:axis] + [stop - start] + shape[axis + 1:]
+    return None if dynamic or list(output.shape) != expected else cut[0]
+
+
+def _slice_bounds(options: Any, begin: np.ndarray, end: np.ndarray, shape: list[int]) -> list[tuple[int, int]]:
+    """[start, stop) per axis of a unit-stride slice (masks, negative and out-of-range bounds resolved)."""
+    def resolve(value: int, dim: int) -> int:
+        return min(max(value + dim if value < 0 else value, 0), dim)
+
+    return [(0 if options.beginMask >> axis & 1 else resolve(int(begin[axis]), dim),
+             dim if options.endMask >> axis & 1 else resolve(int(end[axis]), dim))
+            for axis, dim in enumerate(shape)]
+
+
+def _same_quantization(a: Any, b: Any) -> bool:
+    if a is None or b is None:
+        return a is None and b is None
+    return all(np.array_equal(np.asarray(getattr(a, f) if getattr(a, f) is not None else []),
+                              np.asarray(getattr(b, f) if getattr(b, f) is not None else []))
+               for f in ("scale", "zeroPoint")) and a.quantizedDimension == b.quantizedDimension
+
+
+def _partition(cuts: list[tuple[int, int, int]], edge: int, dim: int) -> list[tuple[int, int, int]] | None:
+    """(start, stop, op) cuts, sorted, that cover edge..dim back to back (other slices of the same tensor,
+    e.g. an overlapping window, stay as they are); None if there is no such chain."""
+    if edge == dim:
+        return []
+    for cut in cuts:
+        if cut[0] == edge:
+            rest = _partition(cuts, cut[1], dim)
+            if rest is not None:
+                return [cut] + rest
+    return None
+
+
+def _split_operator(model: Any, subgraph: Any, source: int, axis: int, sizes: list[int], outputs: list[int],
+                    schema) -> Any:
+    op = schema.OperatorT()
+    axis_tensor = _int32_constant(model, subgraph, np.array(axis, dtype=np.int32))
+    if len(set(sizes)) == 1:  # XNNPACK runs SPLIT (2-4 outputs); SPLIT_V only in the builtin kernels
+        code, op.inputs = schema.BuiltinOperator.SPLIT, [axis_tensor, source]
+        op.builtinOptionsType, op.builtinOptions = schema.BuiltinOptions.SplitOptions, schema.SplitOptionsT()
+    else:
+        size_tensor = _int32_constant(model, subgraph, np.array(sizes, dtype=np.int32))
+        code, op.inputs = schema.BuiltinOperator.SPLIT_V, [source, size_tensor, axis_tensor]
+        op.builtinOptionsType, op.builtinOptions = schema.BuiltinOptions.SplitVOptions, schema.SplitVOptionsT()
+    op.builtinOptions.numSplits = len(sizes)
+    op.inputs, op.outputs = np.array(op.inputs, dtype=np.int32), np.array(outputs, dtype=np.int32)
+    # Kernel versions as the converter assigns them: 1 for float, 2 for int8 (SPLIT and SPLIT_V alike).
+    version = 2 if subgraph.tensors[source].type == schema.TensorType.INT8 else 1
+    op.opcodeIndex = _opcode_index(model, code, version, schema)
+    return op
+
+
+def _int32_constant(model: Any, subgraph: Any, value: np.ndarray) -> int:
+    """Index of a constant int32 tensor holding ``value`` (an existing equal one, else a new one)."""
+    for index, tensor in enumerate(subgraph.tensors):
+        data = _const_ints(model, subgraph, index)
+        if data is not None and tensor.shape is not None and list(tensor.shape) == list(value.shape) \
+                and np.array_equal(data, value.reshape(-1)) and tensor.quantization is None:
+            return index
+    schema = _schema()
+    buffer = schema.BufferT()
+    buffer.data = np.frombuffer(value.astype("<i4").tobytes(), dtype=np.uint8).copy()
+    model.buffers.append(buffer)
+    tensor = schema.TensorT()
+    tensor.shape, tensor.type = np.array(value.shape, dtype=np.int32), schema.TensorType.INT32
+    tensor.buffer, tensor.hasRank = len(model.buffers) - 1, True
+    subgraph.tensors.append(tensor)
+    return len(subgraph.tensors) - 1
+
+
+def _opcode_index(model: Any, code: int, version: int, schema) -> int:
+    for index, entry in enumerate(model.operatorCodes):
+        if max(int(entry.builtinCode), int(entry.deprecatedBuiltinCode)) == code and entry.version == version:
+            return index
+    entry = schema.OperatorCodeT()
+    # deprecated_builtin_code is an int8: codes above 127 are stored as 127 (PLACEHOLDER_FOR_GREATER_OP_CODES).
+    entry.builtinCode, entry.deprecatedBuiltinCode, entry.version = code, min(code, 127), version
+    model.operatorCodes.append(entry)
+    return len(model.operatorCodes) - 1
+
+
+def _drop_unused_tensors(model: Any) -> None:
+    """Remove tensors nothing refers to (operators, graph inputs/outputs, signatures): e.g. the bounds of
+    merged slices. Indices are renumbered everywhere they appear."""
+    for index, subgraph in enumerate(model.subgraphs):
+        signatures = [entry for s in model.signatureDefs or [] if s.subgraphIndex == index
+                      for entry in list(s.inputs or []) + list(s.outputs or [])]
+        used = {i for op in subgraph.operators for i in _indices(op.inputs, op.outputs, op.intermediates)}
+        used |= set(_indices(subgraph.inputs, subgraph.outputs)) | {int(e.tensorIndex) for e in signatures}
+        used.discard(-1)  # an omitted optional input
+        if len(used) == len(subgraph.tensors):
+            continue
+        new_index = {old: new for new, old in enumerate(sorted(used))}
+        new_index[-1] = -1
+        subgraph.tensors = [subgraph.tensors[old] for old in sorted(used)]
+        for op in subgraph.operators:
+            op.inputs, op.outputs = _renumber(op.inputs, new_index), _renumber(op.outputs, new_index)
+            op.intermediates = _renumber(op.intermediates, new_index)
+        subgraph.inputs = _renumber(subgraph.inputs, new_index)
+        subgraph.outputs = _renumber(subgraph.outputs, new_index)
+        for entry in signatures:
+            entry.tensorIndex = new_index[int(entry.tensorIndex)]
+
+
+def _indices(*arrays) -> list[int]:
+    return [int(i) for values in arrays if values is not None for i in values]
+
+
+def _renumber(values, new_index: dict[int, int]):
+    return None if values is None else np.array([new_index[int(i)] for i in values], dtype=np.int32)
+
+
+def _point_activations_at_buffer_zero(model: Any) -> None:
+    """Tensors without data use buffer 0, the schema's empty sentinel, instead of an empty buffer each:
+    the interpreter only asks whether a tensor's buffer has data (``buffer() == 0`` means none)."""
+    for subgraph in model.subgraphs:
+        for tensor in subgraph.tensors:
+            data = model.buffers[tensor.buffer].data
+            if data is None or len(data) == 0:
+                tensor.buffer = 0
+
+
+def _drop_redundant_ranks(model: Any) -> None:
+    """``has_rank`` only tells a scalar from an unranked tensor when the shape is empty; no runtime reads
+    it for a tensor with a shape (the interpreter never does), so it is kept for empty shapes only."""
+    for subgraph in model.subgraphs:
+        for tensor in subgraph.tensors:
+            if tensor.shape is not None and len(tensor.shape) > 0:
+                tensor.hasRank = False
 
 
 def tflite_size_breakdown(blob: bytes) -> dict[str, int]:
