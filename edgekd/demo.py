@@ -5,8 +5,9 @@ when it has finished, so ``--resume`` skips it on a rerun):
 
 1. ``data``     synthesise the default scenario (all modalities) and a day -> night drive;
 2. ``teachers`` train the image, radar and LiDAR teachers on the whole training split;
-3. ``students`` distil the image and radar students (response or relation KD) and the LiDAR
-                student data-free (generator + teacher only; no training input);
+3. ``students`` distil the image and radar students (response or relation KD), the LiDAR student
+                (response KD) and a second LiDAR student data-free (generator + teacher only; no
+                training input); ``lidar_student`` picks which LiDAR student is deployed;
 4. ``export``   export the students for the target (int8 TFLite + what the profile asks for),
                 behind the parity gate;
 5. ``replay``   replay the drive through the multi-student runtime (auto switching, and the
@@ -65,6 +66,11 @@ class DemoProfile:
     student_lr: float | None = 0.002  # None: the paper config's of the KD method (8e-4 / 9.5e-4)
     kd_method: str = "kd"             # image/radar students: kd (response) or rkd (relation, paper-1 variant)
     lidar_teacher_epochs: int = 25
+    # The deployed LiDAR student: "kd" = response KD from the LiDAR teacher on the training split (paper 2's
+    # standard-KD baseline), "datafree" = the data-free student. Both are trained and reported either way.
+    lidar_student: str = "kd"
+    lidar_student_epochs: int = 60    # the KD LiDAR student (a small GRU: ~1 s per epoch)
+    lidar_student_lr: float = 0.003
     generator_loss: str = "metadata"  # data-free LiDAR student (issue 4's acceptance setting)
     student_loss: str = "mse"
     generator_steps: int | None = None     # None: the paper-2 quick profile's values
@@ -78,11 +84,13 @@ class DemoProfile:
     def __post_init__(self) -> None:
         for name in ("windows", "image_size", "drive_minutes", "teacher_epochs", "student_epochs",
                      "lidar_teacher_epochs", "eval_windows", "bench_seconds", "teacher_lr", "student_lr",
-                     "teacher_width"):
+                     "teacher_width", "lidar_student_epochs", "lidar_student_lr"):
             if getattr(self, name) is not None and not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)!r}")
         if self.kd_method not in ("kd", "rkd"):
             raise ValueError(f"kd_method must be 'kd' or 'rkd', got {self.kd_method!r}")
+        if self.lidar_student not in ("kd", "datafree"):
+            raise ValueError(f"lidar_student must be 'kd' or 'datafree', got {self.lidar_student!r}")
         if self.threads is not None and self.threads <= 0:
             raise ValueError(f"threads must be positive or null, got {self.threads}")
 
@@ -92,7 +100,7 @@ PROFILES: dict[str, dict[str, Any]] = {
     "quick": {},
     # a tiny end-to-end pass for the tests; its numbers mean nothing
     "smoke": {"windows": 300, "drive_minutes": 0.5, "teacher_epochs": 1, "student_epochs": 1,
-              "lidar_teacher_epochs": 1, "generator_steps": 10, "synthetic_samples": 64, "datafree_epochs": 1,
+              "lidar_teacher_epochs": 1, "lidar_student_epochs": 1, "generator_steps": 10, "synthetic_samples": 64, "datafree_epochs": 1,
               "eval_windows": 40, "calibration_size": 32, "allow_degraded": True, "bench_seconds": 0.2},
 }
 
@@ -262,7 +270,6 @@ def stage_teachers(demo: Demo) -> dict:
 
 
 def stage_students(demo: Demo) -> dict:
-    from edgekd.distill import datafree
     from edgekd.distill.api import distill_model
 
     p = demo.profile
@@ -276,15 +283,32 @@ def stage_students(demo: Demo) -> dict:
         _, result = distill_model(teachers[modality], f"{modality}_student", p.kd_method, data,
                                   _train_cfg(demo, config, p.student_epochs, p.student_lr), out=ckpt, resume=ckpt.is_file())
         students[modality], metrics[modality] = demo.rel(ckpt), result.metrics["test"]
+    lidar = _lidar_students(demo, data, teachers["lidar"], folder)
+    students["lidar"], metrics["lidar"] = lidar[p.lidar_student]
+    others = {f"lidar_{kind}": {"checkpoint": ckpt, "test": m} for kind, (ckpt, m) in lidar.items()
+              if kind != p.lidar_student}
+    return {"checkpoints": students, "test": metrics, "deployed": {"lidar": p.lidar_student}, "not_deployed": others}
+
+
+def _lidar_students(demo: Demo, data: Path, teacher: Path, folder: Path) -> dict[str, tuple[str, dict]]:
+    """Both LiDAR students: {"kd": (checkpoint, test metrics), "datafree": (...)}."""
+    from edgekd.distill import datafree
+    from edgekd.distill.api import distill_model
+
+    p = demo.profile
+    ckpt = folder / "lidar_student_kd.pt"
+    demo.echo(f"  distilling lidar_student from lidar_teacher (kd, {p.lidar_student_epochs} epochs)")
+    cfg = _train_cfg(demo, "lidar_kd", p.lidar_student_epochs, p.lidar_student_lr)
+    _, kd = distill_model(teacher, "lidar_student", "kd", data, cfg, out=ckpt, resume=ckpt.is_file())
+    out = {"kd": (demo.rel(ckpt), kd.metrics["test"])}
     exp, _ = _lidar_experiment(demo, data)
-    cfg = exp.datafree_config(p.seed, p.generator_loss, p.student_loss)
-    cfg = dataclasses.replace(cfg, progress=demo.progress)
-    ckpt = folder / "lidar_student.pt"
+    cfg = dataclasses.replace(exp.datafree_config(p.seed, p.generator_loss, p.student_loss), progress=demo.progress)
+    ckpt = folder / "lidar_student_datafree.pt"
     demo.echo(f"  data-free lidar_student ({p.generator_loss} generator, {p.student_loss} student loss; "
               "no training input is read)")
-    _, result = datafree.distill_datafree(teachers["lidar"], "lidar_student", cfg, ckpt, data=data)
-    students["lidar"], metrics["lidar"] = demo.rel(ckpt), result.metrics["test"]
-    return {"checkpoints": students, "test": metrics}
+    _, free = datafree.distill_datafree(teacher, "lidar_student", cfg, ckpt, data=data)
+    out["datafree"] = (demo.rel(ckpt), free.metrics["test"])
+    return out
 
 
 def stage_export(demo: Demo) -> dict:
@@ -348,7 +372,7 @@ STAGE_BODIES: dict[str, Callable[[Demo], dict]] = {
 STAGE_HELP = {
     "data": "synthesise the default scenario and a day -> night drive",
     "teachers": "train the image, radar and LiDAR teachers",
-    "students": "distil the image and radar students, and the LiDAR student data-free",
+    "students": "distil the image, radar and LiDAR students (and a data-free LiDAR student)",
     "export": "export the students to an int8 bundle behind the parity gate",
     "replay": "replay the drive through the multi-student runtime (auto vs image-only)",
     "bench": "benchmark latency, memory and energy per student",

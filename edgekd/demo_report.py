@@ -22,6 +22,7 @@ from edgekd.io import atomic_write_bytes, atomic_write_text
 HORIZON_NAMES = ("t0", "t1", "t2", "t3")
 # issue 6's acceptance: night top-5 (t0) with switching >= image-only + 15 points and within 5 of daytime
 NIGHT_GAIN_POINTS = 15.0
+LIDAR_STUDENTS = {"kd": "response KD", "datafree": "data-free"}
 DAY_NIGHT_GAP_POINTS = 5.0
 
 
@@ -39,7 +40,9 @@ def write_demo_report(demo) -> Path:
     sections = [
         header(demo, stages, bench["host"]),
         dataset_section(stages["data"], out),
-        accuracy_section(stages["teachers"]["test"], stages["students"]["test"]),
+        accuracy_section(stages["teachers"]["test"], stages["students"]["test"],
+                         {name: extra["test"] for name, extra in stages["students"].get("not_deployed", {}).items()},
+                         stages["students"].get("deployed", {})),
         compression_section({m: demo.output("teachers", "checkpoints", m) for m in stages["students"]["checkpoints"]},
                             {m: demo.output("students", "checkpoints", m) for m in stages["students"]["checkpoints"]},
                             manifest),
@@ -68,8 +71,9 @@ def header(demo, stages: Mapping[str, dict], host: Mapping[str, Any]) -> str:
             f"Profile: {p.windows} synthetic windows at {p.image_size}x{p.image_size}, image and radar teachers at "
             f"width {p.teacher_width:g} for {p.teacher_epochs} epochs (lr {p.teacher_lr or 'of teacher.yaml'}), the "
             f"LiDAR teacher {p.lidar_teacher_epochs} epochs, students {p.student_epochs} epochs with "
-            f"{'response' if p.kd_method == 'kd' else 'relation'} KD, the LiDAR student data-free "
-            f"({p.generator_loss} generator, {p.student_loss} student loss), seed {p.seed}.\n\n"
+            f"{'response' if p.kd_method == 'kd' else 'relation'} KD, the LiDAR students by response KD "
+            f"({p.lidar_student_epochs} epochs) and data-free ({p.generator_loss} generator, {p.student_loss} "
+            f"student loss), the {LIDAR_STUDENTS[p.lidar_student]} one deployed, seed {p.seed}.\n\n"
             f"Stage wall times (first run of each stage): {timings}; total {total / 60:.1f} min wall, "
             f"{cpu / 60:.1f} min CPU (this process and its converter children)"
             + (f"; 1-minute load average at the stage ends {min(loads):.1f}-{max(loads):.1f}" if loads else "")
@@ -85,20 +89,31 @@ def dataset_section(data: Mapping[str, Any], out: Path) -> str:
             f"{data['drive_frames']} frames at 10 Hz.\n\n![one window of every modality](data/dataset.png)\n")
 
 
-def accuracy_section(teachers: Mapping[str, dict], students: Mapping[str, dict]) -> str:
+def accuracy_section(teachers: Mapping[str, dict], students: Mapping[str, dict],
+                     others: Mapping[str, dict] | None = None, deployed: Mapping[str, str] | None = None) -> str:
+    """Teacher and deployed student per modality; ``others`` ("lidar_datafree": metrics) are students trained
+    but not deployed, shown under their modality."""
+    others, deployed = others or {}, deployed or {}
     rows = []
     for modality in students:
-        for role, metrics in (("teacher", teachers[modality]), ("student", students[modality])):
+        kind = deployed.get(modality)
+        entries = [("teacher", teachers[modality]),
+                   (f"student ({LIDAR_STUDENTS[kind]}, deployed)" if kind else "student", students[modality])]
+        entries += [(f"student ({LIDAR_STUDENTS.get(name.split('_', 1)[1], name)}, not deployed)", metrics)
+                    for name, metrics in others.items() if name.split("_", 1)[0] == modality]
+        for role, metrics in entries:
             for k in (1, 2, 5):
                 values = metrics[f"top{k}"]
                 rows.append([modality, role, f"top-{k}", *(_pct(v) for v in values), _pct(metrics[f"top{k}_mean"])])
-        share = _ratio(students[modality]["top5_mean"], teachers[modality]["top5_mean"])
-        rows.append([modality, "student / teacher", "top-5", "", "", "", "", share])
+            if role != "teacher":
+                share = _ratio(metrics["top5_mean"], teachers[modality]["top5_mean"])
+                rows.append([modality, f"{role} / teacher", "top-5", "", "", "", "", share])
     table = _table(["modality", "model", "metric", *HORIZON_NAMES, "mean"], rows)
     return ("## 2. Accuracy per horizon (PyTorch fp32, test split)\n\n"
-            "Teachers learn on the whole training split; the image and radar students are distilled from "
-            "their teacher on the same split; the LiDAR student never sees a training input (data-free KD "
-            "from the teacher, its stored per-layer statistics and a frozen copy of its first layer).\n\n"
+            "Teachers learn on the whole training split; the image, radar and LiDAR students are distilled from "
+            "their teacher on the same split (response KD). The data-free LiDAR student never sees a training "
+            "input (data-free KD from the teacher, its stored per-layer statistics and a frozen copy of its "
+            "first layer; paper 2).\n\n"
             f"{table}\n![top-5 per horizon, teacher vs student](accuracy.png)\n")
 
 

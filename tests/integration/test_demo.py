@@ -47,9 +47,14 @@ def test_smoke_demo_runs_every_stage_and_writes_the_report(smoke_demo):
     manifest = json.loads((out / "bundle" / "manifest.json").read_text())
     assert set(manifest["students"]) == {"image", "radar", "lidar"}
     assert all("tflite_int8" in s["artifacts"] for s in manifest["students"].values())
-    # the data-free student never read a training window
-    ck = torch.load(out / "students" / "lidar_student.pt", weights_only=True)
+    # the data-free student never read a training window; the KD one is deployed and both are reported
+    ck = torch.load(out / "students" / "lidar_student_datafree.pt", weights_only=True)
     assert ck["config"]["method"] == "datafree" and ck["data"]["train_windows"] == 0
+    students = json.loads((out / "stages" / "students.json").read_text())
+    assert students["checkpoints"]["lidar"] == "students/lidar_student_kd.pt"
+    assert set(students["not_deployed"]) == {"lidar_datafree"}
+    assert "| lidar | student (response KD, deployed) | top-2 |" in report
+    assert "| lidar | student (data-free, not deployed) | top-2 |" in report
     # both replays and the benchmark covered every student
     auto = json.loads((out / "replay" / "auto" / "summary.json").read_text())
     fixed = json.loads((out / "replay" / "image-only" / "summary.json").read_text())
@@ -110,3 +115,5 @@ def test_profiles_load_and_validate():
     assert load_profile("smoke").windows == PROFILES["smoke"]["windows"]
     with pytest.raises(ValueError, match="kd_method"):
         DemoProfile(kd_method="fitnet")
+    with pytest.raises(ValueError, match="lidar_student"):
+        DemoProfile(lidar_student="fitnet")
