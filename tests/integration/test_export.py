@@ -66,6 +66,10 @@ def test_bundle_contract_and_int8_is_really_int8(x86_bundle, workdir):
     assert tflite_float_ops(path / int8["path"]) == []
     assert student["artifacts"]["onnx_fp32"]["opset"] == 17
     assert "QuantizeLinear" in student["artifacts"]["onnx_int8_qdq"]["ops"]
+    # the logits layer is rewritten for int8 (export.int8_rewrite): a 1x1 conv, deployed logits unchanged
+    assert int8["ops"].get("CONV_2D", 0) == 1
+    rewrite = student["int8_rewrite"]
+    assert rewrite["calibration_max_abs_change"] <= 1e-3 and rewrite["floor"] == 8.0
 
     # the parity gate's numbers: int8 within budget of float, nothing constant, torch == ONNX
     parity = student["parity"]
