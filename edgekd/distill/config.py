@@ -112,6 +112,8 @@ class TrainConfig:
     rkd_distance_weight: float | None = None
     rkd_angle_weight: float | None = None
     rkd_partners: int = 4
+    # the model feature the relation is taken on: "temporal" (recurrent outputs + attention, the paper's),
+    # "recurrent", "embedding" (per-frame GRU inputs), ... (each model's forward_features names)
     rkd_feature: str = "temporal"
     hint_feature: str = "temporal"
     hint_weight: float | None = None

@@ -227,6 +227,12 @@ class LogitMSE(Distiller):
 class _RelationBase(Distiller):
     """Shared body of the two relation methods: distance + angle over one named feature."""
 
+    def __init__(self, student, teacher, cfg):
+        super().__init__(student, teacher, cfg)
+        # A feature name typo fails here, before training, rather than as a KeyError at the first batch.
+        _feature_shape(student, self.cfg.rkd_feature)
+        _feature_shape(teacher, self.cfg.rkd_feature)
+
     def relation_terms(self, student: Tensor, teacher: Tensor) -> dict[str, Tensor]:
         raise NotImplementedError
 

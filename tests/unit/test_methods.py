@@ -128,6 +128,30 @@ def test_rkd_partner_sampling_reproducible():
     assert a.forward_train(batch)[1]["loss"].item() == pytest.approx(b.forward_train(batch)[1]["loss"].item())
 
 
+@pytest.mark.parametrize("method", ["rkd", "rkd-park"])
+def test_relation_on_embedding_reaches_the_encoder_only(method):
+    """``rkd_feature`` picks the layer: on the per-frame embedding the relation terms train the encoder,
+    and nothing downstream of it (the GRU and head get no gradient when alpha = 1 drops the label term)."""
+    student, teacher = models()
+    distiller = build_distiller(method, student, teacher, TrainConfig(alpha=1.0, rkd_feature="embedding"))
+    _, terms = distiller.forward_train(make_batch())
+    assert terms["loss_rkd_distance"].item() > 0 and terms["loss_rkd_angle"].item() > 0
+    terms["loss"].backward()
+    assert student.embed.weight.grad.abs().sum() > 0
+    assert all(p.grad is None for p in (*student.gru.parameters(), *student.head.parameters()))
+    assert all(p.grad is None for p in teacher.parameters())
+
+
+def test_relation_feature_typo_fails_before_training():
+    from edgekd.distill.api import _build
+
+    student, teacher = models()
+    with pytest.raises(KeyError, match="no feature 'embeding'"):
+        build_distiller("rkd", student, teacher, TrainConfig(rkd_feature="embeding"))
+    with pytest.raises(EdgekdError, match="no feature 'embeding'"):
+        _build("rkd-park", student, teacher, TrainConfig(rkd_feature="embeding"))
+
+
 def test_fitnet_connector_trains_with_student():
     student, teacher = models()
     distiller = build_distiller("fitnet", student, teacher, TrainConfig())
