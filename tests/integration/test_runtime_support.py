@@ -45,9 +45,14 @@ def runtime_bundle() -> Path:
 
 def short_drive(minutes: float = 0.8, seed: int = 3) -> Path:
     """A real drive from the simulator (every segment of the default plan, a few seconds each)."""
-    import edgekd.data.drive as drive_mod
+    import hashlib
 
-    root = cache_dir("runtime-drive", Path(drive_mod.__file__).read_bytes().hex()[:4096], str(minutes), str(seed))
+    import edgekd.data.drive as drive_mod
+    import edgekd.data.synth as synth_mod
+
+    # keyed on the whole recorder and simulator source: a change anywhere in them records a new drive
+    source = hashlib.sha256(Path(drive_mod.__file__).read_bytes() + Path(synth_mod.__file__).read_bytes()).hexdigest()
+    root = cache_dir("runtime-drive", source, str(minutes), str(seed))
     path = root / "drive.npz"
     if not path.is_file():
         arrays, meta = drive_mod.record_drive(minutes=minutes, seed=seed, image_size=64)
