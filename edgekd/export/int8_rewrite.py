@@ -47,8 +47,6 @@ from edgekd.export.onnx_export import LOGIT_FLOOR
 
 log = logging.getLogger(__name__)
 
-# The deployed logits' floor below each row's max (``DeployedLogits``; why 8: onnx_export.LOGIT_FLOOR).
-DEPLOY_FLOOR = LOGIT_FLOOR
 # Headroom under the lowest calibration residual: a held-out row whose max sits lower than any calibration
 # row's keeps its top logits above the ReLU floor.
 MARGIN = 0.5
@@ -110,7 +108,7 @@ def fit_row_max(h: Tensor, weight: Tensor, bias: Tensor) -> tuple[Tensor, Tensor
 
 
 def int8_friendly_logits(model: nn.Module, windows: dict[str, np.ndarray], modalities: Sequence[str], *,
-                         floor: float = DEPLOY_FLOOR) -> tuple[nn.Module, dict | None]:
+                         floor: float = LOGIT_FLOOR) -> tuple[nn.Module, dict | None]:
     """A copy of ``model`` whose logits layer is rewritten as in the module doc (``model`` is untouched).
 
     Returns (model to deploy, the manifest's record of the rewrite or None when the model has no

@@ -173,7 +173,7 @@ def _export_student(s: StudentSource, profile, train, test, bundle_dir: Path, wo
                     calibration_size, eval_windows, threads, progress=True):
     from edgekd.export.calibration import draw_calibration_set, load_recipe
     from edgekd.export.graph import lean_graph_notes, onnx_ops, tflite_ops
-    from edgekd.export.int8_rewrite import DEPLOY_FLOOR, check_same_deployed, int8_friendly_logits
+    from edgekd.export.int8_rewrite import check_same_deployed, int8_friendly_logits
     from edgekd.export.manifest import onnx_entry, relative, tflite_entry
     from edgekd.export.onnx_export import DeployedLogits, export_onnx, ort_parity
     from edgekd.export.parity import parity_gate, predict
@@ -209,11 +209,11 @@ def _export_student(s: StudentSource, profile, train, test, bundle_dir: Path, wo
     onnx_path = work / "model_fp32.onnx"
     # What every artifact computes: the logits shifted to max 0 and floored (onnx_export.DeployedLogits), from a
     # logits layer rewritten to quantise well (int8_rewrite; the same logits on the calibration windows, checked).
-    rewritten, int8_rewrite = int8_friendly_logits(s.model, calibration.inputs, s.modalities, floor=DEPLOY_FLOOR)
-    deployed = DeployedLogits(rewritten, floor=DEPLOY_FLOOR).eval()
+    rewritten, int8_rewrite = int8_friendly_logits(s.model, calibration.inputs, s.modalities)
+    deployed = DeployedLogits(rewritten).eval()
     if int8_rewrite is not None:
         int8_rewrite["calibration_max_abs_change"] = check_same_deployed(
-            DeployedLogits(s.model, floor=DEPLOY_FLOOR).eval(), deployed, calibration.inputs, s.modalities)
+            DeployedLogits(s.model).eval(), deployed, calibration.inputs, s.modalities)
     export_onnx(deployed, onnx_path, input_names=s.modalities, example_inputs=s.model.example_inputs(1))
     windows = calibration.windows()
     parity_torch_ort = ort_parity(deployed, onnx_path, windows[:16])

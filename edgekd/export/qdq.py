@@ -50,9 +50,6 @@ def quantize_onnx_qdq(onnx_path: str | os.PathLike, out_path: str | os.PathLike,
     out_path = Path(out_path)
     with tempfile.TemporaryDirectory(prefix="edgekd-qdq-") as tmp:
         prepared = Path(tmp) / "prepared.onnx"
-        root = logging.getLogger()
-        level = root.level
-        root.setLevel(max(level, logging.WARNING))  # ORT's quantiser logs every bias copy on the root logger
         try:
             with contextlib.redirect_stdout(io.StringIO()), _quiet_root_warnings():
                 quant_pre_process(str(onnx_path), str(prepared), skip_symbolic_shape=True)
@@ -65,8 +62,6 @@ def quantize_onnx_qdq(onnx_path: str | os.PathLike, out_path: str | os.PathLike,
         except Exception as exc:  # ORT quantisation raises many types
             raise EdgekdError(f"ONNX QDQ quantisation failed: {type(exc).__name__}: {exc}", file=onnx_path,
                               fix="export without onnx_int8_qdq (a target profile without it) or fix the op") from None
-        finally:
-            root.setLevel(level)
     if not out_path.is_file():
         raise EdgekdError("ONNX QDQ quantisation wrote no file", file=out_path)
     return out_path
@@ -85,10 +80,9 @@ def conv_per_channel(onnx_path: str | os.PathLike) -> dict[str, list[dict]]:
 
 @contextlib.contextmanager
 def _quiet_root_warnings():
-    """ORT's quantiser warns on the root logger once per fused GRU Gemm ("Bias ... is not constant"),
-    dozens of lines that are advice for hand-written graphs, not problems of this export."""
-    import logging
-
+    """ORT's quantiser logs on the root logger every bias copy (info) and once per fused GRU Gemm a warning
+    ("Bias ... is not constant"): dozens of lines of advice for hand-written graphs, not problems of this
+    export."""
     root = logging.getLogger()
     level = root.level
     root.setLevel(max(level, logging.ERROR))
