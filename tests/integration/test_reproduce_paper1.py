@@ -94,6 +94,10 @@ def test_report_files_and_structure(finished):
     none = [float(seeds[("image_student_none", s)]["top2_mean"]) for s in ("42", "43")]
     assert float(by_run["image_student_kd"]["top2_mean"]) == pytest.approx(sum(kd) / 2, abs=1e-2)
     assert float(by_run["image_student_kd"]["top2_gain_mean"]) == pytest.approx((sum(kd) - sum(none)) / 2, abs=1e-2)
+    # the quick profile (under the tiny overrides) swaps the image relation arm to Park's RKD: it is run and
+    # recorded as such, and the report's settings say so; the fusion relation arm keeps the paper's variant
+    assert {r["method"] for r in per_run if r["run"] == "image_student_rkd"} == {"rkd-park"}
+    assert by_run["image_student_rkd"]["method"] == "rkd-park" and by_run["fusion_student_rkd"]["method"] == "rkd"
 
     report = (out / "report.md").read_text()
     for heading in ("## Acceptance", "## Top-2 gain over the no-KD student", "## Top-1 accuracy per horizon",
@@ -102,6 +106,7 @@ def test_report_files_and_structure(finished):
     for spec in paper1.RUNS:
         assert f"[{spec.name}]" in report
     assert "23.9x" in report or "x fewer" in report
+    assert "| image_student_rkd | image_student_rkd | rkd-park (matrix: rkd) |" in report
     # the tiny profile cannot meet the accuracy bar; the report must say so, not claim a pass
     summary = json.loads((out / "summary.json").read_text())
     gain_checks = [c for c in summary["acceptance"] if "gains" in c["check"]]
@@ -134,7 +139,7 @@ def test_interrupted_run_resumes(finished, tiny_config, tmp_path):
     record = json.loads((out / "runs" / "seed43" / "image_student_kd.json").read_text())
     before = json.loads((finished[0] / "runs" / "seed43" / "image_student_kd.json").read_text())
     assert record["test"]["top2"] == pytest.approx(before["test"]["top2"])
-    assert load_checkpoint(out / "runs" / "seed43" / "image_student_rkd.pt").config["method"] == "rkd"
+    assert load_checkpoint(out / "runs" / "seed43" / "image_student_rkd.pt").config["method"] == "rkd-park"
 
 
 def test_other_profile_in_same_folder_is_refused(finished, tiny_config, tmp_path):
@@ -156,6 +161,13 @@ def test_config_typo_and_bad_values_exit_2(tmp_path):
                                         code=2).output
     assert "local_fraction" in invoke("reproduce", "paper1", "--local-fraction", "1.5", "--out", tmp_path / "o",
                                       code=2).output
+    # a method swap stays within the run's kind of knowledge, and names an existing run
+    bad.write_text("methods: {image_student_kd: rkd-park}\n")
+    output = invoke("reproduce", "paper1", "--config", bad, "--out", tmp_path / "o", code=2).output
+    assert "image_student_kd" in output and "kd or mse" in output
+    bad.write_text("methods: {image_student_xx: rkd}\n")
+    assert "image_student_xx" in invoke("reproduce", "paper1", "--config", bad, "--out", tmp_path / "o",
+                                        code=2).output
 
 
 def test_dataset_without_radar_exits_2(tmp_path):
