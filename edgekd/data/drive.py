@@ -4,7 +4,7 @@
 stations (``edgekd.data.synth.simulate_drive`` with a :class:`Schedule`) that
 goes day -> fog -> day with a flaky camera -> dusk -> night, with a LiDAR
 failure of several seconds at night; random sensor dropouts come on top.
-``write_drive`` stores it as one ``.npz`` (format ``edgekd-drive/1``, read by
+``write_drive`` stores it as one ``.npz`` (format ``edgekd-drive/2``, read by
 ``edgekd.runtime.replay.load_drive``):
 
 =====================  ==========================================================
@@ -43,10 +43,10 @@ import numpy as np
 
 from edgekd.errors import EdgekdError
 from edgekd.io import atomic_write_bytes
+from edgekd.runtime.replay import DRIVE_FORMAT  # the reader owns the format names it accepts
 
 log = logging.getLogger(__name__)
 
-DRIVE_FORMAT = "edgekd-drive/2"  # /2 added ``track``; /1 files replay as one track
 HORIZONS = 4
 
 

@@ -29,7 +29,7 @@ from edgekd.io import atomic_write_json, atomic_write_text
 
 log = logging.getLogger(__name__)
 
-DRIVE_FORMAT = "edgekd-drive/2"
+DRIVE_FORMAT = "edgekd-drive/2"  # written by edgekd.data.drive; /2 added ``track``
 DRIVE_FORMATS = ("edgekd-drive/1", DRIVE_FORMAT)  # /1 has no ``track``: replayed as one track
 LIGHTING_NAMES = ("day", "dusk", "night")
 _REQUIRED = ("time_s", "beams", "lighting", "weather", "segment", "segment_names", "meta")
@@ -76,6 +76,7 @@ def load_drive(path: str | os.PathLike) -> Drive:
                           fix=f"record it again with `edgekd data drive` ({DRIVE_FORMAT})")
     modalities = [m for m in ("image", "radar", "lidar", "gps") if m in arrays]
     n = arrays["time_s"].shape[0]
+    _check_frame_counts(path, arrays, n)
     available = {m: arrays.get(f"available_{m}", np.ones(n, dtype=bool)).astype(bool) for m in modalities}
     # float16 storage is for disk only: a radar pipeline hands the runtime float32 maps (converting
     # here keeps numpy's slow float16 cast out of the measured per-frame path)
@@ -85,6 +86,17 @@ def load_drive(path: str | os.PathLike) -> Drive:
                  lighting=arrays["lighting"], weather=arrays["weather"], segment=arrays["segment"],
                  segment_names=[str(s) for s in arrays["segment_names"]], meta=meta,
                  track=arrays.get("track", np.zeros(n, dtype=np.int32)))
+
+
+def _check_frame_counts(path: Path, arrays: dict[str, np.ndarray], n: int) -> None:
+    """Every per-frame array holds one row per frame (a hand-made drive may not)."""
+    per_frame = [k for k in arrays if k not in ("meta", "segment_names")]
+    for key in per_frame:
+        if arrays[key].ndim == 0 or arrays[key].shape[0] != n:
+            rows = "a scalar" if arrays[key].ndim == 0 else f"{arrays[key].shape[0]} rows"
+            raise EdgekdError(f"'{key}' has {rows}, but the drive has {n} frames (time_s)", file=path, field=key,
+                              fix="give every per-frame array one row per frame, or record the drive again "
+                                  "with `edgekd data drive`")
 
 
 @dataclasses.dataclass

@@ -67,3 +67,17 @@ def test_existing_output_needs_overwrite(drive_file):
     assert res.exit_code == 2 and "--overwrite" in res.output
     res = CliRunner().invoke(cli, ["data", "drive", "--out", str(drive_file) + "x", "--minutes", "0"])
     assert res.exit_code == 2 and "minutes" in res.output
+
+
+@pytest.mark.parametrize("key", ["track", "beams", "available_image"])
+def test_a_per_frame_array_of_the_wrong_length_is_named(drive_file, tmp_path, key):
+    from edgekd.errors import EdgekdError
+
+    with np.load(drive_file, allow_pickle=False) as data:
+        arrays = {k: data[k] for k in data.files}
+    arrays[key] = arrays[key][:-5]
+    bad = tmp_path / "bad.npz"
+    np.savez(bad, **arrays)
+    with pytest.raises(EdgekdError) as info:
+        load_drive(bad)
+    assert info.value.field == key and "rows" in info.value.what and str(bad) in str(info.value)
