@@ -65,6 +65,11 @@ class DemoProfile:
     # The radar student keeps learning well past 25 epochs (test top-2 61.7 at 25, 66.3 at 50, 67.3 at 80
     # against its teacher's 69.9 on the quick profile's data), at ~2 s per epoch.
     radar_student_epochs: int = 80
+    # Width 1.5 (92,902 parameters, 7.4x fewer than its teacher): test top-2 over seeds 42 / 43 / 44 (the demo
+    # run, then 1-thread probes) 68.3 / 69.8 / 72.1 against 65.8 / 66.2 / 68.2 at width 1.0 (teacher 69.9):
+    # width 1.0 sits at issue 7's 3-point budget. On the drive's night frames both give the same top-5 within
+    # noise (85.2 / 86.9 / 87.9 vs 87.2 / 88.6 / 86.4; the radar teacher 86.4). BENCHMARKS.md has the runs.
+    radar_student_width: float = 1.5
     teacher_lr: float | None = 0.003  # None: the paper config's (teacher.yaml, 1e-3); a short schedule wants more
     student_lr: float | None = 0.002  # None: the paper config's of the KD method (8e-4 / 9.5e-4)
     kd_method: str = "kd"             # image/radar students: kd (response) or rkd (relation, paper-1 variant)
@@ -87,7 +92,8 @@ class DemoProfile:
     def __post_init__(self) -> None:
         for name in ("windows", "image_size", "drive_minutes", "teacher_epochs", "student_epochs",
                      "lidar_teacher_epochs", "eval_windows", "bench_seconds", "teacher_lr", "student_lr",
-                     "teacher_width", "lidar_student_epochs", "lidar_student_lr", "radar_student_epochs"):
+                     "teacher_width", "lidar_student_epochs", "lidar_student_lr", "radar_student_epochs",
+                     "radar_student_width"):
             if getattr(self, name) is not None and not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)!r}")
         if self.kd_method not in ("kd", "rkd"):
@@ -285,13 +291,15 @@ def stage_students(demo: Demo) -> dict:
     teachers = {m: demo.output("teachers", "checkpoints", m) for m in MODALITIES}
     folder = demo.path("students")
     students, metrics = {}, {}
-    for modality, config, epochs in (("image", f"image_student_{p.kd_method}", p.student_epochs),
-                                     ("radar", f"fusion_student_{p.kd_method}", p.radar_student_epochs)):
+    for modality, config, epochs, width in (("image", f"image_student_{p.kd_method}", p.student_epochs, 1.0),
+                                            ("radar", f"fusion_student_{p.kd_method}", p.radar_student_epochs,
+                                             p.radar_student_width)):
         ckpt = folder / f"{modality}_student.pt"
-        demo.echo(f"  distilling {modality}_student from {modality}_teacher ({p.kd_method}, {epochs} epochs)")
+        demo.echo(f"  distilling {modality}_student (width {width:g}) from {modality}_teacher ({p.kd_method}, "
+                  f"{epochs} epochs)")
         _, result = distill_model(teachers[modality], f"{modality}_student", p.kd_method, data,
                                   _train_cfg(demo, config, epochs, p.student_lr, student=True), out=ckpt,
-                                  resume=ckpt.is_file())
+                                  student_kwargs={"width": width}, resume=ckpt.is_file())
         students[modality], metrics[modality] = demo.rel(ckpt), result.metrics["test"]
     lidar = _lidar_students(demo, data, teachers["lidar"], folder)
     students["lidar"], metrics["lidar"] = lidar[p.lidar_student]
