@@ -292,7 +292,8 @@ def summarize(result: ReplayResult, drive: Drive, window: int, policy: str) -> d
     by = {r["group"]: r for r in rows}
     overhead = result.latency["total"] - result.latency["invoke"]
     return {
-        "drive": str(drive.path), "policy": policy, "frames": drive.num_frames, "wall_s": round(result.wall_s, 3),
+        "drive": str(drive.path), "policy": policy, "frames": drive.num_frames, "window": window,
+        "wall_s": round(result.wall_s, 3),
         "top5_t0": {name: by[f"all {name}"]["top5_t0"] for name in LIGHTING_NAMES if f"all {name}" in by},
         "top1_t0": {name: by[f"all {name}"]["top1_t0"] for name in LIGHTING_NAMES if f"all {name}" in by},
         "coverage": by["all"]["coverage"] if "all" in by else None,
@@ -320,25 +321,42 @@ def write_report(out: str | os.PathLike, result: ReplayResult, drive: Drive, sum
     atomic_write_text(out / "switches.csv", csv_text(result.switches) or "frame,t,from,to,kind,reason,segment\n")
     atomic_write_json(out / "summary.json", summary)
     if plot:
-        plot_timeline(out / "timeline.png", result, drive)
+        plot_timeline(out / "timeline.png", result, drive, summary.get("window"))
     return out
 
 
-def plot_timeline(path: Path, result: ReplayResult, drive: Drive) -> Path:
-    """Conditions, availability, active student and top-5 hit/miss over time."""
+def rolling_hit_rate(hit: np.ndarray, scored: np.ndarray, time_s: np.ndarray, span_s: float) -> np.ndarray:
+    """Share of scored frames that are hits within the ``span_s`` seconds ending at each frame (nan: none)."""
+    counts = np.cumsum(np.concatenate([[0], scored.astype(np.int64)]))
+    hits_ = np.cumsum(np.concatenate([[0], (hit & scored).astype(np.int64)]))
+    first = np.searchsorted(time_s, time_s - span_s, side="right")
+    end = np.arange(1, len(time_s) + 1)
+    n = counts[end] - counts[first]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(n > 0, (hits_[end] - hits_[first]) / np.maximum(n, 1), np.nan)
+
+
+def plot_timeline(path: Path, result: ReplayResult, drive: Drive, window: int | None = None,
+                  span_s: float = 20.0) -> Path:
+    """Conditions, availability, the active student per frame and the rolling top-5 (t0) over time.
+
+    ``window``: the runtime's window (frames), so a track's warm-up is left out of the rolling accuracy;
+    None scores every frame with a beam at t0.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     t = drive.time_s
-    fig, axes = plt.subplots(4, 1, figsize=(12, 7), sharex=True, height_ratios=[1, 1.2, 1.2, 0.8])
+    fig, axes = plt.subplots(4, 1, figsize=(12, 7), sharex=True, height_ratios=[1, 1.2, 1.2, 1.0])
     ax = axes[0]
     ax.step(t, drive.lighting, where="post", label="lighting (0 day, 1 dusk, 2 night)")
     ax.step(t, drive.weather + 0.05, where="post", label="weather (0 clear, 1 rain, 2 fog)", alpha=0.7)
     ax.set_yticks([0, 1, 2])
-    ax.legend(loc="upper left", fontsize=7)
-    ax.set_title(f"{drive.path.name}: conditions, sensors, active student, top-5 hit (t0)")
+    ax.set_ylim(-0.2, 2.9)
+    ax.legend(loc="lower right", fontsize=7)
+    ax.set_title(f"{drive.path.name}: conditions, sensors, active student, top-5 hit rate (t0)")
     ax = axes[1]
     for row, (name, up) in enumerate(drive.available.items()):
         ax.fill_between(t, row, row + 0.8, where=~up, step="post", color="tab:red", alpha=0.8)
@@ -346,26 +364,32 @@ def plot_timeline(path: Path, result: ReplayResult, drive: Drive) -> Path:
     ax.set_yticks(np.arange(len(drive.available)) + 0.4, list(drive.available))
     ax.set_ylabel("sensor up")
     ax = axes[2]
+    # one dot per frame with a prediction: a track's warm-up (no prediction) shows as a gap, not a drop
     names = sorted({s for s in result.student if s is not None})
-    codes = np.array([names.index(s) if s is not None else -1 for s in result.student], dtype=float)
-    ax.step(t, codes, where="post", color="k")
-    ax.set_yticks([-1, *range(len(names))], ["none", *names])
-    for sw in result.switches:
-        ax.axvline(sw["t"], color="tab:orange", alpha=0.4, lw=0.8)
+    active = np.array([s is not None for s in result.student], dtype=bool)
+    codes = np.array([names.index(s) if s is not None else -1 for s in result.student])
+    for code, name in enumerate(names):
+        sel = active & (codes == code)
+        ax.scatter(t[sel], np.full(sel.sum(), code), s=1.5, marker="|", color=f"C{code}")
+    for sw in result.switches:   # forced switches and their recoveries are in switches.csv
+        if sw["kind"] in ("preference", "fallback"):
+            ax.axvline(sw["t"], color="tab:orange", alpha=0.8, lw=1.0)
+    ax.set_yticks(range(len(names)), names)
+    ax.set_ylim(-0.6, len(names) - 0.4)
     ax.set_ylabel("active")
     ax = axes[3]
-    hit = hits(result, drive, 5)
-    miss = ~hit & (drive.beams[:, 0] >= 0)
-    ax.scatter(t[hit], np.ones(hit.sum()), s=2, color="tab:green", label="hit")
-    ax.scatter(t[miss], np.zeros(miss.sum()), s=2, color="tab:red", label="miss / none")
-    ax.set_yticks([0, 1], ["miss", "hit"])
+    scored = scored_frames(window, drive) if window is not None else drive.beams[:, 0] >= 0
+    rate = rolling_hit_rate(hits(result, drive, 5), scored, t, span_s)
+    ax.plot(t, 100 * rate, color="k", lw=0.9)
+    ax.set_ylim(0, 105)
+    ax.set_ylabel(f"top-5 %\n(last {span_s:g} s)")
     ax.set_xlabel("time (s)")
-    names_at = [(float(t[i]), drive.segment_names[int(drive.segment[i])]) for i in
-                np.concatenate([[0], np.flatnonzero(np.diff(drive.segment)) + 1])]
-    for start, name in names_at:
+    starts = np.concatenate([[0], np.flatnonzero(np.diff(drive.segment)) + 1])
+    for n, i in enumerate(starts):
         for a in axes:
-            a.axvline(start, color="grey", lw=0.5, ls=":")
-        axes[0].text(start, 2.3, name, fontsize=6, rotation=0)
+            a.axvline(float(t[i]), color="grey", lw=0.5, ls=":")
+        # staggered, so short segments' names do not overlap
+        axes[0].text(float(t[i]), 2.3 + 0.3 * (n % 2), drive.segment_names[int(drive.segment[i])], fontsize=6)
     fig.tight_layout()
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=110)

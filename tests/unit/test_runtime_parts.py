@@ -45,6 +45,17 @@ def test_switch_kinds():
     assert switch_kind("fallback: radar inference failed (x); night: lidar") == "fallback"
 
 
+def test_rolling_hit_rate_counts_scored_frames_in_the_last_span():
+    from edgekd.runtime.replay import rolling_hit_rate
+
+    t = np.arange(6, dtype=float)                       # one frame per second
+    hit = np.array([1, 0, 1, 1, 0, 0], dtype=bool)
+    scored = np.array([0, 1, 1, 1, 1, 0], dtype=bool)   # frame 0 is warm-up, frame 5 has no label
+    rate = rolling_hit_rate(hit, scored, t, span_s=2.0)  # frames in (t - 2, t]
+    assert np.isnan(rate[0])                            # nothing scored yet
+    assert rate[1:].tolist() == [0.0, 0.5, 1.0, 0.5, 0.0]
+
+
 def test_track_positions_and_labels_never_cross_a_track_end():
     from edgekd.data.drive import track_labels
     from edgekd.runtime.replay import track_position
