@@ -1,4 +1,10 @@
-"""Image-only models of paper 1 (motion masks [B, T, 1, S, S] -> beams).
+"""Image-only models of paper 1 (grayscale frames [B, T, 1, S, S] -> beams).
+
+Input: the T grayscale camera frames themselves, as the synthetic camera and the
+DeepSense importer store them (``edgekd.data.camera.preprocess_image``). Paper 1
+feeds binary motion masks instead (blurred frame differences thresholded at 10%
+of their max, 7 masks from 8 frames); edgekd has no mask front end, so its image
+models see the frames and learn the motion themselves.
 
 Time-distributed CNNs fold T into the batch ([B*T, 1, S, S]) with one reshape.
 At paper scale (S = 224) the teacher has 1.762M parameters (the paper's 1.787M
