@@ -427,7 +427,8 @@ def execute_run(spec: RunSpec, seed: int, profile: Paper1Profile, out: Path, dat
         result_metrics = result.metrics["test"]
         epochs_run, best_epoch = result.epochs_run, result.best_epoch
     train_windows = int(load_checkpoint(ckpt).data.get("train_windows", 0))
-    record = RunRecord(run=spec.name, seed=seed, model=spec.model, method=profile.method_of(spec), checkpoint=str(ckpt),
+    record = RunRecord(run=spec.name, seed=seed, model=spec.model, method=profile.method_of(spec),
+                       checkpoint=str(ckpt),
                        train_windows=train_windows, epochs_run=epochs_run, best_epoch=best_epoch,
                        seconds=round(time.perf_counter() - started, 2), test=_plain(result_metrics),
                        cpu_seconds=round(_cpu_seconds() - cpu_started, 2))
@@ -716,7 +717,8 @@ def results_table(result: Paper1Result, summary: Mapping[str, Mapping[str, Any]]
             continue
         cost, tcost = result.model_costs[spec.model], result.model_costs[f"{spec.group}_teacher"]
         rec: dict[str, Any] = {"group": spec.group, "run": spec.name, "model": spec.model,
-                               "method": result.profile.method_of(spec), "label": spec.label, "seeds": len(row["seeds"]), "train_windows": row["train_windows"],
+                               "method": result.profile.method_of(spec), "label": spec.label,
+                               "seeds": len(row["seeds"]), "train_windows": row["train_windows"],
                                "params": cost["params"], "macs": cost["macs"], "macs_thop": cost["macs_thop"],
                                "params_ratio_to_teacher": round(tcost["params"] / cost["params"], 3),
                                "mac_reduction_pct": round(100 * (1 - cost["macs"] / tcost["macs"]), 2)}
@@ -822,7 +824,8 @@ def write_report(result: Paper1Result, out: Path) -> dict[str, Path]:
 @click.command("paper1")
 @click.option("--profile", "profile_name", type=click.Choice(sorted(PROFILES)), default="quick", show_default=True,
               help="quick: a small synthetic run for this 2-core host (< 20 min); paper: the paper's schedule.")
-@click.option("--seeds", type=int, default=None, help="Number of seeds (first_seed, first_seed+1, ...) [profile quick: 5, paper: 3].")
+@click.option("--seeds", type=int, default=None,
+              help="Number of seeds (first_seed, first_seed+1, ...) [profile quick: 5, paper: 3].")
 @click.option("--out", "out", type=click.Path(file_okay=False, path_type=Path), default=Path("paper1"),
               show_default=True, help="Folder for the runs, the logs and the report; a rerun resumes it.")
 @click.option("--data", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
