@@ -332,8 +332,7 @@ def rolling_hit_rate(hit: np.ndarray, scored: np.ndarray, time_s: np.ndarray, sp
     first = np.searchsorted(time_s, time_s - span_s, side="right")
     end = np.arange(1, len(time_s) + 1)
     n = counts[end] - counts[first]
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(n > 0, (hits_[end] - hits_[first]) / np.maximum(n, 1), np.nan)
+    return np.where(n > 0, (hits_[end] - hits_[first]) / np.maximum(n, 1), np.nan)
 
 
 def plot_timeline(path: Path, result: ReplayResult, drive: Drive, window: int | None = None,
@@ -366,10 +365,9 @@ def plot_timeline(path: Path, result: ReplayResult, drive: Drive, window: int | 
     ax = axes[2]
     # one dot per frame with a prediction: a track's warm-up (no prediction) shows as a gap, not a drop
     names = sorted({s for s in result.student if s is not None})
-    active = np.array([s is not None for s in result.student], dtype=bool)
     codes = np.array([names.index(s) if s is not None else -1 for s in result.student])
-    for code, name in enumerate(names):
-        sel = active & (codes == code)
+    for code in range(len(names)):
+        sel = codes == code
         ax.scatter(t[sel], np.full(sel.sum(), code), s=1.5, marker="|", color=f"C{code}")
     for sw in result.switches:   # forced switches and their recoveries are in switches.csv
         if sw["kind"] in ("preference", "fallback"):
