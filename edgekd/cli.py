@@ -14,23 +14,23 @@ import sys
 import click
 
 from edgekd import __version__
-from edgekd.errors import EdgekdError
+from edgekd.device.errors import EdgekdError
 
 # name -> "module:attribute"; a command whose module is absent is simply not listed.
 COMMANDS: dict[str, tuple[str, str]] = {
-    "data": ("edgekd.data.cli:data", "Synthesise, import and inspect datasets."),
-    "models": ("edgekd.models.cli:models", "List registered models with params and MACs."),
-    "train": ("edgekd.distill.cli:train", "Train a model (teacher or no-KD baseline) on a dataset."),
-    "distill": ("edgekd.distill.cli:distill", "Distil a student from a teacher checkpoint."),
-    "evaluate": ("edgekd.distill.cli:evaluate", "Per-horizon top-k / DBA of a checkpoint."),
-    "metadata": ("edgekd.distill.cli:metadata", "Add hidden-state metadata to a teacher (data-free KD)."),
-    "reproduce": ("edgekd.reproduce.cli:reproduce", "Reproduce the papers' experiments."),
-    "targets": ("edgekd.targets:targets", "List and show target board profiles."),
-    "export": ("edgekd.export.cli:export", "Export checkpoints to a verified int8 bundle for a target."),
-    "bundle": ("edgekd.export.cli:bundle", "Inspect and verify deployment bundles."),
-    "run": ("edgekd.runtime.cli:run", "Run the multi-student runtime on a recorded drive."),
-    "bench": ("edgekd.bench:bench", "Benchmark latency, memory and energy of a bundle."),
-    "demo": ("edgekd.demo:demo", "The whole pipeline on the embedded default scenario."),
+    "data": ("edgekd.host.data.cli:data", "Synthesise, import and inspect datasets."),
+    "models": ("edgekd.host.models.cli:models", "List registered models with params and MACs."),
+    "train": ("edgekd.host.distill.cli:train", "Train a model (teacher or no-KD baseline) on a dataset."),
+    "distill": ("edgekd.host.distill.cli:distill", "Distil a student from a teacher checkpoint."),
+    "evaluate": ("edgekd.host.distill.cli:evaluate", "Per-horizon top-k / DBA of a checkpoint."),
+    "metadata": ("edgekd.host.distill.cli:metadata", "Add hidden-state metadata to a teacher (data-free KD)."),
+    "reproduce": ("edgekd.host.reproduce.cli:reproduce", "Reproduce the papers' experiments."),
+    "targets": ("edgekd.device.targets:targets", "List and show target board profiles."),
+    "export": ("edgekd.host.export.cli:export", "Export checkpoints to a verified int8 bundle for a target."),
+    "bundle": ("edgekd.host.export.cli:bundle", "Inspect and verify deployment bundles."),
+    "run": ("edgekd.device.runtime.cli:run", "Run the multi-student runtime on a recorded drive."),
+    "bench": ("edgekd.device.bench:bench", "Benchmark latency, memory and energy of a bundle."),
+    "demo": ("edgekd.host.demo:demo", "The whole pipeline on the embedded default scenario."),
 }
 
 

@@ -8,7 +8,7 @@ import sys
 
 import click
 
-from edgekd.errors import EdgekdError
+from edgekd.device.errors import EdgekdError
 from firmware_bench.harness import BACKEND_ARTIFACTS, BenchSettings, run_benchmark
 from firmware_bench.power import METERS, parse_power_model
 from firmware_bench.report import to_text

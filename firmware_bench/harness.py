@@ -30,9 +30,9 @@ from typing import Any, Sequence
 import numpy as np
 
 from edgekd import __version__
-from edgekd.bundle import read_manifest, verify_artifact_file
-from edgekd.errors import EdgekdError
-from edgekd.runtime.backends import open_artifact, tflite_interpreter_class
+from edgekd.device.bundle import read_manifest, verify_artifact_file
+from edgekd.device.errors import EdgekdError
+from edgekd.device.runtime.backends import open_artifact, tflite_interpreter_class
 from firmware_bench import inputs as inputs_mod
 from firmware_bench import latency, memory, opprofile
 from firmware_bench.power import ESTIMATED, MeterOptions, PowerModel, PowerReader, choose_reader

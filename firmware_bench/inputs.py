@@ -14,7 +14,7 @@ from typing import Sequence
 
 import numpy as np
 
-from edgekd.errors import EdgekdError
+from edgekd.device.errors import EdgekdError
 
 DEFAULT_MAX_WINDOWS = 256
 

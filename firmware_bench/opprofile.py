@@ -24,7 +24,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from edgekd.runtime.backends import tflite_op_counts
+from edgekd.device.runtime.backends import tflite_op_counts
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from edgekd.io import atomic_write_json, atomic_write_text
+from edgekd.device.io import atomic_write_json, atomic_write_text
 from firmware_bench.memory import mib
 
 JSON_NAME = "bench.json"

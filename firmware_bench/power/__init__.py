@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from edgekd.errors import EdgekdError
+from edgekd.device.errors import EdgekdError
 from firmware_bench.power.base import (ESTIMATED, METERS, MeterOptions, PowerModel, PowerReader,
                                        integrate_power)
 from firmware_bench.power import csvlog, estimate, ina3221, rapl, rpi5_pmic, tegrastats  # noqa: F401  (register)

@@ -21,7 +21,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from edgekd.registry import Registry
+from edgekd.device.registry import Registry
 
 log = logging.getLogger(__name__)
 

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgekd.errors import EdgekdError
+from edgekd.device.errors import EdgekdError
 from firmware_bench.power.base import METERS, MeterOptions, PowerReader, integrate_power
 
 TIME_NAMES = ("time", "timestamp", "t", "time_s", "timestamp_s", "seconds", "epoch", "epoch_s",

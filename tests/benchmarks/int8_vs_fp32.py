@@ -1,7 +1,7 @@
 """int8 vs float32 TFLite latency of each student on this machine (XNNPACK), through edgekd's export path.
 
-Each student (default profile, seed 0) goes torch -> ONNX (``edgekd.export.onnx_export``) -> TFLite
-fp32 + full-int8 (``edgekd.export.tflite``: onnx2tf, TF converter with a representative set,
+Each student (default profile, seed 0) goes torch -> ONNX (``edgekd.host.export.onnx_export``) -> TFLite
+fp32 + full-int8 (``edgekd.host.export.tflite``: onnx2tf, TF converter with a representative set,
 int8 input and output). Both files run on the TFLite interpreter with its default XNNPACK
 delegate; fp32 and int8 are timed in alternation (the machine may be shared) and the median of
 the per-round medians is reported. The fp32 file is also checked against torch, and the int8
@@ -37,12 +37,12 @@ PAPER_LAYOUT = {"image_student": {"stem": "conv", "channels": [18, 36, 72, 144],
 
 
 def convert_student(name: str, work: Path, *, calibration: int = 64, **kwargs) -> tuple[object, dict[str, Path]]:
-    """Build ``name`` and convert it to fp32 and int8 .tflite through edgekd.export."""
+    """Build ``name`` and convert it to fp32 and int8 .tflite through edgekd.host.export."""
     import torch
 
-    from edgekd.export.onnx_export import export_onnx
-    from edgekd.export.tflite import convert_onnx_to_tflite
-    from edgekd.models import create_model
+    from edgekd.host.export.onnx_export import export_onnx
+    from edgekd.host.export.tflite import convert_onnx_to_tflite
+    from edgekd.host.models import create_model
 
     torch.manual_seed(0)
     model = create_model(name, **kwargs).eval()
@@ -57,7 +57,7 @@ def convert_student(name: str, work: Path, *, calibration: int = 64, **kwargs) -
 
 
 def invoke_median_us(path: Path, threads: int, runs: int) -> float:
-    from edgekd.runtime.backends import tflite_interpreter_class
+    from edgekd.device.runtime.backends import tflite_interpreter_class
 
     interpreter = tflite_interpreter_class()(model_path=str(path), num_threads=threads)
     interpreter.allocate_tensors()
@@ -77,7 +77,7 @@ def agreement(model, files: dict[str, Path], windows: int = 32) -> dict[str, flo
     """fp32: max |logit - torch|; int8: top-1 agreement with torch (random inputs, untrained weights)."""
     import torch
 
-    from edgekd.runtime.backends import TFLiteBackend
+    from edgekd.device.runtime.backends import TFLiteBackend
 
     inputs = model.example_inputs(windows, seed=11)
     with torch.no_grad():
@@ -93,7 +93,7 @@ def agreement(model, files: dict[str, Path], windows: int = 32) -> dict[str, flo
 
 def sizes_and_ops(files: dict[str, Path]) -> dict[str, object]:
     """Bytes and op counts of the compacted files, and the fp32/int8 size ratio (the issue asks >= 3)."""
-    from edgekd.export.graph import tflite_ops
+    from edgekd.host.export.graph import tflite_ops
 
     row: dict[str, object] = {}
     for precision in ("fp32", "int8"):

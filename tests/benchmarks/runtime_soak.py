@@ -27,8 +27,8 @@ def rss_mb() -> float:
 
 def soak(bundle: str, drive_path: str, frames: int, *, target: str = "x86-ap", threads: int = 1,
          warmup: int = 2000, policy: str = "auto") -> dict:
-    from edgekd.runtime.engine import Runtime
-    from edgekd.runtime.replay import load_drive
+    from edgekd.device.runtime.engine import Runtime
+    from edgekd.device.runtime.replay import load_drive
 
     drive = load_drive(drive_path)
     runtime = Runtime.from_bundle(bundle, target, threads=threads, policy=policy)

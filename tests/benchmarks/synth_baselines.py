@@ -19,7 +19,7 @@ import numpy as np
 from scipy.optimize import minimize
 from scipy.special import log_softmax
 
-from edgekd.data.synth import SceneConfig, synthesize
+from edgekd.host.data.synth import SceneConfig, synthesize
 
 WINDOW, HORIZONS, BEAMS = 8, 4, 64
 

@@ -29,9 +29,9 @@ REPEATS = 200
 def bundle(tmp_path_factory):
     import torch
 
-    from edgekd.checkpoint import save_checkpoint
-    from edgekd.export import export_bundle
-    from edgekd.models import create_model
+    from edgekd.host.checkpoint import save_checkpoint
+    from edgekd.host.export import export_bundle
+    from edgekd.host.models import create_model
 
     torch.manual_seed(0)
     root = tmp_path_factory.mktemp("latency")
@@ -41,7 +41,7 @@ def bundle(tmp_path_factory):
         checkpoints.append(save_checkpoint(root / f"{name}.pt", create_model(model_name)))
     export_bundle(checkpoints, "rpi5", root / "data", root / "bundle", eval_windows=20, calibration_size=32,
                   allow_degraded=True)
-    from edgekd.bundle import open_bundle
+    from edgekd.device.bundle import open_bundle
 
     return open_bundle(root / "bundle")
 
@@ -60,12 +60,12 @@ def median_ms(backend, raw, repeats: int = REPEATS) -> float:
 # H5b measured why the conv students' int8 used to be ~2x slower: XNNPACK's int8 conv pads each kernel
 # tap's input channels to 8, so a 1- or 2-channel stem conv ran 4-7x slower in int8 than in float32
 # (~0.4 ms of the image student's ~0.46 ms gap). The model-side stem/normalisation changes (H3b) fixed it.
-# Size: compaction (edgekd.export.tflite_compact: no names, shared vectors/quantisation/option/tensor tables,
+# Size: compaction (edgekd.host.export.tflite_compact: no names, shared vectors/quantisation/option/tensor tables,
 # activations on buffer 0, onnx2tf's per-Split STRIDED_SLICEs merged back into one SPLIT / SPLIT_V),
 # per-tensor dense weights and the lean GRU (one Split for all input gates, r/z hidden biases folded into the
 # input projection, no per-step Reshape) give >= 3x for the conv students (3.14-3.23x). The LiDAR student
 # (25k params: ~27 KB int8 weights) reaches ~2.69x (2.78x before the int8-friendly logits layer of
-# edgekd.export.int8_rewrite added its per-channel 1x1 conv): its 11-step unroll still needs ~124 ops / ~180 tensors,
+# edgekd.host.export.int8_rewrite added its per-channel 1x1 conv): its 11-step unroll still needs ~124 ops / ~180 tensors,
 # ~10 KB of flatbuffer tables in the int8 file (~7.7 KB in fp32), plus 11 per-step int8 copies of recurrent
 # biases (each step's FC has its own input scale; fp32 shares one). Measured bound: deleting those copies
 # outright (not a valid model) would give 2.84-2.89x: 3x needs a GRU that is not unrolled. Open (issue 5).
@@ -75,7 +75,7 @@ SMALL_INT8 = pytest.mark.xfail(reason="LiDAR student: int8 ~2.7x smaller than fl
                                strict=False)
 SIZE_CASES = [pytest.param(s, marks=SMALL_INT8) if s == "lidar" else s for s in STUDENTS]
 # Radar and fusion were ~7% slower in int8: their 2-channel space-to-depth stem cost two int8 TRANSPOSEs.
-# The stem now transposes once, straight to channels-last patches (edgekd.models.blocks.SpaceToDepth), and
+# The stem now transposes once, straight to channels-last patches (edgekd.host.models.blocks.SpaceToDepth), and
 # int8 is 20-40% faster than float32 for both (tests/benchmarks/int8_vs_fp32.py).
 
 

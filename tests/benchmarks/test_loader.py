@@ -5,13 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edgekd.data import load_dataset
+from edgekd.host.data import load_dataset
 
 
 @pytest.fixture(scope="module")
 def small_dataset(tmp_path_factory):
     """A few hundred windows of the synthetic scenario at the default sizes (64x64 images)."""
-    from edgekd.data.store import synthesize_dataset
+    from edgekd.host.data.store import synthesize_dataset
 
     return synthesize_dataset(tmp_path_factory.mktemp("bench") / "ds", windows=300, seed=0)
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from edgekd.models import create_model
+from edgekd.host.models import create_model
 
 STUDENTS = ["image_student", "fusion_student", "radar_student", "lidar_student", "gps_baseline"]
 

@@ -20,8 +20,8 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parents[1] / "unit"))
 from test_firmware_bench_e2e import build_bundle  # noqa: E402
 
-from edgekd.bundle import open_bundle  # noqa: E402
-from edgekd.runtime.backends import dequantize, quantize  # noqa: E402
+from edgekd.device.bundle import open_bundle  # noqa: E402
+from edgekd.device.runtime.backends import dequantize, quantize  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -70,9 +70,9 @@ def test_end_to_end_int8_matches_onnx_fp32(benchmark, bundle, int8, window):
 
 
 def test_policy_step(benchmark):
-    from edgekd.runtime.hub import Health
-    from edgekd.runtime.policy import ModalityPolicy, PolicySettings
-    from edgekd.targets import load_target
+    from edgekd.device.runtime.hub import Health
+    from edgekd.device.runtime.policy import ModalityPolicy, PolicySettings
+    from edgekd.device.targets import load_target
 
     settings = PolicySettings.from_profile(load_target("x86-ap").policy)
     policy = ModalityPolicy(settings, {"image": ("image",), "radar": ("radar",), "lidar": ("lidar",)})

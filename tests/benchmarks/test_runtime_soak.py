@@ -37,8 +37,8 @@ def test_soak_memory_growth_under_5_mb(benchmark):
 
 
 def test_runtime_overhead_per_frame(benchmark):
-    from edgekd.runtime.engine import Runtime
-    from edgekd.runtime.replay import load_drive
+    from edgekd.device.runtime.engine import Runtime
+    from edgekd.device.runtime.replay import load_drive
 
     drive = load_drive(short_drive())
     runtime = Runtime.from_bundle(runtime_bundle(), "x86-ap", threads=1)

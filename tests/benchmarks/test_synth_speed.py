@@ -3,7 +3,7 @@
 The issue's target: 10,000 windows with every modality at default sizes in under
 60 s on the 2-core machine. Measure it with::
 
-    .venv/bin/python -c "import time; from edgekd.data.synth import SceneConfig, synthesize; \
+    .venv/bin/python -c "import time; from edgekd.host.data.synth import SceneConfig, synthesize; \
 t = time.perf_counter(); r = synthesize(SceneConfig(), windows=10_000, seed=0, progress=True); \
 print(f'{time.perf_counter() - t:.1f} s, {r.num_frames} frames')"
 """
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from edgekd.data.synth import SceneConfig, count_windows, synthesize
+from edgekd.host.data.synth import SceneConfig, count_windows, synthesize
 
 
 def test_synth_1000_windows_speed(benchmark):

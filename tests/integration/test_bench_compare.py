@@ -20,10 +20,10 @@ sys.path.insert(0, str(Path(__file__).parent))
 from test_export_support import cache_dir, env_flag, make_dataset, source_key, train_student  # noqa: E402
 
 from edgekd.cli import cli  # noqa: E402
-from edgekd.compare import (FORMATS, TEACHER, CompareSettings, compare_bundle, interleaved_loop,  # noqa: E402
+from edgekd.host.compare import (FORMATS, TEACHER, CompareSettings, compare_bundle, interleaved_loop,  # noqa: E402
                             rotation, Candidate)
-from edgekd.export import export_bundle  # noqa: E402
-from edgekd.io import atomic_write_json  # noqa: E402
+from edgekd.host.export import export_bundle  # noqa: E402
+from edgekd.device.io import atomic_write_json  # noqa: E402
 from firmware_bench.power import MeterOptions  # noqa: E402
 
 pytestmark = pytest.mark.slow
@@ -31,10 +31,10 @@ SIX = [TEACHER, "torch_fp32", "onnx_fp32", "onnx_int8_qdq", "tflite_fp32", "tfli
 
 
 def _export_key() -> str:
-    import edgekd.export
+    import edgekd.host.export
 
     digest = hashlib.sha256(source_key().encode())
-    for path in sorted(Path(edgekd.export.__file__).parent.glob("*.py")):
+    for path in sorted(Path(edgekd.host.export.__file__).parent.glob("*.py")):
         digest.update(path.read_bytes())
     return digest.hexdigest()
 

@@ -34,8 +34,8 @@ def _torchrun(args: list[str], tmp_path: Path, timeout: int = 240) -> subprocess
 
 @pytest.fixture(scope="module")
 def lidar_dataset(tmp_path_factory):
-    from edgekd.data import write_recording
-    from edgekd.data.synth import load_scene_config, synthesize
+    from edgekd.host.data import write_recording
+    from edgekd.host.data.synth import load_scene_config, synthesize
 
     recording = synthesize(load_scene_config(), windows=240, seed=1, image_size=32)
     return write_recording(tmp_path_factory.mktemp("synth") / "scene", recording)
@@ -46,7 +46,7 @@ def test_cli_train_under_torchrun_writes_once(lidar_dataset, tmp_path):
     _torchrun(["-m", "edgekd.cli", "train", "--model", "lidar_student", "--data", str(lidar_dataset),
                "--out", str(out), "--epochs", "2", "--batch-size", "8", "--threads", "1", "--no-progress"],
               tmp_path)
-    from edgekd.checkpoint import load_checkpoint
+    from edgekd.host.checkpoint import load_checkpoint
 
     ck = load_checkpoint(out, expect_model="lidar_student")
     lines = [json.loads(x) for x in out.with_suffix(".log.jsonl").read_text().splitlines()]
@@ -59,7 +59,7 @@ def test_cli_train_under_torchrun_writes_once(lidar_dataset, tmp_path):
 def test_two_ranks_match_one_process_at_double_batch(lidar_dataset, tmp_path):
     ddp_out = tmp_path / "ddp_weights.pt"
     _torchrun([str(HERE), str(lidar_dataset), str(ddp_out)], tmp_path)
-    from edgekd.distill import TrainConfig, train_model
+    from edgekd.host.distill import TrainConfig, train_model
 
     torch.set_num_threads(1)
     single, _ = train_model("lidar_student", lidar_dataset, TrainConfig(**{**EQUIVALENCE, "batch_size": 32}),
@@ -71,7 +71,7 @@ def test_two_ranks_match_one_process_at_double_batch(lidar_dataset, tmp_path):
 
 def _rank_main(data: str, out: str) -> None:
     """Run by torchrun: train with 2 ranks and save the final weights from rank 0."""
-    from edgekd.distill import TrainConfig, train_model
+    from edgekd.host.distill import TrainConfig, train_model
 
     model, _ = train_model("lidar_student", data, TrainConfig(**EQUIVALENCE), model_kwargs={"dropout": 0.0})
     if int(os.environ["RANK"]) == 0:

@@ -10,7 +10,7 @@ import torch
 from click.testing import CliRunner
 
 from edgekd.cli import cli
-from edgekd.demo import PROFILES, STAGES, DemoProfile, load_profile
+from edgekd.host.demo import PROFILES, STAGES, DemoProfile, load_profile
 
 torch.set_num_threads(1)
 PNG = b"\x89PNG\r\n\x1a\n"

@@ -7,8 +7,8 @@ import pytest
 from click.testing import CliRunner
 
 from edgekd.cli import cli
-from edgekd.data.drive import DEFAULT_PLAN
-from edgekd.runtime.replay import load_drive
+from edgekd.host.data.drive import DEFAULT_PLAN
+from edgekd.device.runtime.replay import load_drive
 
 pytestmark = pytest.mark.slow
 
@@ -71,7 +71,7 @@ def test_existing_output_needs_overwrite(drive_file):
 
 @pytest.mark.parametrize("key", ["track", "beams", "available_image"])
 def test_a_per_frame_array_of_the_wrong_length_is_named(drive_file, tmp_path, key):
-    from edgekd.errors import EdgekdError
+    from edgekd.device.errors import EdgekdError
 
     with np.load(drive_file, allow_pickle=False) as data:
         arrays = {k: data[k] for k in data.files}

@@ -19,13 +19,13 @@ from click.testing import CliRunner
 sys.path.insert(0, str(Path(__file__).parent))
 from test_export_support import make_dataset, train_student  # noqa: E402
 
-from edgekd.bundle import open_bundle, verify_bundle  # noqa: E402
+from edgekd.device.bundle import open_bundle, verify_bundle  # noqa: E402
 from edgekd.cli import cli  # noqa: E402
-from edgekd.errors import EdgekdError  # noqa: E402
-from edgekd.export import ParityGateError, export_bundle  # noqa: E402
-from edgekd.export.calibration import indices_digest  # noqa: E402
-from edgekd.export.onnx_export import export_onnx  # noqa: E402
-from edgekd.runtime.backends import tflite_float_ops  # noqa: E402
+from edgekd.device.errors import EdgekdError  # noqa: E402
+from edgekd.host.export import ParityGateError, export_bundle  # noqa: E402
+from edgekd.host.export.calibration import indices_digest  # noqa: E402
+from edgekd.host.export.onnx_export import export_onnx  # noqa: E402
+from edgekd.device.runtime.backends import tflite_float_ops  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -89,8 +89,8 @@ def test_bundle_contract_and_int8_is_really_int8(x86_bundle, workdir):
 
 
 def test_every_artifact_runs_through_the_loader_and_agrees_with_torch(x86_bundle, workdir):
-    from edgekd.checkpoint import load_checkpoint
-    from edgekd.data import load_dataset
+    from edgekd.host.checkpoint import load_checkpoint
+    from edgekd.host.data import load_dataset
 
     path, _ = x86_bundle
     bundle = open_bundle(path)
@@ -122,7 +122,7 @@ def test_existing_output_needs_overwrite_and_gate_failure_leaves_nothing(workdir
     # A budget below zero cannot be met: the gate must refuse, and no bundle may appear.
     from dataclasses import replace
 
-    from edgekd.targets import load_target
+    from edgekd.device.targets import load_target
 
     strict = replace(load_target("rpi4"), int8_max_top2_drop=-100.0)
     out = workdir / "b-strict"
@@ -138,7 +138,7 @@ def test_existing_output_needs_overwrite_and_gate_failure_leaves_nothing(workdir
 
 
 def test_constant_predictor_fails_the_gate(workdir):
-    from edgekd.checkpoint import load_checkpoint, save_checkpoint
+    from edgekd.host.checkpoint import load_checkpoint, save_checkpoint
 
     model = load_checkpoint(workdir / "lidar.pt").build()
     head_weight, head_bias = [p for _, p in model.named_parameters()][-2:]
@@ -156,7 +156,7 @@ def test_constant_predictor_fails_the_gate(workdir):
 def test_a_file_the_interpreter_rejects_is_a_conversion_error(workdir):
     # All-zero weights give zero quantisation ranges; whatever the converter makes of that must be
     # reported as a failed conversion (with its log), never crash the exporter or pass as a success.
-    from edgekd.checkpoint import load_checkpoint, save_checkpoint
+    from edgekd.host.checkpoint import load_checkpoint, save_checkpoint
 
     model = load_checkpoint(workdir / "lidar.pt").build()
     with torch.no_grad():

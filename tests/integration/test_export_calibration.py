@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edgekd.errors import EdgekdError
-from edgekd.export.calibration import draw_indices, indices_digest, load_recipe, stratum_keys
+from edgekd.device.errors import EdgekdError
+from edgekd.host.export.calibration import draw_indices, indices_digest, load_recipe, stratum_keys
 
 
 def test_balanced_draw_covers_every_stratum_before_repeating():

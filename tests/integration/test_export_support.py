@@ -22,7 +22,7 @@ NUM_BEAMS = 64
 
 def make_dataset(out: Path, *, drives: int = 14, frames_per_drive: int = 70, seed: int = 0,
                  image_size: int = 64, radar_shape: tuple[int, int] = (64, 32)) -> Path:
-    from edgekd.data import write_dataset
+    from edgekd.host.data import write_dataset
 
     rng = np.random.default_rng(seed)
     beams, drive_ids, lighting, weather = [], [], [], []
@@ -72,9 +72,9 @@ def train_student(model_name: str, data: Path, out: Path, *, epochs: int = 6, se
     """A few epochs of plain cross-entropy on the train split; saves an edgekd checkpoint."""
     import torch
 
-    from edgekd.checkpoint import save_checkpoint
-    from edgekd.data import load_dataset
-    from edgekd.models import create_model
+    from edgekd.host.checkpoint import save_checkpoint
+    from edgekd.host.data import load_dataset
+    from edgekd.host.models import create_model
 
     torch.manual_seed(seed)
     torch.set_num_threads(1)
@@ -113,7 +113,7 @@ def source_key() -> str:
 
     root = Path(edgekd.__file__).parent
     digest = hashlib.sha256()
-    for path in sorted([*root.glob("models/*.py"), root / "data" / "store.py", Path(__file__)]):
+    for path in sorted([*root.glob("host/models/*.py"), root / "host" / "data" / "store.py", Path(__file__)]):
         digest.update(path.read_bytes())
     return digest.hexdigest()
 

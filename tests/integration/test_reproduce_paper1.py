@@ -15,7 +15,7 @@ import torch
 from click.testing import CliRunner
 
 from edgekd.cli import cli
-from edgekd.reproduce import paper1
+from edgekd.host.reproduce import paper1
 
 pytestmark = pytest.mark.slow
 torch.set_num_threads(1)
@@ -124,7 +124,7 @@ def test_rerun_skips_finished_runs(finished, tiny_config):
 def test_interrupted_run_resumes(finished, tiny_config, tmp_path):
     import shutil
 
-    from edgekd.checkpoint import load_checkpoint
+    from edgekd.host.checkpoint import load_checkpoint
 
     out = tmp_path / "copy"
     shutil.copytree(finished[0], out)
@@ -173,7 +173,7 @@ def test_config_typo_and_bad_values_exit_2(tmp_path):
 def test_dataset_without_radar_exits_2(tmp_path):
     import numpy as np
 
-    from edgekd.data import write_dataset
+    from edgekd.host.data import write_dataset
 
     data = tmp_path / "image_only"
     rng = np.random.default_rng(0)

@@ -10,8 +10,8 @@ import torch
 from click.testing import CliRunner
 
 from edgekd.cli import cli
-from edgekd.data import read_meta
-from edgekd.reproduce.paper2 import PROFILES, aggregate, load_profile
+from edgekd.host.data import read_meta
+from edgekd.host.reproduce.paper2 import PROFILES, aggregate, load_profile
 
 torch.set_num_threads(1)
 
@@ -79,7 +79,7 @@ def test_profiles_load_and_reject_unknown_keys(tmp_path):
     assert load_profile("quick", seeds=5).seeds == 5
     bad = tmp_path / "p.yaml"
     bad.write_text("generator_step: 3\n")
-    from edgekd.errors import EdgekdError
+    from edgekd.device.errors import EdgekdError
 
     with pytest.raises(EdgekdError, match="generator_step"):
         load_profile("quick", bad)

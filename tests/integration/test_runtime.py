@@ -15,9 +15,9 @@ sys.path.insert(0, str(Path(__file__).parent))
 from test_runtime_support import runtime_bundle, short_drive  # noqa: E402
 
 from edgekd.cli import cli  # noqa: E402
-from edgekd.errors import EdgekdError  # noqa: E402
-from edgekd.runtime.engine import Runtime  # noqa: E402
-from edgekd.runtime.replay import load_drive, replay, scored_frames, summarize  # noqa: E402
+from edgekd.device.errors import EdgekdError  # noqa: E402
+from edgekd.device.runtime.engine import Runtime  # noqa: E402
+from edgekd.device.runtime.replay import load_drive, replay, scored_frames, summarize  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -47,7 +47,7 @@ def feed(runtime, frames, t0=0.0, skip=()):
 
 
 def some_frames(bundle, runtime):
-    from edgekd.bundle import open_bundle
+    from edgekd.device.bundle import open_bundle
 
     b = open_bundle(bundle, verify=False)
     frames = {}
@@ -217,8 +217,8 @@ def test_cli_refuses_a_tampered_bundle(bundle, tmp_path):
 def test_replay_in_a_fresh_process_loads_no_torch_or_tensorflow(bundle):
     code = (
         "import sys, json\n"
-        "from edgekd.runtime.engine import Runtime\n"
-        "from edgekd.runtime.replay import load_drive, replay\n"
+        "from edgekd.device.runtime.engine import Runtime\n"
+        "from edgekd.device.runtime.replay import load_drive, replay\n"
         f"rt = Runtime.from_bundle({str(bundle)!r}, 'x86-ap', threads=1)\n"
         f"r = replay(rt, load_drive({str(short_drive())!r}), keep_records=False)\n"
         f"rt2 = Runtime.from_bundle({str(bundle)!r}, 'rpi5', threads=1)\n"

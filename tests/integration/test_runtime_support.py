@@ -28,7 +28,7 @@ def runtime_bundle() -> Path:
         return bundle
     import torch
 
-    from edgekd.export import export_bundle
+    from edgekd.host.export import export_bundle
 
     torch.set_num_threads(1)
     work = root.with_name(root.name + ".partial")
@@ -47,8 +47,8 @@ def short_drive(minutes: float = 0.8, seed: int = 3) -> Path:
     """A real drive from the simulator (every segment of the default plan, a few seconds each)."""
     import hashlib
 
-    import edgekd.data.drive as drive_mod
-    import edgekd.data.synth as synth_mod
+    import edgekd.host.data.drive as drive_mod
+    import edgekd.host.data.synth as synth_mod
 
     # keyed on the whole recorder and simulator source: a change anywhere in them records a new drive
     source = hashlib.sha256(Path(drive_mod.__file__).read_bytes() + Path(synth_mod.__file__).read_bytes()).hexdigest()

@@ -79,7 +79,7 @@ def _runtime_env() -> Path:
 
 @pytest.fixture(scope="module")
 def bundle(tmp_path_factory):
-    from edgekd.export import export_bundle
+    from edgekd.host.export import export_bundle
 
     root = tmp_path_factory.mktemp("tflrt")
     make_dataset(root / "data")
@@ -91,7 +91,7 @@ def bundle(tmp_path_factory):
 
 
 def test_int8_files_give_the_same_predictions_under_tflite_runtime_2_14(bundle, tmp_path):
-    from edgekd.bundle import open_bundle
+    from edgekd.device.bundle import open_bundle
 
     python = _runtime_env()
     opened = open_bundle(bundle)

@@ -9,9 +9,9 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from edgekd.checkpoint import load_checkpoint
+from edgekd.host.checkpoint import load_checkpoint
 from edgekd.cli import cli
-from edgekd.data import write_dataset
+from edgekd.host.data import write_dataset
 
 pytestmark = pytest.mark.slow
 torch.set_num_threads(1)
@@ -27,8 +27,8 @@ def invoke(*args: str, code: int = 0):
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
-    from edgekd.data import write_recording
-    from edgekd.data.synth import load_scene_config, synthesize
+    from edgekd.host.data import write_recording
+    from edgekd.host.data.synth import load_scene_config, synthesize
 
     recording = synthesize(load_scene_config(), windows=240, seed=0, image_size=32)
     return write_recording(tmp_path_factory.mktemp("synth") / "scene", recording)

@@ -8,9 +8,9 @@ import sys
 import numpy as np
 import pytest
 
-from edgekd.errors import EdgekdError
-from edgekd.io import sha256_file
-from edgekd.runtime.backends import (OrtBackend, QuantSpec, TFLiteBackend, dequantize, open_artifact, quantize,
+from edgekd.device.errors import EdgekdError
+from edgekd.device.io import sha256_file
+from edgekd.device.runtime.backends import (OrtBackend, QuantSpec, TFLiteBackend, dequantize, open_artifact, quantize,
                                      tflite_float_ops, tflite_interpreter_class, tflite_op_counts)
 
 WEIGHTS = np.linspace(-1, 1, 6 * 4, dtype=np.float32).reshape(6, 4)
@@ -149,7 +149,7 @@ def test_ort_backend_on_a_real_onnx_graph(tmp_path):
 
 
 def test_device_side_modules_import_neither_torch_nor_tensorflow():
-    code = ("import sys, edgekd.runtime.backends, edgekd.bundle, edgekd.targets, edgekd.cli; "
+    code = ("import sys, edgekd.device.runtime.backends, edgekd.device.bundle, edgekd.device.targets, edgekd.cli; "
             "bad = [m for m in ('torch', 'tensorflow', 'onnx2tf') if m in sys.modules]; "
             "assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -20,10 +20,10 @@ from click.testing import CliRunner
 sys.path.insert(0, str(Path(__file__).parent))
 from test_firmware_bench_e2e import build_bundle  # noqa: E402
 
-from edgekd.bench import settings_from_target  # noqa: E402
+from edgekd.device.bench import settings_from_target  # noqa: E402
 from edgekd.cli import cli  # noqa: E402
-from edgekd.errors import EdgekdError  # noqa: E402
-from edgekd.targets import list_targets, load_target  # noqa: E402
+from edgekd.device.errors import EdgekdError  # noqa: E402
+from edgekd.device.targets import list_targets, load_target  # noqa: E402
 from firmware_bench.power import PowerModel  # noqa: E402
 
 QUICK = ["--runs", "12", "--warmup", "1", "--idle-seconds", "0", "--no-op-profile"]
@@ -123,7 +123,7 @@ def test_user_errors_exit_2(bundle, args, message):
 def test_help_lists_every_option_with_help():
     result = invoke("--help")
     assert result.exit_code == 0
-    from edgekd.bench import bench
+    from edgekd.device.bench import bench
 
     for param in bench.params:
         if isinstance(param, click.Option):

@@ -8,11 +8,11 @@ import json
 import pytest
 from click.testing import CliRunner
 
-from edgekd.bundle import manifest_problems, open_bundle, read_manifest, verify_bundle
+from edgekd.device.bundle import manifest_problems, open_bundle, read_manifest, verify_bundle
 from edgekd.cli import cli
-from edgekd.errors import EdgekdError
-from edgekd.io import sha256_file
-from edgekd.targets import load_target
+from edgekd.device.errors import EdgekdError
+from edgekd.device.io import sha256_file
+from edgekd.device.targets import load_target
 
 ACCURACY = {"top1": [0.5] * 4, "top2": [0.7] * 4, "top5": [0.9] * 4, "top2_mean": 0.7, "dba": 0.8, "n": 10}
 

@@ -10,10 +10,10 @@ import pytest
 from click.testing import CliRunner
 
 from edgekd.cli import cli
-from edgekd.config import config_from_dict, load_config, override
-from edgekd.errors import EdgekdError
-from edgekd.io import atomic_directory, atomic_write_json, sha256_file
-from edgekd.registry import Registry
+from edgekd.device.config import config_from_dict, load_config, override
+from edgekd.device.errors import EdgekdError
+from edgekd.device.io import atomic_directory, atomic_write_json, sha256_file
+from edgekd.device.registry import Registry
 
 
 @dataclasses.dataclass

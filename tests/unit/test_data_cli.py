@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from edgekd.cli import cli
-from edgekd.data.cli import data as data_group
+from edgekd.host.data.cli import data as data_group
 from test_deepsense import build_scenario  # the fabricated DeepSense folder (tests/unit is on sys.path)
 
 
@@ -133,7 +133,7 @@ def test_import_overwrite(scenario, imported, tmp_path):
     assert np.load(out / "frames/lidar.npy").shape[1] == 216
 
 
-# ----------------------------------------------------------------------------- synth (the simulator of edgekd.data.synth)
+# ----------------------------------------------------------------------------- synth (the simulator of edgekd.host.data.synth)
 
 SMALL = ("--windows", "40", "--image-size", "16", "--no-progress")
 
@@ -148,7 +148,7 @@ def synthetic(tmp_path_factory):
 
 
 def test_synth_dataset_follows_the_contract(synthetic):
-    from edgekd.data import load_dataset
+    from edgekd.host.data import load_dataset
 
     meta = json.loads((synthetic / "meta.json").read_text())
     assert meta["source"] == "synthetic" and meta["seed"] == 3 and meta["requested_windows"] == 40

@@ -12,8 +12,8 @@ import pytest
 import scipy.io
 from PIL import Image
 
-from edgekd.data import load_dataset
-from edgekd.data.deepsense import (
+from edgekd.host.data import load_dataset
+from edgekd.host.data.deepsense import (
     EARTH_RADIUS_M,
     ImportConfig,
     import_deepsense,
@@ -21,7 +21,7 @@ from edgekd.data.deepsense import (
     parse_time_of_day,
     read_ply_points,
 )
-from edgekd.errors import EdgekdError
+from edgekd.device.errors import EdgekdError
 
 BS_LATLON = (33.42, -111.93)
 ALL_PARTS = ("rgb", "radar", "lidar_scr", "ply", "power", "beam", "loc")
@@ -257,7 +257,7 @@ def test_geodesy_and_time_helpers():
 
 
 def test_import_every_modality_like_the_synthetic_path(tmp_path):
-    from edgekd.data import camera, lidar, radar
+    from edgekd.host.data import camera, lidar, radar
 
     root = tmp_path / "scenario9"
     build_scenario(root, parts=("rgb", "radar", "ply", "power", "beam", "loc"), seq_lengths=(12, 13, 12))

@@ -2,7 +2,7 @@
 
 import torch
 
-from edgekd.export.onnx_export import LOGIT_FLOOR, DeployedLogits
+from edgekd.host.export.onnx_export import LOGIT_FLOOR, DeployedLogits
 
 
 class Fixed(torch.nn.Module):

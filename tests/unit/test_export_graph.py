@@ -1,6 +1,6 @@
 """lean_graph_notes: an unrolled GRU's expected slices are told apart from per-step indexing worth removing."""
 
-from edgekd.export.graph import lean_graph_notes, movement_share
+from edgekd.host.export.graph import lean_graph_notes, movement_share
 
 
 def test_strided_slices_of_the_split_gru_are_expected():

@@ -16,10 +16,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgekd.bundle import read_manifest
-from edgekd.errors import EdgekdError
-from edgekd.io import atomic_write_json, sha256_file
-from edgekd.runtime.backends import open_artifact, tflite_op_counts
+from edgekd.device.bundle import read_manifest
+from edgekd.device.errors import EdgekdError
+from edgekd.device.io import atomic_write_json, sha256_file
+from edgekd.device.runtime.backends import open_artifact, tflite_op_counts
 from firmware_bench import run_benchmark
 from firmware_bench.power import MeterOptions
 from firmware_bench.report import CSV_NAME, JSON_NAME, to_text

@@ -11,11 +11,11 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from edgekd.errors import EdgekdError
-from edgekd.export.int8_rewrite import (MARGIN, PointwiseLogits, check_same_deployed, classifier_inputs, final_linear,
+from edgekd.device.errors import EdgekdError
+from edgekd.host.export.int8_rewrite import (MARGIN, PointwiseLogits, check_same_deployed, classifier_inputs, final_linear,
                                         fit_row_max, int8_friendly_logits)
-from edgekd.export.onnx_export import DeployedLogits
-from edgekd.models import create_model
+from edgekd.host.export.onnx_export import DeployedLogits
+from edgekd.host.models import create_model
 
 torch.set_num_threads(1)
 FLOOR = 8.0

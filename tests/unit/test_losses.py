@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from edgekd.distill import losses as L
+from edgekd.host.distill import losses as L
 
 torch.set_num_threads(1)
 

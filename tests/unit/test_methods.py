@@ -8,11 +8,11 @@ import pytest
 import torch
 from torch import nn
 
-from edgekd.distill import KD_METHODS, TrainConfig, build_distiller, register_method
-from edgekd.distill.losses import kl_div_loss
-from edgekd.distill.methods import Distiller, ema_multi_avg_fn
-from edgekd.errors import EdgekdError
-from edgekd.models.base import BeamModel
+from edgekd.host.distill import KD_METHODS, TrainConfig, build_distiller, register_method
+from edgekd.host.distill.losses import kl_div_loss
+from edgekd.host.distill.methods import Distiller, ema_multi_avg_fn
+from edgekd.device.errors import EdgekdError
+from edgekd.host.models.base import BeamModel
 
 torch.set_num_threads(1)
 
@@ -143,7 +143,7 @@ def test_relation_on_embedding_reaches_the_encoder_only(method):
 
 
 def test_relation_feature_typo_fails_before_training():
-    from edgekd.distill.api import _build
+    from edgekd.host.distill.api import _build
 
     student, teacher = models()
     with pytest.raises(KeyError, match="no feature 'embeding'"):
@@ -259,7 +259,7 @@ def test_horizon_weights_only_where_they_mean_something():
 @pytest.mark.parametrize("method", ["kd", "mse", "rkd", "rkd-park", "fitnet", "self"])
 def test_cached_teacher_features_give_the_same_loss(method):
     """A batch with ``index`` reads the precomputed teacher features: same loss and gradients as live."""
-    from edgekd.distill.trainer import teacher_cache
+    from edgekd.host.distill.trainer import teacher_cache
 
     student, teacher = models()
     if method == "self":
@@ -290,7 +290,7 @@ def test_cached_teacher_features_give_the_same_loss(method):
 
 
 def test_teacher_cache_must_hold_the_features_the_method_reads():
-    from edgekd.distill.methods import TeacherCache
+    from edgekd.host.distill.methods import TeacherCache
 
     student, teacher = models()
     distiller = build_distiller("rkd", student, teacher, TrainConfig())
@@ -302,8 +302,8 @@ def test_teacher_cache_must_hold_the_features_the_method_reads():
 
 def test_monitor_score_is_lower_is_better():
     """The best epoch is the lowest score: the loss itself, or the negated top-k mean."""
-    from edgekd.distill.config import load_train_config
-    from edgekd.distill.trainer import monitor_score
+    from edgekd.host.distill.config import load_train_config
+    from edgekd.host.distill.trainer import monitor_score
 
     val = {"loss": 3.9, "top2_mean": 0.09, "top1_mean": 0.05}
     assert monitor_score(val, "loss") == pytest.approx(3.9)

@@ -1,4 +1,4 @@
-"""Golden-value tests of edgekd.metrics on hand-checked arrays."""
+"""Golden-value tests of edgekd.device.metrics on hand-checked arrays."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edgekd.errors import EdgekdError
-from edgekd.metrics import (Table2Row, count_macs, count_params, dba_score, evaluate_predictions,
+from edgekd.device.errors import EdgekdError
+from edgekd.device.metrics import (Table2Row, count_macs, count_params, dba_score, evaluate_predictions,
                             format_table2, topk_accuracy)
 
 torch.set_num_threads(1)

@@ -13,7 +13,7 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from edgekd.models import create_model, list_models, model_arguments
+from edgekd.host.models import create_model, list_models, model_arguments
 
 torch.set_num_threads(1)
 SMALL = {"image_size": 32, "radar_shape": [32, 16]}

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from edgekd.models import UnrolledGRU
+from edgekd.host.models import UnrolledGRU
 
 torch.set_num_threads(1)
 

@@ -9,9 +9,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from edgekd.errors import EdgekdError
-from edgekd.metrics import count_params
-from edgekd.models import BeamModel, create_model, list_models, model_arguments
+from edgekd.device.errors import EdgekdError
+from edgekd.device.metrics import count_params
+from edgekd.host.models import BeamModel, create_model, list_models, model_arguments
 
 torch.set_num_threads(1)
 
@@ -187,7 +187,7 @@ def test_paper_layout_students_within_3_percent(name: str, paper: float) -> None
 
 @pytest.mark.parametrize("size, pools, grid", [(224, 5, 7), (64, 3, 8), (32, 2, 8), (128, 4, 8), (96, 4, 6)])
 def test_teacher_pools_to_about_7x7(size: int, pools: int, grid: int) -> None:
-    from edgekd.models.image import pooling_stages
+    from edgekd.host.models.image import pooling_stages
 
     assert pooling_stages(size, 7, 5) == pools
     encoder = create_model("image_teacher", image_size=size).encoder
@@ -206,7 +206,7 @@ def test_teacher_final_grid_none_is_the_always_pool_layout() -> None:
 @pytest.mark.parametrize("shape, strided, grid", [((128, 64), 4, (8, 4)), ((64, 32), 3, (8, 4)),
                                                   ((32, 16), 2, (8, 4))])
 def test_radar_teacher_strides_to_the_paper_grid(shape: tuple, strided: int, grid: tuple) -> None:
-    from edgekd.models.radar import strided_stages
+    from edgekd.host.models.radar import strided_stages
 
     assert strided_stages(shape, (8, 4), 4) == strided
     encoder = create_model("radar_teacher", radar_shape=list(shape)).encoder
@@ -219,14 +219,14 @@ def test_radar_teacher_strides_to_the_paper_grid(shape: tuple, strided: int, gri
 
 @pytest.mark.parametrize("channels, block", [(1, 8), (2, 4), (3, 2)])
 def test_space_to_depth_is_pixel_unshuffle(channels: int, block: int) -> None:
-    from edgekd.models.blocks import SpaceToDepth
+    from edgekd.host.models.blocks import SpaceToDepth
 
     x = torch.randn(3, channels, 16, 8)
     assert torch.equal(SpaceToDepth(block, channels, 16, 8)(x), F.pixel_unshuffle(x, block))
 
 
 def test_patch_stem_equals_a_strided_patch_convolution() -> None:
-    from edgekd.models.blocks import patch_stem
+    from edgekd.host.models.blocks import patch_stem
 
     torch.manual_seed(0)
     stem = patch_stem(2, 12, patch=4, size=(16, 8)).eval()
@@ -240,7 +240,7 @@ def test_patch_stem_equals_a_strided_patch_convolution() -> None:
 
 
 def test_sequence_batch_norm_normalises_over_batch_and_steps() -> None:
-    from edgekd.models.blocks import SequenceBatchNorm
+    from edgekd.host.models.blocks import SequenceBatchNorm
 
     norm = SequenceBatchNorm(5).train()
     seq = 3 + 2 * torch.randn(4, 6, 5)

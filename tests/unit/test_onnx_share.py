@@ -5,7 +5,7 @@ import onnx
 import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 
-from edgekd.export.onnx_export import share_identical_initializers
+from edgekd.host.export.onnx_export import share_identical_initializers
 
 
 def two_matmuls_with_copied_weights() -> onnx.ModelProto:

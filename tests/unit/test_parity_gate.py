@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from edgekd.export.parity import parity_gate
+from edgekd.host.export.parity import parity_gate
 
 
 def logits_hitting(beams: np.ndarray, hits: int, rng: np.random.Generator) -> np.ndarray:

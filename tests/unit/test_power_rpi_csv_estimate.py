@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgekd.errors import EdgekdError
+from edgekd.device.errors import EdgekdError
 from firmware_bench.power import (MeterOptions, PowerModel, choose_reader, integrate_power, parse_meter_spec,
                                   parse_power_model)
 from firmware_bench.power.csvlog import CsvLogReader, parse_power_log

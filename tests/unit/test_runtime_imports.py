@@ -16,9 +16,9 @@ def loaded_after(code: str) -> list[str]:
 
 
 def test_importing_every_runtime_module_pulls_no_torch_or_tensorflow():
-    assert loaded_after("import edgekd.runtime, edgekd.runtime.hub, edgekd.runtime.policy, "
-                        "edgekd.runtime.engine, edgekd.runtime.replay, edgekd.runtime.cli, edgekd.bundle, "
-                        "edgekd.targets") == []
+    assert loaded_after("import edgekd.device.runtime, edgekd.device.runtime.hub, edgekd.device.runtime.policy, "
+                        "edgekd.device.runtime.engine, edgekd.device.runtime.replay, edgekd.device.runtime.cli, edgekd.device.bundle, "
+                        "edgekd.device.targets") == []
 
 
 def test_the_run_command_resolves_without_heavy_imports():

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edgekd.errors import EdgekdError
-from edgekd.runtime.engine import _artifact_kind, _parse_policy, top_k
-from edgekd.runtime.replay import switch_kind
-from edgekd.targets import load_target
+from edgekd.device.errors import EdgekdError
+from edgekd.device.runtime.engine import _artifact_kind, _parse_policy, top_k
+from edgekd.device.runtime.replay import switch_kind
+from edgekd.device.targets import load_target
 
 
 def test_top_k_matches_a_plain_softmax_ranking():
@@ -46,7 +46,7 @@ def test_switch_kinds():
 
 
 def test_rolling_hit_rate_counts_scored_frames_in_the_last_span():
-    from edgekd.runtime.replay import rolling_hit_rate
+    from edgekd.device.runtime.replay import rolling_hit_rate
 
     t = np.arange(6, dtype=float)                       # one frame per second
     hit = np.array([1, 0, 1, 1, 0, 0], dtype=bool)
@@ -57,8 +57,8 @@ def test_rolling_hit_rate_counts_scored_frames_in_the_last_span():
 
 
 def test_track_positions_and_labels_never_cross_a_track_end():
-    from edgekd.data.drive import track_labels
-    from edgekd.runtime.replay import track_position
+    from edgekd.host.data.drive import track_labels
+    from edgekd.device.runtime.replay import track_position
 
     track = np.array([0, 0, 0, 1, 1, 2, 2, 2, 2])
     assert track_position(track).tolist() == [0, 1, 2, 0, 1, 0, 1, 2, 3]

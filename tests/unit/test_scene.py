@@ -7,8 +7,8 @@ import dataclasses
 import numpy as np
 import pytest
 
-from edgekd.config import config_from_dict
-from edgekd.data.channel import (
+from edgekd.device.config import config_from_dict
+from edgekd.host.data.channel import (
     ArrayConfig,
     ChannelConfig,
     array_response,
@@ -21,8 +21,8 @@ from edgekd.data.channel import (
     segment_box_crossing,
     user_paths,
 )
-from edgekd.data.scene import DriveTruth, StreetConfig, simulate_pass
-from edgekd.data.synth import (
+from edgekd.host.data.scene import DriveTruth, StreetConfig, simulate_pass
+from edgekd.host.data.synth import (
     Schedule,
     ScheduleSegment,
     SceneConfig,
@@ -32,7 +32,7 @@ from edgekd.data.synth import (
     simulate_drive,
     synthesize,
 )
-from edgekd.errors import EdgekdError
+from edgekd.device.errors import EdgekdError
 
 ARRAY = ArrayConfig()
 STREET = StreetConfig()
@@ -252,7 +252,7 @@ def test_custom_truth_roundtrip():
 def test_sensor_frames_and_labels_describe_the_same_instant():
     """The receiver unit's angle in the LiDAR scan of frame f gives the beam of frame f (LOS clear),
     not the beam of frame f - 1 or f + 1: labels and sensor frames are not shifted in time."""
-    from edgekd.data.lidar import bin_edges
+    from edgekd.host.data.lidar import bin_edges
 
     cfg = SceneConfig()
     rec = synthesize(cfg, windows=150, seed=0, image_size=32)

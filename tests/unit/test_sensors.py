@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edgekd.data import lidar as lidar_mod
-from edgekd.data.camera import CameraConfig, preprocess_image, projection, render_images
-from edgekd.data.gps import GpsConfig, render_gps
-from edgekd.data.lidar import LidarConfig, cast_rays, points_to_bins, render_lidar, scene_to_sensor
-from edgekd.data.radar import (
+from edgekd.host.data import lidar as lidar_mod
+from edgekd.host.data.camera import CameraConfig, preprocess_image, projection, render_images
+from edgekd.host.data.gps import GpsConfig, render_gps
+from edgekd.host.data.lidar import LidarConfig, cast_rays, points_to_bins, render_lidar, scene_to_sensor
+from edgekd.host.data.radar import (
     RadarConfig,
     angle_bin_of,
     complex_gaussian,
@@ -18,9 +18,9 @@ from edgekd.data.radar import (
     render_radar,
     synthesize_cube,
 )
-from edgekd.data.scene import DriveTruth, StreetConfig
-from edgekd.data.synth import Schedule, ScheduleSegment, SceneConfig, simulate_drive, synthesize
-from edgekd.errors import EdgekdError
+from edgekd.host.data.scene import DriveTruth, StreetConfig
+from edgekd.host.data.synth import Schedule, ScheduleSegment, SceneConfig, simulate_drive, synthesize
+from edgekd.device.errors import EdgekdError
 
 STREET = StreetConfig()
 
@@ -240,7 +240,7 @@ def test_receiver_corner_reflector_is_the_strongest_radar_return():
     # Hidden behind a bus taller than the unit, it fades under the occlusion loss.
     hidden = with_unit(truth_of([(0.0, 1, 4.5, 1.5, 8.0), (0.0, 0, 11.0, 3.5, 8.0)], frames=20))
     no_unit = truth_of([(0.0, 1, 4.5, 1.5, 8.0), (0.0, 0, 11.0, 3.5, 8.0)], frames=20)
-    from edgekd.data.radar import receiver_target
+    from edgekd.host.data.radar import receiver_target
     amp_hidden = np.abs(receiver_target(hidden, cfg, np.random.default_rng(0))[3])
     amp_clear = np.abs(receiver_target(with_unit(truth_of([(0.0, 1, 4.5, 1.5, 8.0)], frames=20)), cfg,
                                        np.random.default_rng(0))[3])

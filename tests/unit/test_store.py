@@ -12,15 +12,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edgekd.data import MODALITIES, load_dataset, verify_dataset, write_dataset
-from edgekd.data.store import (
+from edgekd.host.data import MODALITIES, load_dataset, verify_dataset, write_dataset
+from edgekd.host.data.store import (
     DATASET_FORMAT,
     normalise_split,
     split_drives,
     summarize_dataset,
     window_starts,
 )
-from edgekd.errors import EdgekdError
+from edgekd.device.errors import EdgekdError
 
 T, H = 8, 4
 
@@ -293,7 +293,7 @@ def test_summary(dataset):
 
 
 def test_loader_imports_no_torch(dataset):
-    code = ("import sys; from edgekd.data import load_dataset; "
+    code = ("import sys; from edgekd.host.data import load_dataset; "
             f"ds = load_dataset({str(dataset)!r}, 'train'); ds.batch([0, 1]); ds.conditions; "
             "assert 'torch' not in sys.modules and 'tensorflow' not in sys.modules, 'heavy import'")
     subprocess.run([sys.executable, "-c", code], check=True)

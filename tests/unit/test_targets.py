@@ -10,8 +10,8 @@ import yaml
 from click.testing import CliRunner
 
 from edgekd.cli import cli
-from edgekd.errors import EdgekdError
-from edgekd.targets import ENV_TARGETS_DIR, list_targets, load_target, targets_dir
+from edgekd.device.errors import EdgekdError
+from edgekd.device.targets import ENV_TARGETS_DIR, list_targets, load_target, targets_dir
 
 
 def test_shipped_profiles_load_and_have_the_board_facts():

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edgekd.export.tflite_compact import compact_tflite, read_model, tflite_size_breakdown
-from edgekd.runtime.backends import TFLiteBackend, tflite_op_counts
+from edgekd.host.export.tflite_compact import compact_tflite, read_model, tflite_size_breakdown
+from edgekd.device.runtime.backends import TFLiteBackend, tflite_op_counts
 
 tf = pytest.importorskip("tensorflow")
 
@@ -127,7 +127,7 @@ def test_unused_buffers_are_dropped_and_indices_stay_valid(converted):
     model = read_model(converted["fp32"].read_bytes())
     model.buffers.append(type(model.buffers[0])())          # an orphan buffer
     model.buffers[-1].data = np.arange(64, dtype=np.uint8)
-    from edgekd.export.tflite_compact import write_model
+    from edgekd.host.export.tflite_compact import write_model
 
     blob = write_model(model)
     compact = read_model(compact_tflite(blob))

@@ -8,13 +8,13 @@ import numpy as np
 import pytest
 import torch
 
-from edgekd.checkpoint import load_checkpoint, save_checkpoint
-from edgekd.data import load_dataset, write_dataset
-from edgekd.distill import TrainConfig, load_train_config
-from edgekd.distill.api import add_teacher_stats, distill_model, evaluate_checkpoint, train_model
-from edgekd.distill.trainer import Trainer, batch_slices, epoch_permutation, train_indices
-from edgekd.errors import EdgekdError
-from edgekd.models import create_model
+from edgekd.host.checkpoint import load_checkpoint, save_checkpoint
+from edgekd.host.data import load_dataset, write_dataset
+from edgekd.host.distill import TrainConfig, load_train_config
+from edgekd.host.distill.api import add_teacher_stats, distill_model, evaluate_checkpoint, train_model
+from edgekd.host.distill.trainer import Trainer, batch_slices, epoch_permutation, train_indices
+from edgekd.device.errors import EdgekdError
+from edgekd.host.models import create_model
 
 torch.set_num_threads(1)
 
@@ -221,7 +221,7 @@ def test_user_errors(lidar_data, gps_only_data, teacher_ckpt, tmp_path):
 
 
 def test_example_configs_load_and_match_the_paper():
-    from edgekd.distill.config import example_configs
+    from edgekd.host.distill.config import example_configs
 
     configs = {name: load_train_config(path) for name, path in example_configs().items()}
     assert {"teacher", "image_student_kd", "image_student_rkd", "fusion_student_kd", "self_kd"} <= set(configs)

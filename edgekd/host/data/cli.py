@@ -1,0 +1,195 @@
+"""``edgekd data``: synthesise, import and inspect datasets (thin over edgekd.host.data)."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import click
+
+from edgekd.device.errors import EdgekdError
+
+SPLIT_HELP = "Train/val/test fractions of the drives, in order of drive id: 0.7,0.15,0.15 (or train,test: 0.8,0.2)."
+
+
+def _positive(value: int | None, option: str, hint: str) -> None:
+    if value is not None and value <= 0:
+        raise EdgekdError(f"must be a positive integer, got {value}", field=option, fix=hint)
+
+
+@click.group("data")
+def data() -> None:
+    """Synthesise, import and inspect datasets.
+
+    A dataset directory holds meta.json, every frame once per drive
+    (frames/<modality>.npy, memory-mapped) and the windows of each split as
+    index arrays (splits/<split>.npy).
+    """
+
+
+@data.command("synth", short_help="Simulate the synthetic scenario into a dataset.")
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="Dataset directory to create.")
+@click.option("--windows", type=int, default=10_000, show_default=True,
+              help="Windows (T observed frames + future labels) to simulate; whole drives, so a few more may come.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Random seed; same seed, byte-identical arrays.")
+@click.option("--image-size", type=int, default=64, show_default=True, help="Camera image side in pixels (paper: 224).")
+@click.option("--config", "config_path", type=click.Path(path_type=Path), default=None,
+              help="Scene YAML (keys of edgekd.host.data.synth.SceneConfig) [default: the embedded scenario].")
+@click.option("--split", default="0.7,0.15,0.15", show_default=True, help=SPLIT_HELP)
+@click.option("--overwrite", is_flag=True, help="Replace --out if it is an existing dataset.")
+@click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar.")
+def synth(out: Path, windows: int, seed: int, image_size: int, config_path: Path | None, split: str,
+          overwrite: bool, progress: bool) -> None:
+    """Simulate the synthetic V2I scenario and store it as a dataset."""
+    from edgekd.host.data.store import synthesize_dataset
+
+    _positive(windows, "--windows", "ask for at least 1 window, e.g. --windows 10000")
+    _positive(image_size, "--image-size", "use a positive image side, e.g. --image-size 64 (paper: 224)")
+    started = time.perf_counter()
+    path = synthesize_dataset(out, windows=windows, seed=seed, image_size=image_size, config_path=config_path,
+                              split=split, overwrite=overwrite, progress=progress)
+    _echo_written(path, time.perf_counter() - started)
+
+
+@data.command("import-deepsense", short_help="Import a DeepSense 6G scenario folder.")
+@click.argument("scenario_dir", type=click.Path(path_type=Path))
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="Dataset directory to create.")
+@click.option("--image-size", type=int, default=64, show_default=True, help="Camera image side after resizing.")
+@click.option("--split", default="0.7,0.15,0.15", show_default=True, help=SPLIT_HELP)
+@click.option("--range-bins", type=int, default=None,
+              help="Radar map rows (range bins kept) [default: the synthetic radar's; paper: 128].")
+@click.option("--angle-bins", type=int, default=None,
+              help="Radar map columns (zero-padded angle FFT) [default: the synthetic radar's; paper: 64].")
+@click.option("--csv", "csv_name", default=None,
+              help="Scenario CSV inside SCENARIO_DIR [default: the one *.csv with power/beam columns].")
+@click.option("--overwrite", is_flag=True, help="Replace --out if it is an existing dataset.")
+@click.option("--progress/--no-progress", default=True, show_default=True, help="Show progress bars.")
+def import_deepsense_cmd(scenario_dir: Path, out: Path, image_size: int, split: str, range_bins: int | None,
+                         angle_bins: int | None, csv_name: str | None, overwrite: bool, progress: bool) -> None:
+    """Import a DeepSense 6G scenario folder (scenarioN.csv + unit folders) as a dataset."""
+    from edgekd.host.data.deepsense import ImportConfig, import_deepsense
+    from edgekd.host.data.store import normalise_split
+
+    _positive(image_size, "--image-size", "use a positive image side, e.g. --image-size 64 (paper: 224)")
+    _positive(range_bins, "--range-bins", "use a positive number of range bins, e.g. 64 (paper: 128)")
+    _positive(angle_bins, "--angle-bins", "use a positive number of angle bins, e.g. 32 (paper: 64)")
+    config = ImportConfig(image_size=image_size, range_bins=range_bins, angle_bins=angle_bins,
+                          split=normalise_split(split))
+    started = time.perf_counter()
+    path = import_deepsense(scenario_dir, out, config=config, csv_name=csv_name, overwrite=overwrite,
+                            progress=progress)
+    _echo_written(path, time.perf_counter() - started)
+
+
+def _echo_written(path: Path, elapsed: float) -> None:
+    from edgekd.host.data.store import read_meta
+
+    meta = read_meta(path)
+    size = sum(entry["bytes"] for entry in meta["arrays"].values())
+    splits = ", ".join(f"{name} {info['windows']}" for name, info in meta["splits"].items())
+    click.echo(f"wrote {path}: {meta['num_frames']} frames in {meta['num_drives']} drives; windows: {splits}; "
+               f"{size / 1e6:.1f} MB; {elapsed:.1f} s")
+    dropped = meta.get("dropped", {}).get("nan_power")
+    if dropped is not None:
+        click.echo(f"dropped {dropped} row(s) whose power vector has NaN")
+
+
+@data.command("info", short_help="Verify and summarise a dataset; --plot draws it.")
+@click.argument("dataset", type=click.Path(path_type=Path))
+@click.option("--plot", "plot_path", type=click.Path(path_type=Path), default=None,
+              help="Write a PNG: one window across all modalities, and the beam histograms.")
+@click.option("--split", default="train", show_default=True, help="Split whose window --plot shows.")
+@click.option("--index", type=int, default=None, help="Window of --split that --plot shows [default: the middle one].")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON instead of a table.")
+def info(dataset: Path, plot_path: Path | None, split: str, index: int | None, as_json: bool) -> None:
+    """Verify a dataset's hashes and summarise it: counts per split, beams, condition mix."""
+    from edgekd.host.data.store import summarize_dataset
+
+    summary = summarize_dataset(dataset, verify=True)
+    if plot_path is not None:
+        from edgekd.host.data.plot import plot_dataset
+
+        if split not in summary["splits"]:
+            raise EdgekdError(f"split {split!r} is not in this dataset", file=dataset, field="--split",
+                              fix=f"use one of: {', '.join(summary['splits'])}")
+        windows = summary["splits"][split]["windows"]
+        if index is not None and not 0 <= index < windows:
+            raise EdgekdError(f"window {index} out of range (0..{windows - 1})", field="--index",
+                              fix=f"pick a window index below {windows}")
+        plot_dataset(dataset, plot_path, split=split, index=index)
+        summary["plot"] = str(plot_path)
+    if as_json:
+        click.echo(json.dumps(summary, indent=2))
+        return
+    click.echo(format_summary(summary))
+
+
+def format_summary(summary: dict) -> str:
+    """The human-readable table of ``edgekd data info``."""
+    lines = [
+        f"dataset {summary['path']} ({summary['source']}, seed {summary['seed']}, {summary['format']})",
+        f"verified: sha256 of every array matches meta.json (fingerprint {summary['fingerprint'][:16]})"
+        if summary["verified"] else "not verified",
+        f"{summary['num_frames']} frames in {summary['num_drives']} drives; window T={summary['window']}, "
+        f"horizons {summary['horizons']}, {summary['num_beams']} beams; {summary['bytes'] / 1e6:.1f} MB",
+        "modalities: " + ", ".join(f"{m} {shape}" for m, shape in summary["modalities"].items()),
+        "",
+        f"{'split':<6} {'windows':>8} {'drives':>6}  {'beams@t0 distinct':>17} {'top beam (share)':>16} "
+        f"{'entropy':>8}  {'day/dusk/night':<16} {'clear/rain/fog':<16} {'LoS blocked':>11}",
+    ]
+    for name, split in summary["splits"].items():
+        beams, cond = split["beams_t0"], split["conditions"]
+        light = "/".join(str(cond["lighting"].get(k, 0)) for k in ("day", "dusk", "night"))
+        weather = "/".join(str(cond["weather"].get(k, 0)) for k in ("clear", "rain", "fog"))
+        if cond["lighting"].get("unknown"):
+            light += f" ?{cond['lighting']['unknown']}"
+        if cond["weather"].get("unknown"):
+            weather += f" ?{cond['weather']['unknown']}"
+        blocked = "unknown" if "los_blocked" in summary.get("unknown_conditions", ()) else f"{cond['los_blocked']:.3f}"
+        lines.append(
+            f"{name:<6} {split['windows']:>8} {split['drives']:>6}  {beams['distinct']:>17} "
+            f"{beams['most_frequent']:>7} ({beams['most_frequent_share']:.3f}) {beams['entropy_bits']:>7.2f}b  "
+            f"{light:<16} {weather:<16} {blocked:>11}")
+        available = {k[len('available_'):]: v for k, v in cond.items() if k.startswith("available_")}
+        if available and any(v < 1 for v in available.values()):
+            lines.append("       windows with every frame available: "
+                         + ", ".join(f"{m} {v:.3f}" for m, v in available.items()))
+    if "dropped" in summary:
+        lines.append(f"dropped rows with NaN power: {summary['dropped'].get('nan_power', 0)}")
+    if summary.get("unknown_conditions"):
+        lines.append(f"unknown for this data: {', '.join(summary['unknown_conditions'])}")
+    if "plot" in summary:
+        lines.append(f"plot: {summary['plot']}")
+    return "\n".join(lines)
+
+
+@data.command("drive", short_help="Record one continuous synthetic drive (day -> night) for `edgekd run --replay`.")
+@click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Drive file to write (.npz).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Random seed; same seed, same drive.")
+@click.option("--image-size", type=int, default=64, show_default=True,
+              help="Camera image side in pixels; must match the students' dataset.")
+@click.option("--minutes", type=float, default=4.0, show_default=True,
+              help="Length of the drive (10 frames per second on the default scene).")
+@click.option("--config", "config_path", type=click.Path(path_type=Path), default=None,
+              help="Scene YAML (keys of edgekd.host.data.synth.SceneConfig) [default: the embedded scenario].")
+@click.option("--overwrite", is_flag=True, help="Replace --out if it exists.")
+def drive(out: Path, seed: int, image_size: int, minutes: float, config_path: Path | None, overwrite: bool) -> None:
+    """Record a drive: day -> fog -> flaky camera -> dusk -> night with a LiDAR failure -> night rain."""
+    import numpy as np
+
+    from edgekd.host.data.drive import record_drive, write_drive
+
+    _positive(image_size, "--image-size", "use a positive image side, e.g. --image-size 64")
+    if not minutes > 0:
+        raise EdgekdError(f"must be positive, got {minutes}", field="--minutes", fix="e.g. --minutes 4")
+    if out.exists() and not overwrite:
+        raise EdgekdError("drive file already exists", file=out, fix="choose another --out or pass --overwrite")
+    started = time.perf_counter()
+    arrays, meta = record_drive(minutes=minutes, seed=seed, image_size=image_size, config_path=config_path)
+    write_drive(out, arrays, meta, overwrite=overwrite)
+    names = arrays["segment_names"]
+    counts = np.bincount(arrays["segment"], minlength=len(names))
+    click.echo(f"wrote {out}: {meta['frames']} frames ({minutes:g} min), {out.stat().st_size / 1e6:.1f} MB; "
+               + ", ".join(f"{name} {int(c)}" for name, c in zip(names, counts)) + f"; "
+               f"{time.perf_counter() - started:.1f} s")

@@ -1,0 +1,463 @@
+"""`edgekd demo`: the whole pipeline on the embedded default scenario, in one command.
+
+Stages (each writes under ``OUT/<stage>/`` and leaves ``OUT/stages/<stage>.json``
+when it has finished, so ``--resume`` skips it on a rerun):
+
+1. ``data``     synthesise the default scenario (all modalities) and a day -> night drive;
+2. ``teachers`` train the image, radar and LiDAR teachers on the whole training split;
+3. ``students`` distil the image and radar students (response or relation KD), the LiDAR student
+                (response KD) and a second LiDAR student data-free (generator + teacher only; no
+                training input); ``lidar_student`` picks which LiDAR student is deployed;
+4. ``export``   export the students for the target (int8 TFLite + what the profile asks for),
+                behind the parity gate;
+5. ``replay``   replay the drive through the multi-student runtime (auto switching, and the
+                image-only runtime as the baseline);
+6. ``bench``    benchmark latency, memory and energy of every student on this machine;
+7. ``report``   ``OUT/report.md`` with the tables and the PNG plots.
+
+A failing stage raises an error naming the stage; what earlier stages wrote stays, and
+``--resume`` continues from there. ``OUT/plan.json`` pins the profile and the target, so a
+resumed run never mixes two configurations.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from edgekd.device.config import config_from_dict, config_to_dict, load_yaml
+from edgekd.device.errors import EdgekdError
+from edgekd.device.io import atomic_write_json
+
+log = logging.getLogger(__name__)
+
+PLAN_FORMAT = "edgekd-demo-plan/1"
+STAGES = ("data", "teachers", "students", "export", "replay", "bench", "report")
+MODALITIES = ("image", "radar", "lidar")
+TIME_LIMIT_S = 20 * 60   # issue 8: the quick demo finishes in under 20 minutes on the 2-core host
+
+
+@dataclasses.dataclass
+class DemoProfile:
+    """What the demo does besides the target; YAML keys (``--config``), unknown ones rejected."""
+
+    windows: int = 4000               # synthetic dataset size (train/val/test 70/15/15)
+    image_size: int = 64
+    data_seed: int = 0
+    # The day -> night drive replayed through the runtime. 12 minutes (7200 frames, ~2300 scored at night):
+    # on 4-minute drives the night gain over image-only of the same students ranged 12.9-20.1 points across
+    # drive seeds 1-4, too coarse for issue 6's +15 line; 12 minutes cost ~15 s more to record.
+    drive_minutes: float = 12.0
+    drive_seed: int = 1
+    seed: int = 42
+    threads: int | None = 2           # torch threads for training (None: torch's default)
+    teacher_epochs: int = 16          # image and radar teachers
+    # Half-width image and radar teachers learn faster per epoch on this short schedule and cost less;
+    # the paper-scale teachers are what `edgekd reproduce paper1` trains.
+    teacher_width: float = 0.5        # channel width of the image and radar teachers (1.0 = the paper's)
+    student_epochs: int = 25          # the image student
+    # The radar student keeps learning well past 25 epochs (test top-2 61.7 at 25, 66.3 at 50, 67.3 at 80
+    # against its teacher's 69.9 on the quick profile's data), at ~2 s per epoch.
+    radar_student_epochs: int = 80
+    # Width 1.5 (92,902 parameters, 7.4x fewer than its teacher): test top-2 over seeds 42 / 43 / 44 (the demo
+    # run, then 1-thread probes) 68.3 / 69.8 / 72.1 against 65.8 / 66.2 / 68.2 at width 1.0 (teacher 69.9):
+    # width 1.0 sits at issue 7's 3-point budget. On the drive's night frames both give the same top-5 within
+    # noise (85.2 / 86.9 / 87.9 vs 87.2 / 88.6 / 86.4; the radar teacher 86.4). BENCHMARKS.md has the runs.
+    radar_student_width: float = 1.5
+    teacher_lr: float | None = 0.003  # None: the paper config's (teacher.yaml, 1e-3); a short schedule wants more
+    student_lr: float | None = 0.002  # None: the paper config's of the KD method (8e-4 / 9.5e-4)
+    kd_method: str = "kd"             # image/radar students: kd (response) or rkd (relation, paper-1 variant)
+    lidar_teacher_epochs: int = 25
+    # The deployed LiDAR student: "kd" = response KD from the LiDAR teacher on the training split (paper 2's
+    # standard-KD baseline), "datafree" = the data-free student. Both are trained and reported either way.
+    lidar_student: str = "kd"
+    lidar_student_epochs: int = 60    # the KD LiDAR student (a small GRU: ~1 s per epoch)
+    lidar_student_lr: float = 0.003
+    generator_loss: str = "metadata"  # data-free LiDAR student (issue 4's acceptance setting)
+    student_loss: str = "mse"
+    generator_steps: int | None = None     # None: the paper-2 quick profile's values
+    synthetic_samples: int | None = None
+    datafree_epochs: int | None = None
+    calibration_size: int | None = None    # None: the calibration recipe's size
+    eval_windows: int | None = None        # parity-gate test windows per student (None: every one)
+    allow_degraded: bool = True            # a failed parity gate is reported (report section 4), not fatal
+    bench_seconds: float = 3.0             # per student (the MLPerf minimum is 10 s; flagged in the report)
+
+    def __post_init__(self) -> None:
+        for name in ("windows", "image_size", "drive_minutes", "teacher_epochs", "student_epochs",
+                     "lidar_teacher_epochs", "eval_windows", "bench_seconds", "teacher_lr", "student_lr",
+                     "teacher_width", "lidar_student_epochs", "lidar_student_lr", "radar_student_epochs",
+                     "radar_student_width"):
+            if getattr(self, name) is not None and not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)!r}")
+        if self.kd_method not in ("kd", "rkd"):
+            raise ValueError(f"kd_method must be 'kd' or 'rkd', got {self.kd_method!r}")
+        if self.lidar_student not in ("kd", "datafree"):
+            raise ValueError(f"lidar_student must be 'kd' or 'datafree', got {self.lidar_student!r}")
+        if self.threads is not None and self.threads <= 0:
+            raise ValueError(f"threads must be positive or null, got {self.threads}")
+
+
+PROFILES: dict[str, dict[str, Any]] = {
+    # under 20 minutes on the 2-core host (docs/demo-report.md has the stage timings)
+    "quick": {},
+    # a tiny end-to-end pass for the tests; its numbers mean nothing
+    "smoke": {"windows": 300, "drive_minutes": 0.5, "teacher_epochs": 1, "student_epochs": 1,
+              "lidar_teacher_epochs": 1, "lidar_student_epochs": 1, "radar_student_epochs": 1, "generator_steps": 10, "synthetic_samples": 64, "datafree_epochs": 1,
+              "eval_windows": 40, "calibration_size": 32, "allow_degraded": True, "bench_seconds": 0.2},
+}
+
+
+def load_profile(name: str, config_path: str | os.PathLike | None = None) -> DemoProfile:
+    if name not in PROFILES:
+        raise EdgekdError(f"unknown profile {name!r}", field="--profile", fix=f"use one of: {', '.join(PROFILES)}")
+    values = dict(PROFILES[name])
+    source = f"<profile {name}>"
+    if config_path is not None:
+        values.update(load_yaml(config_path) or {})
+        source = str(config_path)
+    return config_from_dict(DemoProfile, values, source=source)
+
+
+# ---------------------------------------------------------------------------
+# the stage runner
+
+
+class Demo:
+    """The output folder, the plan and the stage bookkeeping; the stages are functions below."""
+
+    def __init__(self, out: Path, profile: DemoProfile, target: str, *, progress: bool = True,
+                 echo: Callable[[str], None] = click.echo):
+        from edgekd.device.targets import load_target
+
+        self.out, self.profile, self.progress, self.echo = out, profile, progress, echo
+        self.target = load_target(target)
+
+    def path(self, *parts: str) -> Path:
+        return self.out.joinpath(*parts)
+
+    def rel(self, path: str | os.PathLike) -> str:
+        """``path`` relative to the output folder, as the stage markers store it (the folder can move)."""
+        return Path(path).relative_to(self.out).as_posix()
+
+    def output(self, stage: str, *keys: str) -> Path:
+        """A path that an earlier stage recorded, e.g. ``output("data", "dataset")``."""
+        value: Any = self.finished(stage)
+        for key in keys:
+            value = value[key]
+        return self.path(value)
+
+    def marker(self, stage: str) -> Path:
+        return self.path("stages", f"{stage}.json")
+
+    def finished(self, stage: str) -> dict | None:
+        marker = self.marker(stage)
+        return json.loads(marker.read_text()) if marker.is_file() else None
+
+    def check_plan(self, resume: bool) -> None:
+        """Start a fresh folder, or (``resume``) continue one that holds the same plan."""
+        plan = {"format": PLAN_FORMAT, "profile": config_to_dict(self.profile), "target": self.target.name}
+        path = self.path("plan.json")
+        if path.is_file():
+            old = json.loads(path.read_text())
+            if not resume:
+                raise EdgekdError("the output folder holds an earlier demo run", file=self.out, field="--out",
+                                  fix="pass --resume to continue it (finished stages are skipped), --overwrite "
+                                      "to start over, or another --out")
+            if old != plan:
+                changed = [k for k in plan["profile"] if old.get("profile", {}).get(k) != plan["profile"][k]]
+                if old.get("target") != plan["target"]:
+                    changed.append("target")
+                raise EdgekdError(f"--resume with other settings (changed: {', '.join(changed) or 'format'})",
+                                  file=path, field="profile",
+                                  fix="rerun with the original --profile/--config/--target, or --overwrite")
+        elif self.out.exists() and any(self.out.iterdir()) and not resume:
+            raise EdgekdError("the output folder exists and is not empty", file=self.out, field="--out",
+                              fix="choose a new --out, or --overwrite to replace it")
+        self.out.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(path, plan)
+
+    def run_stage(self, index: int, stage: str, body: Callable[[Demo], dict]) -> dict:
+        done = self.finished(stage)
+        head = f"[{index}/{len(STAGES)}] {stage}"
+        if done is not None:
+            self.echo(f"{head}: done earlier ({done['seconds']:.0f} s), skipped")
+            return done
+        self.echo(f"{head}: {STAGE_HELP[stage]}")
+        started, cpu_started = time.perf_counter(), _cpu_seconds()
+        try:
+            outputs = body(self)
+        except EdgekdError as exc:
+            raise EdgekdError(f"stage '{stage}' failed: {exc.what}", file=exc.file, field=exc.field,
+                              fix=(exc.fix + "; then " if exc.fix else "") + "rerun with --resume to keep the "
+                                  "finished stages") from exc
+        except Exception as exc:   # a library failure deep inside a stage: name the stage, keep the cause
+            log.debug("stage %s failed", stage, exc_info=True)
+            raise EdgekdError(f"stage '{stage}' failed: {type(exc).__name__}: {exc}", file=self.out,
+                              fix="run with -vv for the traceback; rerun with --resume to keep the finished "
+                                  "stages") from exc
+        # CPU time beside wall time: on a shared host the wall time says more about the neighbours
+        record = {"stage": stage, "seconds": round(time.perf_counter() - started, 2),
+                  "cpu_seconds": round(_cpu_seconds() - cpu_started, 2), "load_average": _load_average(), **outputs}
+        atomic_write_json(self.marker(stage), record)
+        self.echo(f"{head}: finished in {record['seconds']:.0f} s")
+        return record
+
+
+# ---------------------------------------------------------------------------
+# stages
+
+
+def stage_data(demo: Demo) -> dict:
+    from edgekd.host.data.drive import record_drive, write_drive
+    from edgekd.host.data.plot import plot_dataset
+    from edgekd.host.data.store import summarize_dataset, synthesize_dataset
+
+    p = demo.profile
+    data = demo.path("data", "dataset")
+    synthesize_dataset(data, windows=p.windows, seed=p.data_seed, image_size=p.image_size,
+                       overwrite=data.exists(), progress=demo.progress)
+    arrays, meta = record_drive(minutes=p.drive_minutes, seed=p.drive_seed, image_size=p.image_size)
+    drive = write_drive(demo.path("data", "drive.npz"), arrays, meta, overwrite=True)
+    plot_dataset(data, demo.path("data", "dataset.png"))
+    summary = summarize_dataset(data, verify=False)
+    return {"dataset": demo.rel(data), "drive": demo.rel(drive), "drive_frames": int(meta["frames"]),
+            "splits": {name: info["windows"] for name, info in summary["splits"].items()}}
+
+
+def _train_cfg(demo: Demo, paper_config: str, epochs: int, lr: float | None = None, *, student: bool = False):
+    from edgekd.host.distill.config import example_configs, load_train_config
+
+    p = demo.profile
+    # a deployment run trains to the end of its short schedule; patience matters only for long ones
+    overrides = {"epochs": epochs, "patience": max(epochs, 20), **({"lr": lr} if lr is not None else {})}
+    if student:
+        # Students keep the epoch of best validation top-2, what they are deployed for: with heavy dropout
+        # their validation loss is noisy and picked a radar student 7 points of test top-2 below the one
+        # at the end of its 80 epochs (epoch 36 of 80).
+        overrides["monitor"] = "top2"
+    cfg = load_train_config(example_configs()[paper_config], **overrides)
+    return dataclasses.replace(cfg, seed=p.seed, threads=p.threads, progress=demo.progress)
+
+
+def _lidar_experiment(demo: Demo, data: Path):
+    """Paper 2's experiment object: the LiDAR teacher and data-free settings stay those of `reproduce paper2`."""
+    from edgekd.host.reproduce.paper2 import Experiment, load_profile as paper2_profile
+
+    p = demo.profile
+    overrides = {k: v for k, v in (("teacher_epochs", p.lidar_teacher_epochs), ("generator_steps", p.generator_steps),
+                                   ("synthetic_samples", p.synthetic_samples),
+                                   ("datafree_epochs", p.datafree_epochs), ("threads", p.threads)) if v is not None}
+    profile = paper2_profile("quick", **overrides)
+    exp = Experiment(profile, demo.path("students", "lidar"), data, progress=demo.progress)
+    return exp, profile
+
+
+def stage_teachers(demo: Demo) -> dict:
+    from edgekd.host.distill.api import train_model
+
+    data = demo.output("data", "dataset")
+    folder = demo.path("teachers")
+    teachers, metrics = {}, {}
+    for modality in ("image", "radar"):
+        ckpt = folder / f"{modality}_teacher.pt"
+        demo.echo(f"  training {modality}_teacher ({demo.profile.teacher_epochs} epochs)")
+        cfg = _train_cfg(demo, "teacher", demo.profile.teacher_epochs, demo.profile.teacher_lr)
+        _, result = train_model(f"{modality}_teacher", data, cfg, out=ckpt, resume=ckpt.is_file(),
+                                model_kwargs={"width": demo.profile.teacher_width})
+        teachers[modality], metrics[modality] = demo.rel(ckpt), result.metrics["test"]
+    exp, profile = _lidar_experiment(demo, data)
+    ckpt = folder / "lidar_teacher.pt"
+    demo.echo(f"  training lidar_teacher ({profile.teacher_epochs} epochs; stores its hidden-state metadata)")
+    _, result = train_model("lidar_teacher", data, exp.train_config(demo.profile.seed, profile.teacher_epochs),
+                            out=ckpt, resume=ckpt.is_file())
+    # the per-layer statistics the data-free generator matches (teacher side: reads the training split)
+    exp.teacher_layer_metadata(ckpt)
+    teachers["lidar"], metrics["lidar"] = demo.rel(ckpt), result.metrics["test"]
+    return {"checkpoints": teachers, "test": metrics}
+
+
+def stage_students(demo: Demo) -> dict:
+    from edgekd.host.distill.api import distill_model
+
+    p = demo.profile
+    data = demo.output("data", "dataset")
+    teachers = {m: demo.output("teachers", "checkpoints", m) for m in MODALITIES}
+    folder = demo.path("students")
+    students, metrics = {}, {}
+    for modality, config, epochs, width in (("image", f"image_student_{p.kd_method}", p.student_epochs, 1.0),
+                                            ("radar", f"fusion_student_{p.kd_method}", p.radar_student_epochs,
+                                             p.radar_student_width)):
+        ckpt = folder / f"{modality}_student.pt"
+        demo.echo(f"  distilling {modality}_student (width {width:g}) from {modality}_teacher ({p.kd_method}, "
+                  f"{epochs} epochs)")
+        _, result = distill_model(teachers[modality], f"{modality}_student", p.kd_method, data,
+                                  _train_cfg(demo, config, epochs, p.student_lr, student=True), out=ckpt,
+                                  student_kwargs={"width": width}, resume=ckpt.is_file())
+        students[modality], metrics[modality] = demo.rel(ckpt), result.metrics["test"]
+    lidar = _lidar_students(demo, data, teachers["lidar"], folder)
+    students["lidar"], metrics["lidar"] = lidar[p.lidar_student]
+    others = {f"lidar_{kind}": {"checkpoint": ckpt, "test": m} for kind, (ckpt, m) in lidar.items()
+              if kind != p.lidar_student}
+    return {"checkpoints": students, "test": metrics, "deployed": {"lidar": p.lidar_student}, "not_deployed": others}
+
+
+def _lidar_students(demo: Demo, data: Path, teacher: Path, folder: Path) -> dict[str, tuple[str, dict]]:
+    """Both LiDAR students: {"kd": (checkpoint, test metrics), "datafree": (...)}."""
+    from edgekd.host.distill import datafree
+    from edgekd.host.distill.api import distill_model
+
+    p = demo.profile
+    ckpt = folder / "lidar_student_kd.pt"
+    demo.echo(f"  distilling lidar_student from lidar_teacher (kd, {p.lidar_student_epochs} epochs)")
+    cfg = _train_cfg(demo, "lidar_kd", p.lidar_student_epochs, p.lidar_student_lr, student=True)
+    _, kd = distill_model(teacher, "lidar_student", "kd", data, cfg, out=ckpt, resume=ckpt.is_file())
+    out = {"kd": (demo.rel(ckpt), kd.metrics["test"])}
+    exp, _ = _lidar_experiment(demo, data)
+    cfg = dataclasses.replace(exp.datafree_config(p.seed, p.generator_loss, p.student_loss), progress=demo.progress)
+    ckpt = folder / "lidar_student_datafree.pt"
+    demo.echo(f"  data-free lidar_student ({p.generator_loss} generator, {p.student_loss} student loss; "
+              "no training input is read)")
+    _, free = datafree.distill_datafree(teacher, "lidar_student", cfg, ckpt, data=data)
+    out["datafree"] = (demo.rel(ckpt), free.metrics["test"])
+    return out
+
+
+def stage_export(demo: Demo) -> dict:
+    from edgekd.host.export.pipeline import export_bundle
+
+    p = demo.profile
+    data = demo.output("data", "dataset")
+    students = {m: demo.output("students", "checkpoints", m) for m in MODALITIES}
+    bundle = demo.path("bundle")
+    demo.echo(f"  exporting {', '.join(students)} for {demo.target.name} (ONNX -> TFLite int8, parity gate)")
+    manifest = export_bundle([students[m] for m in MODALITIES], demo.target, data, bundle, overwrite=True,
+                             allow_degraded=p.allow_degraded, calibration_size=p.calibration_size,
+                             eval_windows=p.eval_windows, threads=p.threads or 1,
+                             progress=demo.progress)
+    return {"bundle": demo.rel(bundle), "degraded": manifest.get("degraded", False)}
+
+
+REPLAY_POLICIES = {"auto": "auto", "image-only": "fixed:image"}
+
+
+def stage_replay(demo: Demo) -> dict:
+    from edgekd.device.runtime.engine import Runtime
+    from edgekd.device.runtime.replay import load_drive, replay, summarize, write_report
+
+    bundle = demo.output("export", "bundle")
+    drive = load_drive(demo.output("data", "drive"))
+    summaries = {}
+    for name, policy in REPLAY_POLICIES.items():
+        demo.echo(f"  replaying {drive.num_frames} frames, policy {policy}")
+        runtime = Runtime.from_bundle(bundle, demo.target, policy=policy)
+        result = replay(runtime, drive, progress=demo.progress)
+        summary = summarize(result, drive, runtime.hub.window, policy)
+        summary["runtime"] = runtime.describe()
+        write_report(demo.path("replay", name), result, drive, summary)
+        summaries[name] = demo.rel(demo.path("replay", name, "summary.json"))
+    return {"summaries": summaries}
+
+
+def stage_bench(demo: Demo) -> dict:
+    from edgekd.device.bench import settings_from_target
+    from firmware_bench.harness import run_benchmark
+
+    settings = settings_from_target(demo.target, seconds=demo.profile.bench_seconds, op_profile=False)
+    demo.echo(f"  {demo.profile.bench_seconds:g} s per student, {settings.threads} thread(s), "
+              f"power meter {settings.power_meter}")
+    run_benchmark(demo.output("export", "bundle"), settings=settings, out=demo.path("bench"))
+    return {"report": demo.rel(demo.path("bench", "bench.json"))}
+
+
+def stage_report(demo: Demo) -> dict:
+    from edgekd.host.demo_report import write_demo_report
+
+    path = write_demo_report(demo)
+    return {"report": demo.rel(path)}
+
+
+STAGE_BODIES: dict[str, Callable[[Demo], dict]] = {
+    "data": stage_data, "teachers": stage_teachers, "students": stage_students, "export": stage_export,
+    "replay": stage_replay, "bench": stage_bench, "report": stage_report,
+}
+STAGE_HELP = {
+    "data": "synthesise the default scenario and a day -> night drive",
+    "teachers": "train the image, radar and LiDAR teachers",
+    "students": "distil the image, radar and LiDAR students (and a data-free LiDAR student)",
+    "export": "export the students to an int8 bundle behind the parity gate",
+    "replay": "replay the drive through the multi-student runtime (auto vs image-only)",
+    "bench": "benchmark latency, memory and energy per student",
+    "report": "write report.md and the plots",
+}
+
+
+def run_demo(out: str | os.PathLike, profile: DemoProfile, target: str = "x86-ap", *, resume: bool = False,
+             overwrite: bool = False, progress: bool = True,
+             echo: Callable[[str], None] = click.echo) -> Path:
+    """Run (or finish, with ``resume``) every stage into ``out``; returns the path of ``report.md``."""
+    out = Path(out)
+    if overwrite and out.exists():
+        if not (out / "plan.json").is_file() and any(out.iterdir()):
+            raise EdgekdError("--overwrite only replaces an earlier demo folder", file=out, field="--out",
+                              fix="choose another --out (this folder has no plan.json from `edgekd demo`)")
+        shutil.rmtree(out)
+    demo = Demo(out, profile, target, progress=progress, echo=echo)
+    demo.check_plan(resume)
+    started = time.perf_counter()
+    for index, stage in enumerate(STAGES, start=1):
+        demo.run_stage(index, stage, STAGE_BODIES[stage])
+    echo(f"demo finished in {time.perf_counter() - started:.0f} s (this invocation)")
+    return demo.path("report.md")
+
+
+def _cpu_seconds() -> float:
+    """User + system CPU time of this process and its finished children (the export converts in a child)."""
+    import resource
+
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+def _load_average() -> list[float] | None:
+    return [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None
+
+
+# ---------------------------------------------------------------------------
+# the command
+
+
+@click.command("demo", context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("edgekd-demo"),
+              show_default=True, help="Output folder: report.md, plots, dataset, checkpoints, bundle, logs.")
+@click.option("--target", "-t", default="x86-ap", show_default=True,
+              help="Target profile the bundle is exported for and the runtime/bench use (see `edgekd targets list`).")
+@click.option("--profile", "profile_name", type=click.Choice(list(PROFILES)), default="quick", show_default=True,
+              help="quick: under 20 min on a 2-core host; smoke: a tiny pass whose numbers mean nothing.")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="YAML with DemoProfile keys over the profile (windows, teacher_epochs, kd_method, ...).")
+@click.option("--resume", is_flag=True, help="Continue an earlier run in --out: finished stages are skipped.")
+@click.option("--overwrite", is_flag=True, help="Delete an earlier demo run in --out and start over.")
+@click.option("--progress/--no-progress", default=True, show_default=True, help="Show progress bars.")
+def demo(out: Path, target: str, profile_name: str, config_path: Path | None, resume: bool, overwrite: bool,
+         progress: bool) -> None:
+    """The whole pipeline on the embedded default scenario: data, teachers, students, export, runtime, bench.
+
+    Writes OUT/report.md (accuracy per horizon, compression, export parity, switching per drive segment,
+    benchmark) with PNG plots, and prints where it is.
+    """
+    if resume and overwrite:
+        raise EdgekdError("--resume and --overwrite contradict each other", field="--resume",
+                          fix="pass one of them")
+    profile = load_profile(profile_name, config_path)
+    report = run_demo(out, profile, target, resume=resume, overwrite=overwrite, progress=progress)
+    click.echo(f"report: {report}")

@@ -1,0 +1,91 @@
+"""``edgekd export`` and ``edgekd bundle verify|show``: thin over edgekd.host.export and edgekd.device.bundle."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+
+import click
+
+log = logging.getLogger(__name__)
+
+
+@click.command("export")
+@click.argument("checkpoints", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--target", "-t", required=True,
+              help="Target profile: a name or alias (rpi4, rpi5, jetson, x86-ap; see `edgekd targets list`) "
+                   "or a YAML path.")
+@click.option("--data", "-d", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Dataset directory: train split for calibration, test split for the parity gate.")
+@click.option("--out", "-o", required=True, type=click.Path(path_type=Path),
+              help="Bundle directory to write (written atomically).")
+@click.option("--allow-degraded", is_flag=True,
+              help="Write the bundle even if the parity gate fails; the manifest records degraded: true.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing bundle directory.")
+@click.option("--calibration-size", type=click.IntRange(min=1), default=None,
+              help="Calibration windows per student (default: the recipe's size, calibration/<student>.yaml).")
+@click.option("--eval-windows", type=click.IntRange(min=1), default=300, show_default=True,
+              help="Held-out test windows each artifact is scored on by the parity gate.")
+@click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Threads for torch and the interpreters during export.")
+@click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar per student.")
+def export(checkpoints, target, data, out, allow_degraded, overwrite, calibration_size, eval_windows, threads,
+           progress):
+    """Export CHECKPOINTS (one per student) into a verified int8 deployment bundle for a target."""
+    from edgekd.host.export.pipeline import export_bundle
+
+    start = time.perf_counter()
+    manifest = export_bundle(checkpoints, target, data, out, allow_degraded=allow_degraded, overwrite=overwrite,
+                             calibration_size=calibration_size, eval_windows=eval_windows, threads=threads,
+                             progress=progress)
+    click.echo(format_summary(manifest))
+    if manifest.get("degraded"):
+        click.echo("DEGRADED: " + "; ".join(manifest["degraded_reasons"]), err=True)
+    click.echo(f"bundle written to {out} in {time.perf_counter() - start:.0f} s")
+
+
+def format_summary(manifest: dict) -> str:
+    """Format / Size / Accuracy table of every artifact (one line each)."""
+    lines = [f"{'student':<7} {'artifact':<14} {'size KiB':>9} {'top1':>6} {'top2':>6} {'DBA':>6}  in/out dtypes"]
+    for name, student in manifest["students"].items():
+        for kind, art in student["artifacts"].items():
+            acc = art["accuracy"]
+            top1 = sum(acc["top1"]) / len(acc["top1"])
+            dtypes = f"{art['inputs'][0]['dtype']}/{art['outputs'][0]['dtype']}"
+            lines.append(f"{name:<7} {kind:<14} {art['size'] / 1024:>9.1f} {top1:>6.3f} {acc['top2_mean']:>6.3f} "
+                         f"{acc['dba']:>6.3f}  {dtypes}")
+    return f"target: {manifest['target']['name']}\n" + "\n".join(lines)
+
+
+@click.group()
+def bundle() -> None:
+    """Inspect and verify deployment bundles written by `edgekd export`."""
+
+
+@bundle.command("verify")
+@click.argument("bundle_dir", type=click.Path(file_okay=False, path_type=Path))
+def verify(bundle_dir: Path) -> None:
+    """Check the manifest schema and the sha256 of every artifact (exit 2 naming a bad artifact)."""
+    from edgekd.device.bundle import verify_bundle
+
+    manifest = verify_bundle(bundle_dir)
+    count = sum(len(s["artifacts"]) for s in manifest["students"].values())
+    click.echo(f"OK: {bundle_dir}: {len(manifest['students'])} student(s), {count} artifact(s), all hashes match")
+
+
+@bundle.command("show")
+@click.argument("bundle_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print the whole manifest as JSON.")
+def show(bundle_dir: Path, as_json: bool) -> None:
+    """Summarise a bundle: target, students, artifacts with size, dtypes and accuracy."""
+    from edgekd.device.bundle import read_manifest
+
+    manifest = read_manifest(bundle_dir)
+    if as_json:
+        click.echo(json.dumps(manifest, indent=2))
+        return
+    click.echo(format_summary(manifest))
+    if manifest.get("degraded"):
+        click.echo("DEGRADED: " + "; ".join(manifest.get("degraded_reasons", [])))

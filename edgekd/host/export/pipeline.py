@@ -1,0 +1,325 @@
+"""``export_bundle``: checkpoints -> a verified multi-student deployment bundle for one target.
+
+Per student (one checkpoint per modality set): calibration set from the train
+split -> ONNX (checked, simplified, ORT parity with torch) -> TFLite fp32 /
+fp16 / full-int8 (child process) -> ONNX QDQ int8 where the target runs ONNX
+Runtime -> every artifact scored by its real interpreter on held-out windows
+-> parity gate -> manifest entry. The bundle is built in a temporary folder
+and renamed into place only when everything passed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from edgekd.device.errors import EdgekdError
+from edgekd.device.io import atomic_directory, atomic_write_json, sha256_file
+
+log = logging.getLogger(__name__)
+
+FUSION = "fusion"
+FP32_TOLERANCE = 1e-3   # onnx2tf float32 vs ONNX float32, relative to max(1, |logit|)
+
+
+class ParityGateError(EdgekdError):
+    """The parity gate refused the export (exit code 2 through the CLI)."""
+
+
+@dataclasses.dataclass
+class StudentSource:
+    name: str
+    checkpoint_path: Path
+    checkpoint: object       # edgekd.host.checkpoint.Checkpoint
+    model: object            # torch.nn.Module (BeamModel)
+    modalities: tuple[str, ...]
+
+
+def student_name(modalities: Sequence[str]) -> str:
+    """The student's key in a bundle: its modality, or 'fusion' for several."""
+    return modalities[0] if len(modalities) == 1 else FUSION
+
+
+def eval_positions(n: int, count: int | None) -> np.ndarray:
+    """Evenly spread positions over the split (covers every drive, unlike the first ``count``)."""
+    if count is None or count >= n:
+        return np.arange(n)
+    return np.unique(np.linspace(0, n - 1, count).round().astype(np.int64))
+
+
+def export_bundle(checkpoints: Sequence[str | os.PathLike], target, data: str | os.PathLike,
+                  out: str | os.PathLike, *, allow_degraded: bool = False, overwrite: bool = False,
+                  calibration_size: int | None = None, eval_windows: int | None = 300,
+                  threads: int = 1, keep_work: bool = False, progress: bool = True) -> dict:
+    """Export ``checkpoints`` for ``target`` (name, alias, YAML path or profile) into bundle ``out``.
+
+    Returns the manifest. Raises :class:`ParityGateError` when the gate fails
+    (unless ``allow_degraded``) and :class:`EdgekdError` for every other failure;
+    in both cases nothing is left at ``out``.
+    """
+    import torch
+
+    from edgekd.host.data import load_dataset
+    from edgekd.host.export.manifest import manifest_skeleton
+    from edgekd.device.targets import load_target
+
+    torch.set_num_threads(max(1, threads))
+    profile = load_target(target)
+    if not checkpoints:
+        raise EdgekdError("no checkpoint given", fix="pass one checkpoint per student")
+    students = _load_students(checkpoints, profile)
+    modalities = sorted({m for s in students for m in s.modalities})
+    train = load_dataset(data, "train", modalities=modalities)
+    test = _held_out(data, modalities)
+    for s in students:
+        _check_fits(s, train)
+
+    manifest = manifest_skeleton(profile.to_dict())
+    failures: list[str] = []
+    reports: dict[str, str] = {}
+    with atomic_directory(out, overwrite=overwrite, what="bundle directory") as bundle_dir, \
+            tempfile.TemporaryDirectory(prefix="edgekd-export-") as scratch:
+        for s in students:
+            entry, report = _export_student(s, profile, train, test, bundle_dir, Path(scratch) / s.name,
+                                             calibration_size=calibration_size, eval_windows=eval_windows,
+                                             threads=threads, progress=progress)
+            manifest["students"][s.name] = entry
+            failures += report.failures
+            reports[s.name] = report.table()
+            if keep_work:
+                shutil.copytree(Path(scratch) / s.name, bundle_dir / s.name / "work", dirs_exist_ok=True)
+        if failures and not allow_degraded:
+            tables = "\n".join(f"[{name}]\n{table}" for name, table in reports.items())
+            raise ParityGateError("parity gate failed:\n  - " + "\n  - ".join(failures) + "\n" + tables,
+                                  file=out, field="int8_max_top2_drop",
+                                  fix="retrain/recalibrate the student (larger --calibration-size), or pass "
+                                      "--allow-degraded to write the bundle marked degraded")
+        manifest["degraded"] = bool(failures)
+        manifest["degraded_reasons"] = failures
+        from edgekd.device.bundle import manifest_problems
+
+        problems = manifest_problems(manifest)
+        if problems:  # our own writer broke the contract: never ship that
+            raise EdgekdError("internal error: the manifest breaks the bundle schema: " + "; ".join(problems),
+                              fix="report this to the edgekd maintainers")
+        atomic_write_json(bundle_dir / "manifest.json", manifest)
+    for name, table in reports.items():
+        log.info("parity of %s:\n%s", name, table)
+    return manifest
+
+
+def _load_students(checkpoints: Sequence[str | os.PathLike], profile) -> list[StudentSource]:
+    from edgekd.host.checkpoint import load_checkpoint
+
+    students: list[StudentSource] = []
+    for path in checkpoints:
+        ckpt = load_checkpoint(path)
+        model = ckpt.build()
+        modalities = tuple(getattr(model, "input_modalities", ()))
+        if not modalities:
+            raise EdgekdError(f"model '{ckpt.model_name}' declares no input_modalities", file=path,
+                              fix="export models built from edgekd.host.models (BeamModel)")
+        name = student_name(modalities)
+        if any(s.name == name for s in students):
+            raise EdgekdError(f"two checkpoints are both the '{name}' student", file=path,
+                              fix="pass one checkpoint per student (modality)")
+        if name not in profile.students:
+            raise EdgekdError(f"target '{profile.name}' does not deploy a '{name}' student", file=path,
+                              field="students",
+                              fix=f"this target deploys: {', '.join(profile.students)}; pick another target")
+        students.append(StudentSource(name, Path(path), ckpt, model, modalities))
+    return students
+
+
+def _held_out(data, modalities):
+    from edgekd.host.data import load_dataset
+
+    for split in ("test", "val"):
+        try:
+            ds = load_dataset(data, split, modalities=modalities)
+        except EdgekdError:
+            continue
+        if len(ds):
+            if split != "test":
+                log.warning("no test split: the parity gate scores the %s split", split)
+            return ds
+    raise EdgekdError("the dataset has no held-out windows (test or val split)", file=data, field="splits",
+                      fix="create the dataset with a test split")
+
+
+def _check_fits(s: StudentSource, ds) -> None:
+    shapes = {m: tuple(x.shape[1:]) for m, x in zip(s.modalities, s.model.example_inputs(1))}
+    for m, shape in shapes.items():
+        if tuple(ds.shapes[m]) != shape:
+            raise EdgekdError(f"model '{s.checkpoint.model_name}' takes {m} windows {list(shape)}, the dataset "
+                              f"has {list(ds.shapes[m])}", file=s.checkpoint_path, field=f"input_shapes.{m}",
+                              fix="export with the dataset the student was trained on")
+    fingerprint = (s.checkpoint.data or {}).get("fingerprint")
+    if fingerprint and fingerprint != ds.fingerprint:
+        log.warning("%s was trained on another dataset (fingerprint %s..., this one %s...)",
+                    s.checkpoint_path, fingerprint[:12], ds.fingerprint[:12])
+
+
+def _export_student(s: StudentSource, profile, train, test, bundle_dir: Path, work: Path, *,
+                    calibration_size, eval_windows, threads, progress=True):
+    from edgekd.host.export.calibration import draw_calibration_set, load_recipe
+    from edgekd.host.export.graph import lean_graph_notes, onnx_ops, tflite_ops
+    from edgekd.host.export.int8_rewrite import check_same_deployed, int8_friendly_logits
+    from edgekd.host.export.manifest import onnx_entry, relative, tflite_entry
+    from edgekd.host.export.onnx_export import DeployedLogits, export_onnx, ort_parity
+    from edgekd.host.export.parity import parity_gate, predict
+    from edgekd.host.export.qdq import quantize_onnx_qdq
+    from edgekd.host.export.tflite import convert_onnx_to_tflite, verify_int8_tflite
+    from edgekd.host.export.tflite_compact import tflite_size_breakdown
+    from edgekd.device.runtime.backends import OrtBackend, TFLiteBackend
+
+    work.mkdir(parents=True, exist_ok=True)
+    sdir = bundle_dir / s.name
+    sdir.mkdir(parents=True, exist_ok=True)
+    wanted = set(profile.artifacts)
+    timings: dict[str, float] = {}
+    stages = ["calibration", "onnx", "tflite", "qdq" if "onnx_int8_qdq" in wanted else None, "evaluate"]
+    bar = tqdm(total=len([x for x in stages if x]), desc=f"export {s.name}", unit="stage", leave=False,
+               disable=not progress)
+
+    def stage(name: str, start: float) -> None:
+        timings[name] = round(time.perf_counter() - start, 2)
+        bar.set_postfix_str(name)
+        bar.update(1)
+
+    # 1. calibration set (train split only)
+    t = time.perf_counter()
+    recipe = load_recipe(s.name, size=calibration_size)
+    calibration = draw_calibration_set(train, recipe, s.modalities)
+    calibration_file = sdir / "calibration.npz"
+    calibration.save(calibration_file)
+    stage("calibration", t)
+
+    # 2. torch -> ONNX
+    t = time.perf_counter()
+    onnx_path = work / "model_fp32.onnx"
+    # What every artifact computes: the logits shifted to max 0 and floored (onnx_export.DeployedLogits), from a
+    # logits layer rewritten to quantise well (int8_rewrite; the same logits on the calibration windows, checked).
+    rewritten, int8_rewrite = int8_friendly_logits(s.model, calibration.inputs, s.modalities)
+    deployed = DeployedLogits(rewritten).eval()
+    if int8_rewrite is not None:
+        int8_rewrite["calibration_max_abs_change"] = check_same_deployed(
+            DeployedLogits(s.model).eval(), deployed, calibration.inputs, s.modalities)
+    export_onnx(deployed, onnx_path, input_names=s.modalities, example_inputs=s.model.example_inputs(1))
+    windows = calibration.windows()
+    parity_torch_ort = ort_parity(deployed, onnx_path, windows[:16])
+    stage("onnx", t)
+
+    # 3. ONNX -> TFLite (fp32 always: it checks onnx2tf against ONNX; fp16/int8 as the target wants)
+    t = time.perf_counter()
+    precisions = ["fp32", "int8"] + (["fp16"] if "tflite_fp16" in wanted else [])
+    tflite_files = convert_onnx_to_tflite(onnx_path, work / "tflite", input_names=s.modalities,
+                                          calibration_npz=calibration_file, precisions=precisions)
+    verify_int8_tflite(tflite_files["int8"])
+    stage("tflite", t)
+
+    # 4. ONNX QDQ int8
+    qdq_path = None
+    if "onnx_int8_qdq" in wanted:
+        t = time.perf_counter()
+        tensorrt = "TensorrtExecutionProvider" in (profile.execution_providers or ())
+        qdq_path = quantize_onnx_qdq(onnx_path, work / "model_int8_qdq.onnx", windows,
+                                     symmetric_activations=tensorrt)
+        stage("qdq", t)
+
+    # Place artifacts: what the target ships goes into the bundle; references are scored from scratch.
+    files = {"onnx_fp32": onnx_path, "tflite_fp32": tflite_files["fp32"], "tflite_int8": tflite_files["int8"]}
+    if "fp16" in tflite_files:
+        files["tflite_fp16"] = tflite_files["fp16"]
+    if qdq_path is not None:
+        files["onnx_int8_qdq"] = qdq_path
+    names = {"onnx_fp32": "model_fp32.onnx", "onnx_int8_qdq": "model_int8_qdq.onnx",
+             "tflite_fp32": "model_fp32.tflite", "tflite_fp16": "model_fp16.tflite",
+             "tflite_int8": "model_int8.tflite"}
+    shipped = {}
+    for kind, path in files.items():
+        if kind in wanted:
+            shipped[kind] = sdir / names[kind]
+            shutil.copyfile(path, shipped[kind])
+
+    # 5. evaluate every artifact (shipped or reference) with its real interpreter
+    t = time.perf_counter()
+    positions = eval_positions(len(test), eval_windows)
+    batch = test.batch(positions)
+    inputs = {m: batch[m] for m in s.modalities}
+    logits = {}
+    for kind, path in files.items():
+        if kind.startswith("tflite"):
+            backend = TFLiteBackend(path, name=kind, threads=threads, input_names=s.modalities,
+                                    precision=kind.split("_")[1])
+        else:
+            backend = OrtBackend(path, name=kind, threads=threads, input_names=s.modalities,
+                                 precision="int8" if "int8" in kind else "fp32")
+        logits[kind] = predict(backend.run, inputs)
+    stage("evaluate", t)
+    bar.close()
+    _check_float_conversion(logits, s, work)
+    report = parity_gate(s.name, logits, batch["beams"], budget_points=profile.int8_max_top2_drop)
+
+    steps = int(train.window + train.horizons - 1)
+    artifacts = {}
+    for kind, path in shipped.items():
+        rel = relative(path, bundle_dir)
+        precision = {"onnx_fp32": "fp32", "onnx_int8_qdq": "int8"}.get(kind) or kind.split("_")[1]
+        if kind.startswith("tflite"):
+            entry = tflite_entry(bundle_dir, rel, precision=precision, input_names=s.modalities,
+                                 ops=tflite_ops(path))
+            entry["size_breakdown"] = tflite_size_breakdown(path.read_bytes())
+        else:
+            entry = onnx_entry(bundle_dir, rel, precision=precision, ops=onnx_ops(path))
+        entry["accuracy"] = report.accuracies[kind]
+        entry["lean_graph_notes"] = lean_graph_notes(entry["ops"], steps=steps,
+                                                     kind="tflite" if kind.startswith("tflite") else "onnx")
+        artifacts[kind] = entry
+    for note in artifacts["tflite_int8"]["lean_graph_notes"]:
+        log.info("%s int8 graph: %s", s.name, note)
+
+    sizes = {k: os.path.getsize(p) for k, p in files.items()}
+    ckpt = s.checkpoint
+    entry = {
+        "model": ckpt.model_name,
+        "model_kwargs": ckpt.model_kwargs,
+        "modalities": list(s.modalities),
+        "window": int(train.window), "horizons": int(train.horizons), "num_beams": int(train.num_beams),
+        "input_shapes": {m: list(train.shapes[m]) for m in s.modalities},
+        "preprocessing": {m: train.meta["modalities"][m].get("preprocessing", {}) for m in s.modalities},
+        "checkpoint": {"file": s.checkpoint_path.name, "sha256": sha256_file(s.checkpoint_path),
+                       "metrics": ckpt.metrics, "data_fingerprint": (ckpt.data or {}).get("fingerprint")},
+        "calibration": {**calibration.record(relative(calibration_file, bundle_dir)),
+                        "sha256": sha256_file(calibration_file)},
+        "artifacts": artifacts,
+        "int8_rewrite": int8_rewrite,
+        "reference_accuracy": {k: report.accuracies[k] for k in files if k not in shipped},
+        "parity": {**report.to_dict(), "torch_vs_onnx_max_abs": parity_torch_ort,
+                   "eval_split": test.split, "eval_windows": int(len(positions)),
+                   "int8_size_ratio_vs_fp32_tflite": round(sizes["tflite_fp32"] / sizes["tflite_int8"], 2)},
+        "export_seconds": timings,
+    }
+    return entry, report
+
+
+def _check_float_conversion(logits: dict, s: StudentSource, work: Path) -> None:
+    """onnx2tf float32 must reproduce ONNX float32: a layout mistake shows up here, not on the board."""
+    from edgekd.host.export.tflite import keep_log
+
+    reference, converted = logits["onnx_fp32"], logits["tflite_fp32"]
+    worst = float(np.max(np.abs(reference - converted)))
+    allowed = FP32_TOLERANCE * max(1.0, float(np.max(np.abs(reference))))
+    if worst > allowed:
+        raise EdgekdError(f"the float32 TFLite of '{s.name}' differs from ONNX by {worst:.3g} (> {allowed:.3g}): "
+                          "onnx2tf mis-converted the graph", file=keep_log(work / "tflite" / "convert.log"),
+                          fix="report the model to its owner; an op's layout is converted wrongly")
