@@ -10,15 +10,11 @@ be above the float32 median.
 from __future__ import annotations
 
 import statistics
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
-
-sys.path.insert(0, str(Path(__file__).parents[1] / "integration"))
-from test_export_support import make_dataset  # noqa: E402
+from support.export import make_dataset
 
 STUDENTS = {"lidar": "lidar_student", "radar": "radar_student", "image": "image_student",
             "fusion": "fusion_student"}

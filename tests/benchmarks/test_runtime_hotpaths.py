@@ -11,17 +11,12 @@ Run:  .venv/bin/python -m pytest tests/benchmarks/test_runtime_hotpaths.py --ben
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
+from support.bundles import build_bundle
 
-sys.path.insert(0, str(Path(__file__).parents[1] / "unit"))
-from test_firmware_bench_e2e import build_bundle  # noqa: E402
-
-from edgekd.device.bundle import open_bundle  # noqa: E402
-from edgekd.device.runtime.backends import dequantize, quantize  # noqa: E402
+from edgekd.device.bundle import open_bundle
+from edgekd.device.runtime.backends import dequantize, quantize
 
 
 @pytest.fixture(scope="module")

@@ -10,17 +10,14 @@ recorded in the benchmark's extra_info.
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 HERE = Path(__file__).parent
-sys.path.insert(0, str(HERE))
-sys.path.insert(0, str(HERE.parent / "integration"))
-from runtime_soak import soak  # noqa: E402
-from test_runtime_support import runtime_bundle, short_drive  # noqa: E402
+from benchmarks.runtime_soak import soak
+from support.runtime import runtime_bundle, short_drive
 
 pytestmark = pytest.mark.slow
 OVERHEAD_BUDGET_MS = 0.2

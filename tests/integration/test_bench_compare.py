@@ -8,23 +8,27 @@ import csv
 import hashlib
 import json
 import shutil
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
+from support.export import cache_dir, env_flag, make_dataset, source_key, train_student
 
-sys.path.insert(0, str(Path(__file__).parent))
-from test_export_support import cache_dir, env_flag, make_dataset, source_key, train_student  # noqa: E402
-
-from edgekd.cli import cli  # noqa: E402
-from edgekd.host.compare import (FORMATS, TEACHER, CompareSettings, compare_bundle, interleaved_loop,  # noqa: E402
-                            rotation, Candidate)
-from edgekd.host.export import export_bundle  # noqa: E402
-from edgekd.device.io import atomic_write_json  # noqa: E402
-from firmware_bench.power import MeterOptions  # noqa: E402
+from edgekd.cli import cli
+from edgekd.device.io import atomic_write_json
+from edgekd.host.compare import (
+    FORMATS,
+    TEACHER,
+    Candidate,
+    CompareSettings,
+    compare_bundle,
+    interleaved_loop,
+    rotation,
+)
+from edgekd.host.export import export_bundle
+from firmware_bench.power import MeterOptions
 
 pytestmark = pytest.mark.slow
 SIX = [TEACHER, "torch_fp32", "onnx_fp32", "onnx_int8_qdq", "tflite_fp32", "tflite_int8"]

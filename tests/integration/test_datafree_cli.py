@@ -24,15 +24,15 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from edgekd.host.checkpoint import load_checkpoint, update_checkpoint
 from edgekd.cli import cli
+from edgekd.device.io import atomic_write_json, sha256_file
+from edgekd.host.checkpoint import load_checkpoint, update_checkpoint
 from edgekd.host.data import read_meta, write_dataset
 from edgekd.host.data.store import fingerprint_of
 from edgekd.host.distill import TrainConfig
 from edgekd.host.distill.api import train_model
 from edgekd.host.distill.config import DataFreeConfig
 from edgekd.host.distill.datafree import distill_datafree
-from edgekd.device.io import atomic_write_json, sha256_file
 
 torch.set_num_threads(1)
 

@@ -7,8 +7,8 @@ import pytest
 from click.testing import CliRunner
 
 from edgekd.cli import cli
-from edgekd.host.data.drive import DEFAULT_PLAN
 from edgekd.device.runtime.replay import load_drive
+from edgekd.host.data.drive import DEFAULT_PLAN
 
 pytestmark = pytest.mark.slow
 

@@ -8,24 +8,21 @@ the real converters; every check reads the produced files back.
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
+from support.export import make_dataset, train_student
 
-sys.path.insert(0, str(Path(__file__).parent))
-from test_export_support import make_dataset, train_student  # noqa: E402
-
-from edgekd.device.bundle import open_bundle, verify_bundle  # noqa: E402
-from edgekd.cli import cli  # noqa: E402
-from edgekd.device.errors import EdgekdError  # noqa: E402
-from edgekd.host.export import ParityGateError, export_bundle  # noqa: E402
-from edgekd.host.export.calibration import indices_digest  # noqa: E402
-from edgekd.host.export.onnx_export import export_onnx  # noqa: E402
-from edgekd.device.runtime.backends import tflite_float_ops  # noqa: E402
+from edgekd.cli import cli
+from edgekd.device.bundle import open_bundle, verify_bundle
+from edgekd.device.errors import EdgekdError
+from edgekd.device.runtime.backends import tflite_float_ops
+from edgekd.host.export import ParityGateError, export_bundle
+from edgekd.host.export.calibration import indices_digest
+from edgekd.host.export.onnx_export import export_onnx
 
 pytestmark = pytest.mark.slow
 

@@ -6,7 +6,12 @@ import numpy as np
 import pytest
 
 from edgekd.device.errors import EdgekdError
-from edgekd.host.export.calibration import draw_indices, indices_digest, load_recipe, stratum_keys
+from edgekd.host.export.calibration import (
+    draw_indices,
+    indices_digest,
+    load_recipe,
+    stratum_keys,
+)
 
 
 def test_balanced_draw_covers_every_stratum_before_repeating():

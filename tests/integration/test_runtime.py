@@ -10,14 +10,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from support.runtime import runtime_bundle, short_drive
 
-sys.path.insert(0, str(Path(__file__).parent))
-from test_runtime_support import runtime_bundle, short_drive  # noqa: E402
-
-from edgekd.cli import cli  # noqa: E402
-from edgekd.device.errors import EdgekdError  # noqa: E402
-from edgekd.device.runtime.engine import Runtime  # noqa: E402
-from edgekd.device.runtime.replay import load_drive, replay, scored_frames, summarize  # noqa: E402
+from edgekd.cli import cli
+from edgekd.device.errors import EdgekdError
+from edgekd.device.runtime.engine import Runtime
+from edgekd.device.runtime.replay import load_drive, replay, scored_frames, summarize
 
 pytestmark = pytest.mark.slow
 

@@ -18,9 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-sys.path.insert(0, str(Path(__file__).parent))
-from test_export_support import cache_dir, env_flag, make_dataset, train_student  # noqa: E402
+from support.export import cache_dir, env_flag, make_dataset, train_student
 
 pytestmark = pytest.mark.slow
 

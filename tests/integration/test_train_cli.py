@@ -9,8 +9,8 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from edgekd.host.checkpoint import load_checkpoint
 from edgekd.cli import cli
+from edgekd.host.checkpoint import load_checkpoint
 from edgekd.host.data import write_dataset
 
 pytestmark = pytest.mark.slow

@@ -10,8 +10,17 @@ import pytest
 
 from edgekd.device.errors import EdgekdError
 from edgekd.device.io import sha256_file
-from edgekd.device.runtime.backends import (OrtBackend, QuantSpec, TFLiteBackend, dequantize, open_artifact, quantize,
-                                     tflite_float_ops, tflite_interpreter_class, tflite_op_counts)
+from edgekd.device.runtime.backends import (
+    OrtBackend,
+    QuantSpec,
+    TFLiteBackend,
+    dequantize,
+    open_artifact,
+    quantize,
+    tflite_float_ops,
+    tflite_interpreter_class,
+    tflite_op_counts,
+)
 
 WEIGHTS = np.linspace(-1, 1, 6 * 4, dtype=np.float32).reshape(6, 4)
 

@@ -16,15 +16,13 @@ from pathlib import Path
 import click
 import pytest
 from click.testing import CliRunner
+from support.bundles import build_bundle
 
-sys.path.insert(0, str(Path(__file__).parent))
-from test_firmware_bench_e2e import build_bundle  # noqa: E402
-
-from edgekd.device.bench import settings_from_target  # noqa: E402
-from edgekd.cli import cli  # noqa: E402
-from edgekd.device.errors import EdgekdError  # noqa: E402
-from edgekd.device.targets import list_targets, load_target  # noqa: E402
-from firmware_bench.power import PowerModel  # noqa: E402
+from edgekd.cli import cli
+from edgekd.device.bench import settings_from_target
+from edgekd.device.errors import EdgekdError
+from edgekd.device.targets import list_targets, load_target
+from firmware_bench.power import PowerModel
 
 QUICK = ["--runs", "12", "--warmup", "1", "--idle-seconds", "0", "--no-op-profile"]
 

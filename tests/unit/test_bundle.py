@@ -8,8 +8,13 @@ import json
 import pytest
 from click.testing import CliRunner
 
-from edgekd.device.bundle import manifest_problems, open_bundle, read_manifest, verify_bundle
 from edgekd.cli import cli
+from edgekd.device.bundle import (
+    manifest_problems,
+    open_bundle,
+    read_manifest,
+    verify_bundle,
+)
 from edgekd.device.errors import EdgekdError
 from edgekd.device.io import sha256_file
 from edgekd.device.targets import load_target

@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import click
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from test_deepsense import (
+    build_scenario,  # the fabricated DeepSense folder (tests/unit is on sys.path)
+)
 
 from edgekd.cli import cli
 from edgekd.host.data.cli import data as data_group
-from test_deepsense import build_scenario  # the fabricated DeepSense folder (tests/unit is on sys.path)
 
 
 def run(*args: str):

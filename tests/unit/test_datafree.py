@@ -7,13 +7,13 @@ import math
 import pytest
 import torch
 
-from edgekd.host.checkpoint import load_checkpoint, save_checkpoint
 from edgekd.device.config import load_config
-from edgekd.host.distill.config import DataFreeConfig, TrainConfig, load_train_config
-from edgekd.host.distill import datafree as D
-from edgekd.host.distill.methods import build_distiller, get_method, list_methods
 from edgekd.device.errors import EdgekdError
 from edgekd.device.metrics import count_params
+from edgekd.host.checkpoint import load_checkpoint, save_checkpoint
+from edgekd.host.distill import datafree as D
+from edgekd.host.distill.config import DataFreeConfig, TrainConfig, load_train_config
+from edgekd.host.distill.methods import build_distiller, get_method, list_methods
 from edgekd.host.models import create_model
 
 torch.set_num_threads(1)

@@ -12,6 +12,7 @@ import pytest
 import scipy.io
 from PIL import Image
 
+from edgekd.device.errors import EdgekdError
 from edgekd.host.data import load_dataset
 from edgekd.host.data.deepsense import (
     EARTH_RADIUS_M,
@@ -21,7 +22,6 @@ from edgekd.host.data.deepsense import (
     parse_time_of_day,
     read_ply_points,
 )
-from edgekd.device.errors import EdgekdError
 
 BS_LATLON = (33.42, -111.93)
 ALL_PARTS = ("rgb", "radar", "lidar_scr", "ply", "power", "beam", "loc")

@@ -8,7 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from firmware_bench.opprofile import NO_TFLITE_PROFILER, parse_benchmark_model_node_types, tflite_op_profile
+from firmware_bench.opprofile import (
+    NO_TFLITE_PROFILER,
+    parse_benchmark_model_node_types,
+    tflite_op_profile,
+)
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "power" / "benchmark_model_op_profiling.txt"
 

@@ -12,8 +12,15 @@ import pytest
 import torch
 
 from edgekd.device.errors import EdgekdError
-from edgekd.host.export.int8_rewrite import (MARGIN, PointwiseLogits, check_same_deployed, classifier_inputs, final_linear,
-                                        fit_row_max, int8_friendly_logits)
+from edgekd.host.export.int8_rewrite import (
+    MARGIN,
+    PointwiseLogits,
+    check_same_deployed,
+    classifier_inputs,
+    final_linear,
+    fit_row_max,
+    int8_friendly_logits,
+)
 from edgekd.host.export.onnx_export import DeployedLogits
 from edgekd.host.models import create_model
 

@@ -6,7 +6,12 @@ import numpy as np
 import pytest
 
 from firmware_bench import latency
-from firmware_bench.latency import StopRule, latency_stats, mlperf_single_stream, timed_loop
+from firmware_bench.latency import (
+    StopRule,
+    latency_stats,
+    mlperf_single_stream,
+    timed_loop,
+)
 
 
 def test_stats_on_1_to_100_ms():

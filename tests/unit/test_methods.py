@@ -8,10 +8,15 @@ import pytest
 import torch
 from torch import nn
 
-from edgekd.host.distill import KD_METHODS, TrainConfig, build_distiller, register_method
+from edgekd.device.errors import EdgekdError
+from edgekd.host.distill import (
+    KD_METHODS,
+    TrainConfig,
+    build_distiller,
+    register_method,
+)
 from edgekd.host.distill.losses import kl_div_loss
 from edgekd.host.distill.methods import Distiller, ema_multi_avg_fn
-from edgekd.device.errors import EdgekdError
 from edgekd.host.models.base import BeamModel
 
 torch.set_num_threads(1)

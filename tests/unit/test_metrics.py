@@ -11,8 +11,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from edgekd.device.errors import EdgekdError
-from edgekd.device.metrics import (Table2Row, count_macs, count_params, dba_score, evaluate_predictions,
-                            format_table2, topk_accuracy)
+from edgekd.device.metrics import (
+    Table2Row,
+    count_macs,
+    count_params,
+    dba_score,
+    evaluate_predictions,
+    format_table2,
+    topk_accuracy,
+)
 
 torch.set_num_threads(1)
 

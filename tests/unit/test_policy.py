@@ -5,7 +5,11 @@ from __future__ import annotations
 import numpy as np
 
 from edgekd.device.runtime.hub import Health, QualityConfig
-from edgekd.device.runtime.policy import LightingEstimator, ModalityPolicy, PolicySettings
+from edgekd.device.runtime.policy import (
+    LightingEstimator,
+    ModalityPolicy,
+    PolicySettings,
+)
 from edgekd.device.targets import load_target
 
 STUDENTS = {"image": ("image",), "radar": ("radar",), "lidar": ("lidar",)}

@@ -12,7 +12,11 @@ import pytest
 
 from firmware_bench.power import MeterOptions
 from firmware_bench.power.ina3221 import Ina3221Reader
-from firmware_bench.power.tegrastats import TegrastatsReader, board_power_w, parse_tegrastats_line
+from firmware_bench.power.tegrastats import (
+    TegrastatsReader,
+    board_power_w,
+    parse_tegrastats_line,
+)
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "power"
 HWMON = "sys/bus/i2c/drivers/ina3221/1-0040/hwmon/hwmon3"

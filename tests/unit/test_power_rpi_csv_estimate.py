@@ -11,11 +11,21 @@ import numpy as np
 import pytest
 
 from edgekd.device.errors import EdgekdError
-from firmware_bench.power import (MeterOptions, PowerModel, choose_reader, integrate_power, parse_meter_spec,
-                                  parse_power_model)
+from firmware_bench.power import (
+    MeterOptions,
+    PowerModel,
+    choose_reader,
+    integrate_power,
+    parse_meter_spec,
+    parse_power_model,
+)
 from firmware_bench.power.csvlog import CsvLogReader, parse_power_log
 from firmware_bench.power.estimate import EstimateReader, cpu_utilisation
-from firmware_bench.power.rpi5_pmic import Rpi5PmicReader, parse_pmic_read_adc, rails_power_w
+from firmware_bench.power.rpi5_pmic import (
+    Rpi5PmicReader,
+    parse_pmic_read_adc,
+    rails_power_w,
+)
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "power"
 PMIC = FIXTURES / "vcgencmd_pmic_read_adc_rpi5.txt"

@@ -57,8 +57,8 @@ def test_rolling_hit_rate_counts_scored_frames_in_the_last_span():
 
 
 def test_track_positions_and_labels_never_cross_a_track_end():
-    from edgekd.host.data.drive import track_labels
     from edgekd.device.runtime.replay import track_position
+    from edgekd.host.data.drive import track_labels
 
     track = np.array([0, 0, 0, 1, 1, 2, 2, 2, 2])
     assert track_position(track).tolist() == [0, 1, 2, 0, 1, 0, 1, 2, 3]

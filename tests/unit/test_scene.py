@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from edgekd.device.config import config_from_dict
+from edgekd.device.errors import EdgekdError
 from edgekd.host.data.channel import (
     ArrayConfig,
     ChannelConfig,
@@ -23,16 +24,15 @@ from edgekd.host.data.channel import (
 )
 from edgekd.host.data.scene import DriveTruth, StreetConfig, simulate_pass
 from edgekd.host.data.synth import (
+    SceneConfig,
     Schedule,
     ScheduleSegment,
-    SceneConfig,
     count_windows,
     load_scene_config,
     plan_drives,
     simulate_drive,
     synthesize,
 )
-from edgekd.device.errors import EdgekdError
 
 ARRAY = ArrayConfig()
 STREET = StreetConfig()

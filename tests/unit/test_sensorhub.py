@@ -7,7 +7,13 @@ import math
 import numpy as np
 import pytest
 
-from edgekd.device.runtime.hub import (QualityConfig, SensorHub, image_quality, lidar_quality, radar_quality)
+from edgekd.device.runtime.hub import (
+    QualityConfig,
+    SensorHub,
+    image_quality,
+    lidar_quality,
+    radar_quality,
+)
 
 T = 4
 SHAPES = {"image": (1, 8, 8), "radar": (2, 6, 4), "lidar": (16,)}

@@ -5,10 +5,22 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from edgekd.device.errors import EdgekdError
 from edgekd.host.data import lidar as lidar_mod
-from edgekd.host.data.camera import CameraConfig, preprocess_image, projection, render_images
+from edgekd.host.data.camera import (
+    CameraConfig,
+    preprocess_image,
+    projection,
+    render_images,
+)
 from edgekd.host.data.gps import GpsConfig, render_gps
-from edgekd.host.data.lidar import LidarConfig, cast_rays, points_to_bins, render_lidar, scene_to_sensor
+from edgekd.host.data.lidar import (
+    LidarConfig,
+    cast_rays,
+    points_to_bins,
+    render_lidar,
+    scene_to_sensor,
+)
 from edgekd.host.data.radar import (
     RadarConfig,
     angle_bin_of,
@@ -19,8 +31,13 @@ from edgekd.host.data.radar import (
     synthesize_cube,
 )
 from edgekd.host.data.scene import DriveTruth, StreetConfig
-from edgekd.host.data.synth import Schedule, ScheduleSegment, SceneConfig, simulate_drive, synthesize
-from edgekd.device.errors import EdgekdError
+from edgekd.host.data.synth import (
+    SceneConfig,
+    Schedule,
+    ScheduleSegment,
+    simulate_drive,
+    synthesize,
+)
 
 STREET = StreetConfig()
 

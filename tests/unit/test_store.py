@@ -5,13 +5,13 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from edgekd.device.errors import EdgekdError
 from edgekd.host.data import MODALITIES, load_dataset, verify_dataset, write_dataset
 from edgekd.host.data.store import (
     DATASET_FORMAT,
@@ -20,7 +20,6 @@ from edgekd.host.data.store import (
     summarize_dataset,
     window_starts,
 )
-from edgekd.device.errors import EdgekdError
 
 T, H = 8, 4
 

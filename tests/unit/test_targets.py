@@ -11,7 +11,12 @@ from click.testing import CliRunner
 
 from edgekd.cli import cli
 from edgekd.device.errors import EdgekdError
-from edgekd.device.targets import ENV_TARGETS_DIR, list_targets, load_target, targets_dir
+from edgekd.device.targets import (
+    ENV_TARGETS_DIR,
+    list_targets,
+    load_target,
+    targets_dir,
+)
 
 
 def test_shipped_profiles_load_and_have_the_board_facts():

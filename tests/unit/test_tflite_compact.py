@@ -5,8 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edgekd.host.export.tflite_compact import compact_tflite, read_model, tflite_size_breakdown
 from edgekd.device.runtime.backends import TFLiteBackend, tflite_op_counts
+from edgekd.host.export.tflite_compact import (
+    compact_tflite,
+    read_model,
+    tflite_size_breakdown,
+)
 
 tf = pytest.importorskip("tensorflow")
 

@@ -8,12 +8,22 @@ import numpy as np
 import pytest
 import torch
 
+from edgekd.device.errors import EdgekdError
 from edgekd.host.checkpoint import load_checkpoint, save_checkpoint
 from edgekd.host.data import load_dataset, write_dataset
 from edgekd.host.distill import TrainConfig, load_train_config
-from edgekd.host.distill.api import add_teacher_stats, distill_model, evaluate_checkpoint, train_model
-from edgekd.host.distill.trainer import Trainer, batch_slices, epoch_permutation, train_indices
-from edgekd.device.errors import EdgekdError
+from edgekd.host.distill.api import (
+    add_teacher_stats,
+    distill_model,
+    evaluate_checkpoint,
+    train_model,
+)
+from edgekd.host.distill.trainer import (
+    Trainer,
+    batch_slices,
+    epoch_permutation,
+    train_indices,
+)
 from edgekd.host.models import create_model
 
 torch.set_num_threads(1)

@@ -9,11 +9,9 @@ Both are cached in the system temp dir, keyed by the sources that shape them.
 from __future__ import annotations
 
 import shutil
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).parent))
-from test_export_support import cache_dir, make_dataset, train_student  # noqa: E402
+from support.export import cache_dir, make_dataset, train_student
 
 STUDENTS = ("image", "radar", "lidar")
 
