@@ -24,8 +24,9 @@ import os
 import platform
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -105,7 +106,7 @@ def run_benchmark(bundle: str | os.PathLike, student: str | None = None, *,
     results = [benchmark_student(bundle, manifest, name, settings, meter_options) for name in names]
     report = {
         "schema": REPORT_SCHEMA,
-        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "edgekd_version": __version__,
         "host": host_info(),
         "bundle": str(bundle),

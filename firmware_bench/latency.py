@@ -18,7 +18,8 @@ import dataclasses
 import gc
 import logging
 import time
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 

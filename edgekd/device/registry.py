@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Callable, Generic, Iterator, TypeVar
+from collections.abc import Callable, Iterator
+from typing import Generic, TypeVar
 
 from edgekd.device.errors import EdgekdError
 
@@ -19,7 +20,7 @@ class Registry(Generic[T]):
 
     def register(self, name: str | None = None, *, aliases: tuple[str, ...] = ()) -> Callable[[T], T]:
         def decorator(obj: T) -> T:
-            key = name or getattr(obj, "__name__")
+            key = name or obj.__name__
             if key in self._items or key in self._aliases:
                 raise ValueError(f"{self.kind} '{key}' registered twice")
             self._items[key] = obj

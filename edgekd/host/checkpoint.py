@@ -60,7 +60,7 @@ def save_checkpoint(path: str | os.PathLike, model: torch.nn.Module, *, config: 
         "format": CHECKPOINT_FORMAT,
         "edgekd_version": __version__,
         "torch_version": str(torch.__version__),  # TorchVersion is not weights_only-loadable
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "model": name,
         "model_kwargs": dict(getattr(model, "registry_kwargs", {})),
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},

@@ -45,8 +45,9 @@ import io
 import logging
 import os
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -538,7 +539,7 @@ def compare_bundle(bundle: str | os.PathLike, data: str | os.PathLike, *, checkp
 
     report = {
         "schema": SCHEMA,
-        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "edgekd_version": __version__,
         "host": host_info(),
         # other processes on the CPUs show up as a heavy latency tail: say how busy the machine was

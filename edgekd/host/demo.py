@@ -251,7 +251,8 @@ def _train_cfg(demo: Demo, paper_config: str, epochs: int, lr: float | None = No
 
 def _lidar_experiment(demo: Demo, data: Path):
     """Paper 2's experiment object: the LiDAR teacher and data-free settings stay those of `reproduce paper2`."""
-    from edgekd.host.reproduce.paper2 import Experiment, load_profile as paper2_profile
+    from edgekd.host.reproduce.paper2 import Experiment
+    from edgekd.host.reproduce.paper2 import load_profile as paper2_profile
 
     p = demo.profile
     overrides = {k: v for k, v in (("teacher_epochs", p.lidar_teacher_epochs), ("generator_steps", p.generator_steps),

@@ -66,7 +66,7 @@ def header(demo, stages: Mapping[str, dict], host: Mapping[str, Any]) -> str:
     p = demo.profile
     return (f"# edgekd demo report\n\n"
             f"Target **{demo.target.name}** ({demo.target.description}); generated "
-            f"{dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC on {host['machine']} ({host['platform']}, "
+            f"{dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC on {host['machine']} ({host['platform']}, "
             f"{host.get('cpus_usable', host['cpu_count'])} CPUs), Python {host['python']}.\n\n"
             f"Profile: {p.windows} synthetic windows at {p.image_size}x{p.image_size}, image and radar teachers at "
             f"width {p.teacher_width:g} for {p.teacher_epochs} epochs (lr {p.teacher_lr or 'of teacher.yaml'}), the "
@@ -216,8 +216,8 @@ def bench_section(bench: Mapping) -> str:
 
 def model_cost(checkpoint: str | Path) -> tuple[int, int]:
     """(parameters, MACs at batch 1) of a checkpoint's model."""
-    from edgekd.host.checkpoint import load_checkpoint
     from edgekd.device.metrics import count_macs, count_params
+    from edgekd.host.checkpoint import load_checkpoint
 
     model = load_checkpoint(checkpoint).build().eval()
     return count_params(model), count_macs(model, model.example_inputs(batch=1))

@@ -12,9 +12,8 @@ import dataclasses
 from pathlib import Path
 
 from edgekd.device.errors import EdgekdError
-from firmware_bench.power.base import (ESTIMATED, METERS, MeterOptions, PowerModel, PowerReader,
-                                       integrate_power)
 from firmware_bench.power import csvlog, estimate, ina3221, rapl, rpi5_pmic, tegrastats  # noqa: F401  (register)
+from firmware_bench.power.base import ESTIMATED, METERS, MeterOptions, PowerModel, PowerReader, integrate_power
 
 # Board meters first (a board has at most one of them), the hwmon reader before
 # the tegrastats subprocess because it costs less; the estimate last.

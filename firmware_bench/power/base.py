@@ -16,8 +16,8 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 
@@ -34,7 +34,7 @@ BOARD_INPUT_RAILS = ("VDD_IN", "POM_5V_IN", "VIN_SYS_5V0")
 
 def read_text(path: Path) -> str:
     """The default file reader (tests inject one that raises PermissionError)."""
-    with open(path, "r") as handle:
+    with open(path) as handle:
         return handle.read()
 
 

@@ -9,7 +9,7 @@ and is labelled ``estimated`` wherever it appears.
 from __future__ import annotations
 
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from firmware_bench.power.base import ESTIMATED, METERS, MeterOptions, PowerReader, cpu_count
 

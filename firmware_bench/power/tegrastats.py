@@ -15,7 +15,7 @@ import shutil
 import subprocess
 import threading
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from firmware_bench.power.base import BOARD_INPUT_RAILS, METERS, MeterOptions, PowerReader, integrate_power
 

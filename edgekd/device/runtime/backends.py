@@ -17,8 +17,9 @@ import dataclasses
 import importlib
 import logging
 import os
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -81,7 +82,7 @@ class QuantSpec:
     dtype: np.dtype
 
     @classmethod
-    def of(cls, scale: float, zero_point: int, dtype: Any) -> "QuantSpec":
+    def of(cls, scale: float, zero_point: int, dtype: Any) -> QuantSpec:
         info = np.iinfo(dtype)
         return cls(np.float32(scale), np.float32(zero_point), np.float32(info.min - zero_point),
                    np.float32(info.max - zero_point), np.dtype(dtype))

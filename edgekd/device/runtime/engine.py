@@ -20,8 +20,9 @@ import logging
 import math
 import os
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -135,7 +136,7 @@ class Runtime:
     def from_bundle(cls, path: str | os.PathLike, target: Any = None, *, policy: str = "auto",
                     students: Sequence[str] | None = None, kind: str | None = None, threads: int | None = None,
                     top_k: int = 5, quality: QualityConfig | None = None, verify: bool = True,
-                    **policy_overrides) -> "Runtime":
+                    **policy_overrides) -> Runtime:
         """Open bundle ``path`` for ``target`` (name, alias, YAML path, profile; default: the bundle's own).
 
         ``policy`` is ``auto`` (switch by the profile's policy) or ``fixed:<student>``

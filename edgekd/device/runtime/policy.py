@@ -25,7 +25,7 @@ the hub's health and asks for a decision.
 from __future__ import annotations
 
 import dataclasses
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 from edgekd.device.runtime.hub import Health, QualityConfig
 
@@ -44,7 +44,7 @@ class PolicySettings:
     fixed: str | None = None                   # 'image' for the single-student baseline (no switching)
 
     @classmethod
-    def from_profile(cls, policy, *, fixed: str | None = None, **overrides) -> "PolicySettings":
+    def from_profile(cls, policy, *, fixed: str | None = None, **overrides) -> PolicySettings:
         """From an ``edgekd.device.targets.Policy`` (or any object with day/dusk/night and the knobs)."""
         return cls(order={name: tuple(getattr(policy, name)) for name in LIGHTING},
                    quality_margin=float(policy.quality_margin), min_dwell_frames=int(policy.min_dwell_frames),

@@ -31,15 +31,16 @@ import dataclasses
 import logging
 import os
 import re
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
+from edgekd.device.errors import EdgekdError
 from edgekd.host.data.gps import STORAGE_SCALE_M as GPS_SCALE  # stored GPS = metres / 100
 from edgekd.host.data.lidar import STORAGE_SCALE_M as LIDAR_SCALE  # stored LiDAR = metres / 10
 from edgekd.host.data.store import LIGHTING, UNKNOWN, WEATHER, check_output, normalise_split, write_dataset
-from edgekd.device.errors import EdgekdError
 
 log = logging.getLogger(__name__)
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from edgekd.host.data.store import LIGHTING, WEATHER, WindowDataset, load_dataset, read_meta
 from edgekd.device.io import atomic_write_bytes
+from edgekd.host.data.store import LIGHTING, WEATHER, WindowDataset, load_dataset, read_meta
 
 
 def plot_dataset(path: str | os.PathLike, out: str | os.PathLike, *, split: str = "train",

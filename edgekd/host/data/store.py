@@ -27,8 +27,9 @@ import datetime as _dt
 import json
 import logging
 import os
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -347,7 +348,7 @@ def _build_meta(arrays: dict[str, np.ndarray], *, spec: WindowSpec, source: str,
     meta = {
         "format": DATASET_FORMAT,
         "edgekd_version": __version__,
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "source": source,
         "config": dict(config or {}),
         "seed": seed,

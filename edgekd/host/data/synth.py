@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from edgekd.device.config import config_to_dict, load_config
+from edgekd.device.errors import EdgekdError
 from edgekd.host.data import camera as camera_mod
 from edgekd.host.data import gps as gps_mod
 from edgekd.host.data import lidar as lidar_mod
@@ -41,7 +42,6 @@ from edgekd.host.data.gps import GpsConfig
 from edgekd.host.data.lidar import LidarConfig
 from edgekd.host.data.radar import RadarConfig
 from edgekd.host.data.scene import DriveTruth, StreetConfig, TrafficConfig, UserConfig, simulate_pass
-from edgekd.device.errors import EdgekdError
 
 log = logging.getLogger(__name__)
 

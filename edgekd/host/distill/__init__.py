@@ -7,8 +7,14 @@ torch: the on-board runtime never imports it.
 """
 
 from edgekd.host.distill.config import TrainConfig, load_train_config, resolve_config
-from edgekd.host.distill.methods import (KD_METHODS, Distiller, build_distiller, get_method, list_methods,
-                                    register_method)
+from edgekd.host.distill.methods import (
+    KD_METHODS,
+    Distiller,
+    build_distiller,
+    get_method,
+    list_methods,
+    register_method,
+)
 
 __all__ = [
     "KD_METHODS", "Distiller", "TrainConfig", "add_teacher_stats", "build_distiller", "distill_model",

@@ -20,14 +20,22 @@ import numpy as np
 import torch
 from torch import nn
 
+from edgekd.device.errors import EdgekdError
+from edgekd.device.io import sha256_file
 from edgekd.host.checkpoint import Checkpoint, load_checkpoint, update_checkpoint
 from edgekd.host.distill import ddp
 from edgekd.host.distill.config import TrainConfig
 from edgekd.host.distill.methods import KD_METHODS, build_distiller, get_method
-from edgekd.host.distill.trainer import (TrainResult, Trainer, accuracy_metrics, hidden_state_stats, predict,
-                                    seed_everything, supervised_loss_value, train_indices)
-from edgekd.device.errors import EdgekdError
-from edgekd.device.io import sha256_file
+from edgekd.host.distill.trainer import (
+    Trainer,
+    TrainResult,
+    accuracy_metrics,
+    hidden_state_stats,
+    predict,
+    seed_everything,
+    supervised_loss_value,
+    train_indices,
+)
 
 log = logging.getLogger(__name__)
 

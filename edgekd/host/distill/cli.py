@@ -149,9 +149,9 @@ def _distill_datafree(teacher, student, cfg, data, out, *, generator_loss, stude
 @click.option("--batch-size", type=int, default=256, show_default=True, help="Windows per inference batch.")
 def evaluate(checkpoint, data, split, plot, json_path, batch_size):
     """Per-horizon top-k accuracy and DBA of a checkpoint on one split."""
+    from edgekd.device.io import atomic_write_json
     from edgekd.host.distill.api import evaluate_checkpoint
     from edgekd.host.distill.report import format_topk_table, plot_topk
-    from edgekd.device.io import atomic_write_json
 
     if batch_size <= 0:
         raise EdgekdError("must be positive", field="batch_size", fix="pass --batch-size 1 or more")

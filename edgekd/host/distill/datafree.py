@@ -59,12 +59,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from edgekd.device.errors import EdgekdError
+from edgekd.device.io import atomic_write_text, sha256_file
 from edgekd.host.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from edgekd.host.distill import losses as L
 from edgekd.host.distill.config import DataFreeConfig, TrainConfig
 from edgekd.host.distill.methods import build_distiller, freeze
-from edgekd.device.errors import EdgekdError
-from edgekd.device.io import atomic_write_text, sha256_file
 from edgekd.host.models.blocks import seq_apply
 
 log = logging.getLogger(__name__)
@@ -114,7 +114,7 @@ class LidarGenerator(nn.Module):
         self.net = nn.Sequential(nn.Linear(noise_dim, hidden), nn.ReLU(), nn.Linear(hidden, window * bins))
 
     @classmethod
-    def from_config(cls, cfg: DataFreeConfig, *, window: int, bins: int) -> "LidarGenerator":
+    def from_config(cls, cfg: DataFreeConfig, *, window: int, bins: int) -> LidarGenerator:
         return cls(noise_dim=cfg.noise_dim, hidden=cfg.generator_hidden, window=window, bins=bins,
                    output=cfg.generator_output, input_range=cfg.input_range, mapping=cfg.output_mapping)
 

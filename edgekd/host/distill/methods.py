@@ -22,13 +22,13 @@ import torch
 from torch import Tensor, nn
 from torch.optim.swa_utils import AveragedModel
 
+from edgekd.device.registry import Registry
 from edgekd.host.distill import losses as L
 from edgekd.host.distill.config import TrainConfig, resolve_config
-from edgekd.device.registry import Registry
 
 Batch = Mapping[str, Tensor]
 
-KD_METHODS: Registry[type["Distiller"]] = Registry("KD method")
+KD_METHODS: Registry[type[Distiller]] = Registry("KD method")
 
 
 def register_method(name: str, *, aliases: tuple[str, ...] = ()):
@@ -43,7 +43,7 @@ def list_methods() -> list[str]:
     return KD_METHODS.names()
 
 
-def get_method(name: str) -> type["Distiller"]:
+def get_method(name: str) -> type[Distiller]:
     return KD_METHODS.get(name)
 
 
@@ -135,7 +135,7 @@ class Distiller(nn.Module):
         if missing or unexpected:
             raise RuntimeError(f"resume state does not fit: missing {missing[:3]}, unexpected {list(unexpected)[:3]}")
 
-    def train(self, mode: bool = True) -> "Distiller":
+    def train(self, mode: bool = True) -> Distiller:
         super().train(mode)
         if self.teacher is not None:
             self.teacher.eval()   # dropout/BN of the teacher stay frozen

@@ -33,12 +33,12 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from edgekd.device.errors import EdgekdError
 from edgekd.host.checkpoint import save_checkpoint
 from edgekd.host.distill import ddp
 from edgekd.host.distill.config import TrainConfig
 from edgekd.host.distill.losses import cross_entropy_loss, focal_loss
 from edgekd.host.distill.methods import Distiller, TeacherCache, model_inputs
-from edgekd.device.errors import EdgekdError
 
 log = logging.getLogger(__name__)
 

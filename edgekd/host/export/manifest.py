@@ -11,8 +11,8 @@ from __future__ import annotations
 import datetime as _dt
 import importlib.metadata
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -95,7 +95,7 @@ def onnx_entry(bundle_dir: Path, rel_path: str, *, precision: str, ops: dict[str
 def manifest_skeleton(target: dict) -> dict:
     return {
         "format": BUNDLE_FORMAT,
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "edgekd_version": __version__,
         "versions": tool_versions(),
         "target": target,

@@ -16,8 +16,8 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -68,9 +68,9 @@ def export_bundle(checkpoints: Sequence[str | os.PathLike], target, data: str | 
     """
     import torch
 
+    from edgekd.device.targets import load_target
     from edgekd.host.data import load_dataset
     from edgekd.host.export.manifest import manifest_skeleton
-    from edgekd.device.targets import load_target
 
     torch.set_num_threads(max(1, threads))
     profile = load_target(target)
@@ -171,6 +171,7 @@ def _check_fits(s: StudentSource, ds) -> None:
 
 def _export_student(s: StudentSource, profile, train, test, bundle_dir: Path, work: Path, *,
                     calibration_size, eval_windows, threads, progress=True):
+    from edgekd.device.runtime.backends import OrtBackend, TFLiteBackend
     from edgekd.host.export.calibration import draw_calibration_set, load_recipe
     from edgekd.host.export.graph import lean_graph_notes, onnx_ops, tflite_ops
     from edgekd.host.export.int8_rewrite import check_same_deployed, int8_friendly_logits
@@ -180,7 +181,6 @@ def _export_student(s: StudentSource, profile, train, test, bundle_dir: Path, wo
     from edgekd.host.export.qdq import quantize_onnx_qdq
     from edgekd.host.export.tflite import convert_onnx_to_tflite, verify_int8_tflite
     from edgekd.host.export.tflite_compact import tflite_size_breakdown
-    from edgekd.device.runtime.backends import OrtBackend, TFLiteBackend
 
     work.mkdir(parents=True, exist_ok=True)
     sdir = bundle_dir / s.name

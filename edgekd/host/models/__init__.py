@@ -6,8 +6,14 @@ exposes its named features through ``forward_features``.
 """
 
 from edgekd.host.models.base import BeamModel, create_model, list_models, model_arguments, register_model
-from edgekd.host.models.blocks import (ChannelAttention, MultiHeadSelfAttention, RecurrentHead, SpatialAttention,
-                                  TemporalAttention, UnrolledGRU)
+from edgekd.host.models.blocks import (
+                                  ChannelAttention,
+                                  MultiHeadSelfAttention,
+                                  RecurrentHead,
+                                  SpatialAttention,
+                                  TemporalAttention,
+                                  UnrolledGRU,
+)
 
 # Importing the families registers their models.
 from edgekd.host.models import fusion, gps, image, lidar, radar  # noqa: E402,F401  isort: skip

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import inspect
 import json
-from typing import Callable, Sequence, TypeVar
+from collections.abc import Callable, Sequence
+from typing import TypeVar
 
 import torch
 from torch import Tensor, nn
@@ -17,7 +18,7 @@ from torch import Tensor, nn
 from edgekd.device.errors import EdgekdError
 from edgekd.device.registry import Registry
 
-MODELS: Registry[Callable[..., "BeamModel"]] = Registry("model")
+MODELS: Registry[Callable[..., BeamModel]] = Registry("model")
 
 M = TypeVar("M")
 
@@ -48,7 +49,7 @@ def model_arguments(name: str) -> dict[str, object]:
             if p.name != "self" and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)}
 
 
-def create_model(name: str, **kwargs) -> "BeamModel":
+def create_model(name: str, **kwargs) -> BeamModel:
     """Build the registered model ``name``; unknown kwargs are an error naming them."""
     key = MODELS.resolve(name)
     accepted = model_arguments(key)

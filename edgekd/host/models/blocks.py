@@ -11,12 +11,11 @@ for the batch) so the exported graph has constant shapes.
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-
 
 # --------------------------------------------------------------------------- GRU
 
@@ -71,7 +70,7 @@ class UnrolledGRU(nn.Module):
                 getattr(self, f"bias_ih_l{layer}"), getattr(self, f"bias_hh_l{layer}"))
 
     @torch.no_grad()
-    def load_from_gru(self, gru: nn.GRU) -> "UnrolledGRU":
+    def load_from_gru(self, gru: nn.GRU) -> UnrolledGRU:
         """Copy the weights of a (unidirectional) ``nn.GRU`` of the same sizes."""
         if gru.bidirectional or not gru.bias or getattr(gru, "proj_size", 0):
             raise ValueError("only unidirectional nn.GRU with biases can be loaded")

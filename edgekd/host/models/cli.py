@@ -7,7 +7,6 @@ import json
 
 import click
 
-
 PAPER_PROFILE = {"image_size": 224, "radar_shape": [128, 64]}
 
 

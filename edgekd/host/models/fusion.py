@@ -11,8 +11,15 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from edgekd.host.models.base import (BeamModel, check_choice, check_multiple, check_optional_int, check_pair,
-                                check_width, register_model)
+from edgekd.host.models.base import (
+    BeamModel,
+    check_choice,
+    check_multiple,
+    check_optional_int,
+    check_pair,
+    check_width,
+    register_model,
+)
 from edgekd.host.models.blocks import NORMS, PooledDepthwiseEncoder, RecurrentHead, embedding_norm, mlp, scaled
 from edgekd.host.models.image import TeacherImageEncoder
 from edgekd.host.models.radar import PAPER_GRID, STEMS, StudentRadarEncoder, TeacherRadarEncoder, check_grid

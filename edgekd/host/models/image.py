@@ -21,15 +21,32 @@ student stays >= 15x smaller at the default 64x64 profile too.
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 from torch import Tensor, nn
 
 from edgekd.device.errors import EdgekdError
-from edgekd.host.models.base import (BeamModel, check_choice, check_int, check_multiple, check_optional_int, check_width,
-                                register_model)
-from edgekd.host.models.blocks import (NORMS, ChannelAttention, RecurrentHead, SpatialAttention, conv_bn_relu,
-                                  depthwise_separable, embedding_norm, mlp, patch_stem, scaled)
+from edgekd.host.models.base import (
+    BeamModel,
+    check_choice,
+    check_int,
+    check_multiple,
+    check_optional_int,
+    check_width,
+    register_model,
+)
+from edgekd.host.models.blocks import (
+    NORMS,
+    ChannelAttention,
+    RecurrentHead,
+    SpatialAttention,
+    conv_bn_relu,
+    depthwise_separable,
+    embedding_norm,
+    mlp,
+    patch_stem,
+    scaled,
+)
 
 EMBED = 64   # per-frame feature size = GRU input (paper 1)
 HIDDEN = 64  # GRU hidden size (paper 1)

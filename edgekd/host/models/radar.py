@@ -13,14 +13,21 @@ keeps its paper size at the default 64x32 too. The student's default stem is a
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 from torch import Tensor, nn
 
 from edgekd.device.errors import EdgekdError
 from edgekd.host.models.base import BeamModel, check_choice, check_int, check_pair, check_width, register_model
-from edgekd.host.models.blocks import (NORMS, PooledDepthwiseEncoder, RecurrentHead, conv_bn_relu, embedding_norm, mlp,
-                                  scaled)
+from edgekd.host.models.blocks import (
+    NORMS,
+    PooledDepthwiseEncoder,
+    RecurrentHead,
+    conv_bn_relu,
+    embedding_norm,
+    mlp,
+    scaled,
+)
 
 EMBED = 64
 HIDDEN = 64

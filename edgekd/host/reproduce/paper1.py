@@ -505,9 +505,9 @@ def run_paper1(profile: Paper1Profile, out: str | os.PathLike, data: str | os.Pa
 
 def model_costs(data: Path) -> dict[str, dict[str, int]]:
     """Params and MACs (batch 1, matmul convention and thop convention) of each model at the dataset's shapes."""
+    from edgekd.device.metrics import count_macs, count_params
     from edgekd.host.data import read_meta
     from edgekd.host.distill.api import infer_model_kwargs
-    from edgekd.device.metrics import count_macs, count_params
     from edgekd.host.models import create_model
 
     meta = read_meta(data)

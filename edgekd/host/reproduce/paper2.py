@@ -491,8 +491,8 @@ def _datafree_options_note() -> str:
 
 def report_markdown(profile_name: str, profile: Paper2Profile, data: Path, summary: Mapping[str, dict], best: str,
                     checks: list[dict], exp: Experiment, seeds: list[int], seconds: float) -> str:
-    from edgekd.host.data import read_meta
     from edgekd.device.metrics import count_params
+    from edgekd.host.data import read_meta
     from edgekd.host.models import create_model
 
     meta = read_meta(data)
