@@ -10,9 +10,11 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +42,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
+        _apply_umask(Path(tmp), 0o666)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -65,22 +68,78 @@ def _json_default(obj: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
 
-@contextlib.contextmanager
-def atomic_directory(dest: str | os.PathLike, *, overwrite: bool = False,
-                     what: str = "output directory") -> Iterator[Path]:
-    """Yield a temporary directory that becomes ``dest`` only if the block succeeds.
+def _umask() -> int:
+    # os.umask can only be read by setting it; put it straight back.
+    current = os.umask(0o022)
+    os.umask(current)
+    return current
 
-    ``dest`` existing is an error unless ``overwrite``; then the old directory is
-    replaced only after the new one is complete.
+
+def _apply_umask(path: Path, mode: int) -> None:
+    # mkstemp/mkdtemp create 0600/0700 whatever the umask; a bundle must be readable by the
+    # account that runs the board service, so give the final file the mode open() would have.
+    os.chmod(path, mode & ~_umask())
+
+
+def check_replaceable(dest: str | os.PathLike, *, overwrite: bool, marker: str | None,
+                      what: str = "output directory") -> Path:
+    """Fail (before any work) unless ``dest`` may be written: absent, or replaceable with ``overwrite``.
+
+    With ``overwrite`` only an empty directory, or one holding ``marker`` (the file every
+    output of this kind contains, e.g. ``manifest.json`` for a bundle), is replaced: a
+    mistyped ``--out`` must never delete a folder of unrelated files.
     """
     dest = Path(dest)
-    if dest.exists() and not overwrite:
+    if not dest.exists() and not dest.is_symlink():
+        return dest
+    if not overwrite:
         raise EdgekdError(f"{what} already exists", file=dest,
-                          fix="choose another --out or pass --overwrite")
+                          fix="choose another --out or pass --overwrite to replace it")
+    if dest.is_dir() and not dest.is_symlink():
+        if not any(dest.iterdir()) or (marker is not None and (dest / marker).is_file()):
+            return dest
+        kind = f"it has no {marker}" if marker else "it is not empty"
+        raise EdgekdError(f"refusing to replace {dest}: it does not look like an edgekd {what} ({kind})",
+                          file=dest, field="--out",
+                          fix="choose another --out; --overwrite only replaces edgekd's own output of this kind")
+    raise EdgekdError(f"refusing to replace {dest}: it is a file, not an edgekd {what}", file=dest, field="--out",
+                      fix="choose another --out")
+
+
+def check_replaceable_file(dest: str | os.PathLike, *, overwrite: bool, is_own: Callable[[Path], bool],
+                           what: str = "output file") -> Path:
+    """The single-file twin of :func:`check_replaceable`: an existing file is replaced only with
+    ``overwrite`` and only when ``is_own(path)`` recognises it as edgekd's own output of this kind."""
+    dest = Path(dest)
+    if not dest.exists():
+        return dest
+    if dest.is_dir():
+        raise EdgekdError(f"{what} is a directory", file=dest, field="--out", fix="name a file for --out")
+    if not overwrite:
+        raise EdgekdError(f"{what} already exists", file=dest,
+                          fix="choose another --out or pass --overwrite to replace it")
+    if not is_own(dest):
+        raise EdgekdError(f"refusing to replace {dest}: it is not an edgekd {what}", file=dest, field="--out",
+                          fix="choose another --out; --overwrite only replaces edgekd's own output of this kind")
+    return dest
+
+
+@contextlib.contextmanager
+def atomic_directory(dest: str | os.PathLike, *, overwrite: bool = False,
+                     what: str = "output directory", marker: str | None = None) -> Iterator[Path]:
+    """Yield a temporary directory that becomes ``dest`` only if the block succeeds.
+
+    ``dest`` existing is an error unless ``overwrite``, and then only an empty directory or
+    one holding ``marker`` is replaced (see :func:`check_replaceable`), after the new one is
+    complete. Stale ``.partial`` siblings of an earlier killed run are removed first.
+    """
+    dest = check_replaceable(dest, overwrite=overwrite, marker=marker, what=what)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".partial", dir=dest.parent))
+    remove_stale_partials(dest)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.{os.getpid()}-", suffix=".partial", dir=dest.parent))
     try:
         yield tmp
+        _apply_umask(tmp, 0o777)
         if dest.exists():
             old = dest.with_name(f".{dest.name}.old-{os.getpid()}")
             os.replace(dest, old)
@@ -91,3 +150,34 @@ def atomic_directory(dest: str | os.PathLike, *, overwrite: bool = False,
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def remove_stale_partials(dest: Path) -> list[Path]:
+    """Delete ``.<name>.<pid>-*.partial`` / ``.<name>.old-<pid>`` siblings left by a killed run.
+
+    Each leftover carries its writer's PID; only those whose writer is gone are removed, so a
+    concurrent run is never disturbed (a leftover without a PID is removed after an hour).
+    """
+    removed = []
+    for leftover in dest.parent.glob(f".{dest.name}.*"):
+        match = re.fullmatch(rf"\.{re.escape(dest.name)}\.(?:(\d+)-\w+\.partial|old-(\d+)|\w+\.partial)", leftover.name)
+        if not match or not leftover.is_dir():
+            continue
+        pid = match.group(1) or match.group(2)
+        if pid is None and time.time() - leftover.stat().st_mtime < 3600:
+            continue
+        if pid is not None and _pid_alive(int(pid)):
+            continue
+        shutil.rmtree(leftover, ignore_errors=True)
+        removed.append(leftover)
+    return removed
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
