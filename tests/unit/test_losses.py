@@ -166,8 +166,10 @@ def test_rkd_park_golden():
     s, t = rng.normal(size=(5, 3)), rng.normal(size=(5, 7)) * 3
 
     def distances(f):
-        d = np.array([np.linalg.norm(f[i] - f[j]) for i in range(5) for j in range(5) if i != j])
-        return d / d.mean()
+        # Park et al.'s reference (lenscloth/RKD metric/loss.py RkdDistance): the full n x n matrix with its
+        # zero diagonal, divided by the mean of the non-zero entries; the Huber mean runs over all n^2 entries
+        d = np.array([np.linalg.norm(f[i] - f[j]) for i in range(5) for j in range(5)])
+        return d / d[d > 0].mean()
 
     def angles(f):
         out = []
@@ -179,6 +181,10 @@ def test_rkd_park_golden():
 
     got = L.rkd_park_loss(torch.tensor(s), torch.tensor(t))
     assert got["loss_rkd_distance"].item() == pytest.approx(_np_huber(distances(s), distances(t)), rel=1e-6)
+    # the zero diagonal counts in the mean: an off-diagonal-only mean would be n / (n - 1) = 5/4 larger
+    off = ~np.eye(5, dtype=bool).ravel()
+    off_only = _np_huber(distances(s)[off], distances(t)[off])
+    assert got["loss_rkd_distance"].item() == pytest.approx(off_only * 4 / 5, rel=1e-6)
     assert got["loss_rkd_angle"].item() == pytest.approx(_np_huber(angles(s), angles(t)), rel=1e-6)
 
 

@@ -171,9 +171,14 @@ def rkd_park_loss(student_features: Tensor, teacher_features: Tensor,
                   eps: float = 1e-12) -> dict[str, Tensor]:
     """Original RKD (Park et al., CVPR 2019): ``{"loss_rkd_distance", "loss_rkd_angle"}``.
 
-    Distance: smooth-L1 (Huber) between all pairwise distances, each model's
-    divided by the mean of its non-zero distances. Angle: smooth-L1 between the
-    cosines of all triplet angles.
+    Distance: smooth-L1 (Huber) between the n x n pairwise distance matrices, each
+    model's divided by the mean of its off-diagonal (non-zero) distances; the Huber
+    mean runs over the full matrix, its zero diagonal included, as the reference
+    code does (lenscloth/RKD ``metric/loss.py`` ``RkdDistance``: ``pdist`` zeroes the
+    diagonal, ``d / d[d > 0].mean()``, then ``F.smooth_l1_loss(d, t_d)`` over all n^2
+    entries; torchdistill ``losses/mid_level.py`` ``RKDLoss.compute_rkd_distance_loss``
+    is the same). Averaging over the off-diagonal entries only would be n/(n-1) larger.
+    Angle: smooth-L1 between the cosines of all n^3 triplet angles (``RKdAngle``).
     """
     s, t = _flat(student_features), _flat(teacher_features.detach())
     n = s.shape[0]
@@ -181,10 +186,10 @@ def rkd_park_loss(student_features: Tensor, teacher_features: Tensor,
         zero = s.sum() * 0.0
         return {"loss_rkd_distance": zero, "loss_rkd_angle": zero}
     off = ~torch.eye(n, dtype=torch.bool, device=s.device)
-    d_s, d_t = _pairwise_distances(s, eps)[off], _pairwise_distances(t, eps)[off]
-    d_s = d_s / d_s.mean().clamp_min(eps)
-    d_t = d_t / d_t.mean().clamp_min(eps)
-    distance = F.smooth_l1_loss(d_s, d_t)
+    d_s, d_t = _pairwise_distances(s, eps), _pairwise_distances(t, eps)   # zero diagonal
+    d_s = d_s / d_s[off].mean().clamp_min(eps)
+    d_t = d_t / d_t[off].mean().clamp_min(eps)
+    distance = F.smooth_l1_loss(d_s, d_t)   # mean over all n * n entries (the reference's reduction)
     angle = F.smooth_l1_loss(_triplet_angles(s, eps), _triplet_angles(t, eps)) if n >= 3 else s.sum() * 0.0
     return {"loss_rkd_distance": distance, "loss_rkd_angle": angle}
 
