@@ -43,6 +43,18 @@ class CpuSpec:
 
 
 @dataclasses.dataclass(frozen=True)
+class BoardCore:
+    """The board's CPU core, as ``edgekd bundle check`` emulates it (QEMU model + the kernel's /proc/cpuinfo)."""
+    name: str                           # the board's core, e.g. cortex-a76
+    qemu_cpu: str                       # QEMU_CPU: the board's core, or the nearest model QEMU has
+    implementer: str                    # MIDR fields as /proc/cpuinfo prints them ("0x41" = Arm)
+    part: str
+    variant: str
+    revision: int
+    cpuinfo_features: tuple[str, ...]   # the kernel's Features line; must not exceed what qemu_cpu emulates
+
+
+@dataclasses.dataclass(frozen=True)
 class Accelerator:
     kind: Literal["gpu", "npu", "dsp"]
     name: str
@@ -91,6 +103,7 @@ class TargetProfile:
     int8_max_top2_drop: float = 1.0
     students: tuple[str, ...] = ("image", "radar", "lidar")
     policy: Policy = dataclasses.field(default_factory=Policy)
+    core: BoardCore | None = None
 
     def to_dict(self) -> dict:
         return config_to_dict(self)
