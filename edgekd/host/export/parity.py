@@ -16,6 +16,8 @@ from collections.abc import Callable, Mapping
 
 import numpy as np
 
+from edgekd.device.contracts import INT8_KINDS
+
 log = logging.getLogger(__name__)
 
 # Which float artifact an artifact is compared against, in order of preference.
@@ -24,7 +26,6 @@ REFERENCES: dict[str, tuple[str, ...]] = {
     "onnx_int8_qdq": ("onnx_fp32", "tflite_fp32"),
     "tflite_fp16": ("tflite_fp32", "onnx_fp32"),
 }
-INT8_KINDS = ("tflite_int8", "onnx_int8_qdq")
 
 
 def predict(run: Callable[[dict[str, np.ndarray]], np.ndarray], inputs: Mapping[str, np.ndarray],

@@ -10,14 +10,16 @@ and renamed into place only when everything passed.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
 import shutil
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -25,10 +27,18 @@ from tqdm.auto import tqdm
 from edgekd.device.errors import EdgekdError
 from edgekd.device.io import atomic_directory, atomic_write_json, sha256_file
 
+if TYPE_CHECKING:
+    from edgekd.host.checkpoint import Checkpoint
+    from edgekd.host.models.base import BeamModel
+
 log = logging.getLogger(__name__)
 
 FUSION = "fusion"
 FP32_TOLERANCE = 1e-3   # onnx2tf float32 vs ONNX float32, relative to max(1, |logit|)
+# The file each artifact kind is shipped as, in the student's folder of the bundle.
+ARTIFACT_FILES = {"onnx_fp32": "model_fp32.onnx", "onnx_int8_qdq": "model_int8_qdq.onnx",
+                  "tflite_fp32": "model_fp32.tflite", "tflite_fp16": "model_fp16.tflite",
+                  "tflite_int8": "model_int8.tflite"}
 
 
 class ParityGateError(EdgekdError):
@@ -39,8 +49,8 @@ class ParityGateError(EdgekdError):
 class StudentSource:
     name: str
     checkpoint_path: Path
-    checkpoint: object       # edgekd.host.checkpoint.Checkpoint
-    model: object            # torch.nn.Module (BeamModel)
+    checkpoint: Checkpoint
+    model: BeamModel
     modalities: tuple[str, ...]
 
 
@@ -86,7 +96,7 @@ def export_bundle(checkpoints: Sequence[str | os.PathLike], target, data: str | 
     manifest = manifest_skeleton(profile.to_dict())
     failures: list[str] = []
     reports: dict[str, str] = {}
-    with atomic_directory(out, overwrite=overwrite, what="bundle directory") as bundle_dir, \
+    with atomic_directory(out, overwrite=overwrite, what="bundle directory", marker="manifest.json") as bundle_dir, \
             tempfile.TemporaryDirectory(prefix="edgekd-export-") as scratch:
         for s in students:
             entry, report = _export_student(s, profile, train, test, bundle_dir, Path(scratch) / s.name,
@@ -97,24 +107,30 @@ def export_bundle(checkpoints: Sequence[str | os.PathLike], target, data: str | 
             reports[s.name] = report.table()
             if keep_work:
                 shutil.copytree(Path(scratch) / s.name, bundle_dir / s.name / "work", dirs_exist_ok=True)
-        if failures and not allow_degraded:
-            tables = "\n".join(f"[{name}]\n{table}" for name, table in reports.items())
-            raise ParityGateError("parity gate failed:\n  - " + "\n  - ".join(failures) + "\n" + tables,
-                                  file=out, field="int8_max_top2_drop",
-                                  fix="retrain/recalibrate the student (larger --calibration-size), or pass "
-                                      "--allow-degraded to write the bundle marked degraded")
-        manifest["degraded"] = bool(failures)
-        manifest["degraded_reasons"] = failures
-        from edgekd.device.bundle import manifest_problems
-
-        problems = manifest_problems(manifest)
-        if problems:  # our own writer broke the contract: never ship that
-            raise EdgekdError("internal error: the manifest breaks the bundle schema: " + "; ".join(problems),
-                              fix="report this to the edgekd maintainers")
+        _gate_manifest(manifest, failures, reports, out, allow_degraded=allow_degraded)
         atomic_write_json(bundle_dir / "manifest.json", manifest)
     for name, table in reports.items():
         log.info("parity of %s:\n%s", name, table)
     return manifest
+
+
+def _gate_manifest(manifest: dict, failures: list[str], reports: dict[str, str], out: str | os.PathLike, *,
+                   allow_degraded: bool) -> None:
+    """Refuse a failed parity gate (unless ``allow_degraded``: then mark it), and check our own manifest."""
+    from edgekd.device.bundle import manifest_problems
+
+    if failures and not allow_degraded:
+        tables = "\n".join(f"[{name}]\n{table}" for name, table in reports.items())
+        raise ParityGateError("parity gate failed:\n  - " + "\n  - ".join(failures) + "\n" + tables,
+                              file=out, field="int8_max_top2_drop",
+                              fix="retrain/recalibrate the student (larger --calibration-size), or pass "
+                                  "--allow-degraded to write the bundle marked degraded")
+    manifest["degraded"] = bool(failures)
+    manifest["degraded_reasons"] = failures
+    problems = manifest_problems(manifest)
+    if problems:  # our own writer broke the contract: never ship that
+        raise EdgekdError("internal error: the manifest breaks the bundle schema: " + "; ".join(problems),
+                          fix="report this to the edgekd maintainers")
 
 
 def _load_students(checkpoints: Sequence[str | os.PathLike], profile) -> list[StudentSource]:
@@ -123,7 +139,7 @@ def _load_students(checkpoints: Sequence[str | os.PathLike], profile) -> list[St
     students: list[StudentSource] = []
     for path in checkpoints:
         ckpt = load_checkpoint(path)
-        model = ckpt.build()
+        model = cast("BeamModel", ckpt.build())  # checked below: it declares input_modalities
         modalities = tuple(getattr(model, "input_modalities", ()))
         if not modalities:
             raise EdgekdError(f"model '{ckpt.model_name}' declares no input_modalities", file=path,
@@ -169,43 +185,83 @@ def _check_fits(s: StudentSource, ds) -> None:
                     s.checkpoint_path, fingerprint[:12], ds.fingerprint[:12])
 
 
+class _Stages:
+    """Times the export stages of one student and shows them on a progress bar."""
+
+    def __init__(self, name: str, count: int, progress: bool) -> None:
+        self.timings: dict[str, float] = {}
+        self._bar = tqdm(total=count, desc=f"export {name}", unit="stage", leave=False, disable=not progress)
+
+    @contextlib.contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        start = time.perf_counter()
+        yield
+        self.timings[name] = round(time.perf_counter() - start, 2)
+        self._bar.set_postfix_str(name)
+        self._bar.update(1)
+
+    def close(self) -> None:
+        self._bar.close()
+
+
+@dataclasses.dataclass
+class _OnnxResult:
+    path: Path
+    int8_rewrite: dict | None
+    parity_torch_ort: float
+
+
 def _export_student(s: StudentSource, profile, train, test, bundle_dir: Path, work: Path, *,
                     calibration_size, eval_windows, threads, progress=True):
-    from edgekd.device.runtime.backends import OrtBackend, TFLiteBackend
-    from edgekd.host.export.calibration import draw_calibration_set, load_recipe
-    from edgekd.host.export.graph import lean_graph_notes, onnx_ops, tflite_ops
-    from edgekd.host.export.int8_rewrite import check_same_deployed, int8_friendly_logits
-    from edgekd.host.export.manifest import onnx_entry, relative, tflite_entry
-    from edgekd.host.export.onnx_export import DeployedLogits, export_onnx, ort_parity
-    from edgekd.host.export.parity import parity_gate, predict
-    from edgekd.host.export.qdq import quantize_onnx_qdq
-    from edgekd.host.export.tflite import convert_onnx_to_tflite, verify_int8_tflite
-    from edgekd.host.export.tflite_compact import tflite_size_breakdown
-
     work.mkdir(parents=True, exist_ok=True)
     sdir = bundle_dir / s.name
     sdir.mkdir(parents=True, exist_ok=True)
     wanted = set(profile.artifacts)
-    timings: dict[str, float] = {}
-    stages = ["calibration", "onnx", "tflite", "qdq" if "onnx_int8_qdq" in wanted else None, "evaluate"]
-    bar = tqdm(total=len([x for x in stages if x]), desc=f"export {s.name}", unit="stage", leave=False,
-               disable=not progress)
+    stages = _Stages(s.name, 5 if "onnx_int8_qdq" in wanted else 4, progress)
+    with stages.stage("calibration"):  # train split only
+        calibration, calibration_file = _calibrate(s, train, sdir, calibration_size)
+    with stages.stage("onnx"):
+        onnx = _export_onnx_stage(s, calibration, work)
+    with stages.stage("tflite"):
+        files = _convert_tflite_stage(s, onnx.path, work, calibration_file, wanted)
+    if "onnx_int8_qdq" in wanted:
+        with stages.stage("qdq"):
+            files["onnx_int8_qdq"] = _quantize_qdq_stage(profile, onnx.path, work, calibration.windows())
+    shipped = _place_artifacts(files, wanted, sdir)
+    with stages.stage("evaluate"):
+        positions = eval_positions(len(test), eval_windows)
+        batch = test.batch(positions)
+        logits = _evaluate_artifacts(files, {m: batch[m] for m in s.modalities}, s.modalities, threads)
+    stages.close()
+    report = _parity_stage(s, logits, batch["beams"], work, budget_points=profile.int8_max_top2_drop)
+    artifacts = _artifact_entries(s, shipped, report, bundle_dir, steps=int(train.window + train.horizons - 1))
+    entry = _student_entry(s, train, bundle_dir, calibration, calibration_file, artifacts)
+    entry["int8_rewrite"] = onnx.int8_rewrite
+    entry["reference_accuracy"] = {k: report.accuracies[k] for k in files if k not in shipped}
+    sizes = {k: os.path.getsize(p) for k, p in files.items()}
+    entry["parity"] = {**report.to_dict(), "torch_vs_onnx_max_abs": onnx.parity_torch_ort,
+                       "eval_split": test.split, "eval_windows": int(len(positions)),
+                       "int8_size_ratio_vs_fp32_tflite": round(sizes["tflite_fp32"] / sizes["tflite_int8"], 2)}
+    entry["export_seconds"] = stages.timings
+    return entry, report
 
-    def stage(name: str, start: float) -> None:
-        timings[name] = round(time.perf_counter() - start, 2)
-        bar.set_postfix_str(name)
-        bar.update(1)
 
-    # 1. calibration set (train split only)
-    t = time.perf_counter()
+def _calibrate(s: StudentSource, train, sdir: Path, calibration_size: int | None):
+    """Stage 1: the calibration set, drawn from the train split by the student's recipe, saved in the bundle."""
+    from edgekd.host.export.calibration import draw_calibration_set, load_recipe
+
     recipe = load_recipe(s.name, size=calibration_size)
     calibration = draw_calibration_set(train, recipe, s.modalities)
     calibration_file = sdir / "calibration.npz"
     calibration.save(calibration_file)
-    stage("calibration", t)
+    return calibration, calibration_file
 
-    # 2. torch -> ONNX
-    t = time.perf_counter()
+
+def _export_onnx_stage(s: StudentSource, calibration, work: Path) -> _OnnxResult:
+    """Stage 2: torch -> ONNX, with the int8-friendly logits rewrite and the torch-vs-ORT parity check."""
+    from edgekd.host.export.int8_rewrite import check_same_deployed, int8_friendly_logits
+    from edgekd.host.export.onnx_export import DeployedLogits, export_onnx, ort_parity
+
     onnx_path = work / "model_fp32.onnx"
     # What every artifact computes: the logits shifted to max 0 and floored (onnx_export.DeployedLogits), from a
     # logits layer rewritten to quantise well (int8_rewrite; the same logits on the calibration windows, checked).
@@ -215,62 +271,81 @@ def _export_student(s: StudentSource, profile, train, test, bundle_dir: Path, wo
         int8_rewrite["calibration_max_abs_change"] = check_same_deployed(
             DeployedLogits(s.model).eval(), deployed, calibration.inputs, s.modalities)
     export_onnx(deployed, onnx_path, input_names=s.modalities, example_inputs=s.model.example_inputs(1))
-    windows = calibration.windows()
-    parity_torch_ort = ort_parity(deployed, onnx_path, windows[:16])
-    stage("onnx", t)
+    parity = ort_parity(deployed, onnx_path, calibration.windows()[:16])
+    return _OnnxResult(onnx_path, int8_rewrite, parity)
 
-    # 3. ONNX -> TFLite (fp32 always: it checks onnx2tf against ONNX; fp16/int8 as the target wants)
-    t = time.perf_counter()
+
+def _convert_tflite_stage(s: StudentSource, onnx_path: Path, work: Path, calibration_file: Path,
+                          wanted: set[str]) -> dict[str, Path]:
+    """Stage 3: ONNX -> TFLite (fp32 always: it checks onnx2tf against ONNX; fp16/int8 as the target wants).
+
+    Returns artifact kind -> file in ``work`` (shipped or only scored as a reference).
+    """
+    from edgekd.host.export.tflite import convert_onnx_to_tflite, verify_int8_tflite
+
     precisions = ["fp32", "int8"] + (["fp16"] if "tflite_fp16" in wanted else [])
     tflite_files = convert_onnx_to_tflite(onnx_path, work / "tflite", input_names=s.modalities,
                                           calibration_npz=calibration_file, precisions=precisions)
     verify_int8_tflite(tflite_files["int8"])
-    stage("tflite", t)
-
-    # 4. ONNX QDQ int8
-    qdq_path = None
-    if "onnx_int8_qdq" in wanted:
-        t = time.perf_counter()
-        tensorrt = "TensorrtExecutionProvider" in (profile.execution_providers or ())
-        qdq_path = quantize_onnx_qdq(onnx_path, work / "model_int8_qdq.onnx", windows,
-                                     symmetric_activations=tensorrt)
-        stage("qdq", t)
-
-    # Place artifacts: what the target ships goes into the bundle; references are scored from scratch.
     files = {"onnx_fp32": onnx_path, "tflite_fp32": tflite_files["fp32"], "tflite_int8": tflite_files["int8"]}
     if "fp16" in tflite_files:
         files["tflite_fp16"] = tflite_files["fp16"]
-    if qdq_path is not None:
-        files["onnx_int8_qdq"] = qdq_path
-    names = {"onnx_fp32": "model_fp32.onnx", "onnx_int8_qdq": "model_int8_qdq.onnx",
-             "tflite_fp32": "model_fp32.tflite", "tflite_fp16": "model_fp16.tflite",
-             "tflite_int8": "model_int8.tflite"}
+    return files
+
+
+def _quantize_qdq_stage(profile, onnx_path: Path, work: Path, windows: list[dict[str, np.ndarray]]) -> Path:
+    """Stage 4: ONNX QDQ int8 (symmetric activations where the target runs TensorRT)."""
+    from edgekd.host.export.qdq import quantize_onnx_qdq
+
+    tensorrt = "TensorrtExecutionProvider" in (profile.execution_providers or ())
+    return quantize_onnx_qdq(onnx_path, work / "model_int8_qdq.onnx", windows, symmetric_activations=tensorrt)
+
+
+def _place_artifacts(files: dict[str, Path], wanted: set[str], sdir: Path) -> dict[str, Path]:
+    """What the target ships goes into the bundle; the other files are scored from scratch as references."""
     shipped = {}
     for kind, path in files.items():
         if kind in wanted:
-            shipped[kind] = sdir / names[kind]
+            shipped[kind] = sdir / ARTIFACT_FILES[kind]
             shutil.copyfile(path, shipped[kind])
+    return shipped
 
-    # 5. evaluate every artifact (shipped or reference) with its real interpreter
-    t = time.perf_counter()
-    positions = eval_positions(len(test), eval_windows)
-    batch = test.batch(positions)
-    inputs = {m: batch[m] for m in s.modalities}
+
+def _evaluate_artifacts(files: dict[str, Path], inputs: dict[str, np.ndarray], modalities: tuple[str, ...],
+                        threads: int) -> dict[str, np.ndarray]:
+    """Stage 5: every artifact (shipped or reference) run by its real interpreter on the held-out windows."""
+    from edgekd.device.runtime.backends import Backend, OrtBackend, TFLiteBackend
+    from edgekd.host.export.parity import predict
+
     logits = {}
     for kind, path in files.items():
+        backend: Backend
         if kind.startswith("tflite"):
-            backend = TFLiteBackend(path, name=kind, threads=threads, input_names=s.modalities,
+            backend = TFLiteBackend(path, name=kind, threads=threads, input_names=modalities,
                                     precision=kind.split("_")[1])
         else:
-            backend = OrtBackend(path, name=kind, threads=threads, input_names=s.modalities,
+            backend = OrtBackend(path, name=kind, threads=threads, input_names=modalities,
                                  precision="int8" if "int8" in kind else "fp32")
         logits[kind] = predict(backend.run, inputs)
-    stage("evaluate", t)
-    bar.close()
-    _check_float_conversion(logits, s, work)
-    report = parity_gate(s.name, logits, batch["beams"], budget_points=profile.int8_max_top2_drop)
+    return logits
 
-    steps = int(train.window + train.horizons - 1)
+
+def _parity_stage(s: StudentSource, logits: dict[str, np.ndarray], beams: np.ndarray, work: Path, *,
+                  budget_points: float):
+    """The float conversion check, then the parity gate (constant predictions, int8 top-2 drop)."""
+    from edgekd.host.export.parity import parity_gate
+
+    _check_float_conversion(logits, s, work)
+    return parity_gate(s.name, logits, beams, budget_points=budget_points)
+
+
+def _artifact_entries(s: StudentSource, shipped: dict[str, Path], report, bundle_dir: Path, *,
+                      steps: int) -> dict[str, dict]:
+    """The manifest entry of every shipped artifact: file, I/O, ops, sizes, accuracy, lean-graph notes."""
+    from edgekd.host.export.graph import lean_graph_notes, onnx_ops, tflite_ops
+    from edgekd.host.export.manifest import onnx_entry, relative, tflite_entry
+    from edgekd.host.export.tflite_compact import tflite_size_breakdown
+
     artifacts = {}
     for kind, path in shipped.items():
         rel = relative(path, bundle_dir)
@@ -287,10 +362,16 @@ def _export_student(s: StudentSource, profile, train, test, bundle_dir: Path, wo
         artifacts[kind] = entry
     for note in artifacts["tflite_int8"]["lean_graph_notes"]:
         log.info("%s int8 graph: %s", s.name, note)
+    return artifacts
 
-    sizes = {k: os.path.getsize(p) for k, p in files.items()}
+
+def _student_entry(s: StudentSource, train, bundle_dir: Path, calibration, calibration_file: Path,
+                   artifacts: dict[str, dict]) -> dict:
+    """The student's manifest entry up to its artifacts (the caller adds rewrite, references, parity, timings)."""
+    from edgekd.host.export.manifest import relative
+
     ckpt = s.checkpoint
-    entry = {
+    return {
         "model": ckpt.model_name,
         "model_kwargs": ckpt.model_kwargs,
         "modalities": list(s.modalities),
@@ -302,14 +383,7 @@ def _export_student(s: StudentSource, profile, train, test, bundle_dir: Path, wo
         "calibration": {**calibration.record(relative(calibration_file, bundle_dir)),
                         "sha256": sha256_file(calibration_file)},
         "artifacts": artifacts,
-        "int8_rewrite": int8_rewrite,
-        "reference_accuracy": {k: report.accuracies[k] for k in files if k not in shipped},
-        "parity": {**report.to_dict(), "torch_vs_onnx_max_abs": parity_torch_ort,
-                   "eval_split": test.split, "eval_windows": int(len(positions)),
-                   "int8_size_ratio_vs_fp32_tflite": round(sizes["tflite_fp32"] / sizes["tflite_int8"], 2)},
-        "export_seconds": timings,
     }
-    return entry, report
 
 
 def _check_float_conversion(logits: dict, s: StudentSource, work: Path) -> None:

@@ -29,12 +29,13 @@ log = logging.getLogger(__name__)
 
 
 def quantize_onnx_qdq(onnx_path: str | os.PathLike, out_path: str | os.PathLike,
-                      calibration: Sequence[dict[str, np.ndarray]], *, per_channel: bool = False,
-                      symmetric_activations: bool = False) -> Path:
+                      calibration: Sequence[dict[str, np.ndarray]], *, symmetric_activations: bool = False) -> Path:
     """Write a QDQ int8 copy of ``onnx_path`` calibrated on ``calibration`` (batch-1 input dicts).
 
     ``symmetric_activations`` forces zero-point-0 activations, which TensorRT's explicit-quantisation
-    path requires; asymmetric activations keep more resolution for CPU execution providers.
+    path requires; asymmetric activations keep more resolution for CPU execution providers. Weights are
+    per tensor except Conv weights (per output channel, see the module docstring); ORT's global
+    ``per_channel=True`` is not offered: it fails inside ORT's quantiser on the radar student.
     """
     from onnxruntime.quantization import (
         CalibrationDataReader,
@@ -60,7 +61,7 @@ def quantize_onnx_qdq(onnx_path: str | os.PathLike, out_path: str | os.PathLike,
                 quant_pre_process(str(onnx_path), str(prepared), skip_symbolic_shape=True)
                 quantize_static(str(prepared), str(out_path), Reader(), quant_format=QuantFormat.QDQ,
                                 activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
-                                per_channel=per_channel, calibrate_method=CalibrationMethod.MinMax,
+                                per_channel=False, calibrate_method=CalibrationMethod.MinMax,
                                 extra_options={"ActivationSymmetric": symmetric_activations,
                                                "WeightSymmetric": True,
                                                "TensorQuantOverrides": conv_per_channel(prepared)})

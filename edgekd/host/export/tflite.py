@@ -43,6 +43,9 @@ CONVERT_TIMEOUT_S = 900
 # 1-point budget on the trained test students (measured by H5b, see BENCHMARKS.md). Convolutions stay
 # per-channel (depthwise kernels need it).
 DENSE_PER_TENSOR = True
+# The converter has no public switch for that: this private attribute (TF 2.21) is it. Setting a name that a
+# TF upgrade dropped would silently go back to per-channel, so it is checked first (_disable_dense_per_channel).
+DENSE_PER_TENSOR_ATTRIBUTE = "_experimental_disable_per_channel_quantization_for_dense_layers"
 
 
 def convert_onnx_to_tflite(onnx_path: str | os.PathLike, work_dir: str | os.PathLike, *,
@@ -160,8 +163,19 @@ def _int8_convert(saved_model: Path, calibration: dict[str, np.ndarray], input_n
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
     converter.inference_input_type = tf.int8
     converter.inference_output_type = tf.int8
-    converter._experimental_disable_per_channel_quantization_for_dense_layers = DENSE_PER_TENSOR
+    _disable_dense_per_channel(converter, tf.__version__)
     return converter.convert()
+
+
+def _disable_dense_per_channel(converter, tf_version: str) -> None:
+    """Set the private per-tensor switch for dense layers, failing loudly where this TF no longer has it."""
+    if not hasattr(converter, DENSE_PER_TENSOR_ATTRIBUTE):
+        raise EdgekdError(f"TensorFlow {tf_version}'s TFLiteConverter has no attribute "
+                          f"'{DENSE_PER_TENSOR_ATTRIBUTE}': int8 dense layers would silently become per-channel "
+                          "(larger files, other accuracy)", field="tensorflow",
+                          fix="install the TensorFlow version pinned in pyproject.toml (host extra), or find this "
+                              "TF version's switch and update edgekd.host.export.tflite")
+    setattr(converter, DENSE_PER_TENSOR_ATTRIBUTE, DENSE_PER_TENSOR)
 
 
 def _child_main(argv: Sequence[str] | None = None) -> int:
