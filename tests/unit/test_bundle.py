@@ -17,6 +17,8 @@ from edgekd.device.bundle import (
 )
 from edgekd.device.errors import EdgekdError
 from edgekd.device.io import sha256_file
+from edgekd.device.manifest import Artifact, Manifest, TensorSpec
+from edgekd.device.runtime.backends import open_artifact
 from edgekd.device.targets import load_target
 
 ACCURACY = {"top1": [0.5] * 4, "top2": [0.7] * 4, "top5": [0.9] * 4, "top2_mean": 0.7, "dba": 0.8, "n": 10}
@@ -81,7 +83,8 @@ def test_modified_artifact_fails_verify_and_loader(bundle):
     with pytest.raises(EdgekdError, match="modified"):
         open_bundle(bundle)
     with pytest.raises(EdgekdError, match="modified"):
-        open_bundle(bundle, verify=False).open("lidar", "tflite_int8")
+        opened = open_bundle(bundle, verify=False)
+        open_artifact(opened.path, opened.artifact("lidar", "tflite_int8"))
     result = CliRunner().invoke(cli, ["bundle", "verify", str(bundle)])
     assert result.exit_code == 2 and "model_int8.tflite" in result.output
 
@@ -144,3 +147,28 @@ def test_not_a_bundle(tmp_path):
     (tmp_path / "manifest.json").write_text("{not json")
     with pytest.raises(EdgekdError, match="not valid JSON"):
         open_bundle(tmp_path)
+
+
+def test_manifest_dataclass_round_trips_and_types_the_fields(bundle):
+    data = read_manifest(bundle)
+    manifest = Manifest.from_dict(data)
+    assert manifest.to_dict() == data
+    int8 = manifest.students["lidar"].artifacts["tflite_int8"]
+    assert isinstance(int8, Artifact) and isinstance(int8.inputs[0], TensorSpec)
+    assert int8.inputs[0].quantization is not None and int8.inputs[0].quantization.zero_point == -3
+    assert manifest.degraded is None and int8.board_checks is None
+
+
+def test_manifest_rejects_unknown_keys_and_keeps_room_for_board_checks(bundle):
+    data = read_manifest(bundle)
+    int8 = data["students"]["lidar"]["artifacts"]["tflite_int8"]
+    int8["board_checks"] = [{"board": "rpi4", "passed": True}]
+    data.update(degraded=True, degraded_reasons=["lidar/tflite_int8 top-2 drop"])
+    assert Manifest.from_dict(data).to_dict() == data
+    int8["latency"] = 1.0
+    data["students"]["lidar"]["calibrashun"] = {}
+    with pytest.raises(EdgekdError) as err:
+        Manifest.from_dict(data, source="b/manifest.json")
+    text = str(err.value)
+    assert "b/manifest.json" in text and "students.lidar.artifacts.tflite_int8.latency: unknown key" in text
+    assert "students.lidar.calibrashun: unknown key" in text and "re-export" in text

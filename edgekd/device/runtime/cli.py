@@ -1,4 +1,4 @@
-"""``edgekd run``: the multi-student runtime on a recorded drive (thin over edgekd.device.runtime). TORCH-FREE."""
+"""``edgekd run``: the multi-student runtime on a recorded drive (thin over edgekd.device.runtime). DEVICE SIDE."""
 
 from __future__ import annotations
 
@@ -16,7 +16,8 @@ import click
 @click.option("--target", "-t", default=None,
               help="Target profile (name, alias or YAML path) [default: the one the bundle was exported for].")
 @click.option("--report", "report_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Folder for frames.jsonl, segments.md/csv, switches.csv, summary.json and timeline.png.")
+              help="Folder for frames.jsonl, segments.md/csv, switches.csv, summary.json and timeline.png "
+                   "(the PNG needs the host extra: matplotlib).")
 @click.option("--policy", default="auto", show_default=True,
               help="auto (switch students by the target's policy) or fixed:<student> (e.g. fixed:image, the "
                    "single-student baseline).")
@@ -29,22 +30,26 @@ import click
 @click.option("--top-k", type=click.IntRange(min=1), default=5, show_default=True,
               help="Beams returned per horizon.")
 @click.option("--no-plot", is_flag=True, help="Skip the PNG timeline.")
-@click.option("--progress/--no-progress", default=False, show_default=True, help="Show a progress bar.")
+@click.option("--progress/--no-progress", default=False, show_default=True,
+              help="Show a one-line frame counter on stderr.")
 def run(bundle_dir, drive_path, target, report_dir, policy, realtime, threads, artifact, top_k, no_plot, progress):
     """Replay a recorded drive through the runtime; print per-lighting accuracy and switches."""
     from edgekd.device.runtime.engine import Runtime
-    from edgekd.device.runtime.replay import load_drive, replay, summarize, write_report
+    from edgekd.device.runtime.replay import load_drive, replay, summarize, timeline_plotter, write_report
 
     drive = load_drive(drive_path)
     runtime = Runtime.from_bundle(bundle_dir, target, policy=policy, threads=threads, kind=artifact, top_k=top_k)
     result = replay(runtime, drive, realtime=realtime, keep_records=report_dir is not None, progress=progress)
     summary = summarize(result, drive, runtime.hub.window, policy)
     summary["runtime"] = runtime.describe()
+    no_timeline = None  # why timeline.png cannot be drawn here (a device-only install has no matplotlib)
     if report_dir is not None:
-        write_report(report_dir, result, drive, summary, plot=not no_plot)
+        no_timeline = None if no_plot else timeline_plotter()[1]
+        write_report(report_dir, result, drive, summary, plot=not no_plot and no_timeline is None)
     click.echo(f"replayed {drive.num_frames} frames in {result.wall_s:.1f} s, policy {policy}, "
                f"students: {', '.join(f'{n} ({r.kind})' for n, r in runtime.students.items())}")
-    click.echo(f"{'group':<28} {'frames':>6} {'top1':>6} {'top5':>6} {'cover':>6} {'p50 ms':>7} {'p99 ms':>7}  students")
+    click.echo(f"{'group':<28} {'frames':>6} {'top1':>6} {'top5':>6} {'cover':>6} {'p50 ms':>7} {'p99 ms':>7}  "
+               "students")
     for row in summary["rows"]:
         click.echo(f"{row['group']:<28} {row['frames']:>6} {row['top1_t0']:>6.3f} {row['top5_t0']:>6.3f} "
                    f"{row['coverage']:>6.3f} {row['latency_p50_ms']:>7.2f} {row['latency_p99_ms']:>7.2f}  "
@@ -59,5 +64,7 @@ def run(bundle_dir, drive_path, target, report_dir, policy, realtime, threads, a
         click.echo(f"  t={sw['t']:.1f}s [{sw['segment']}] {sw['kind']}: {sw['from']} -> {sw['to']}: {sw['reason']}")
     if report_dir is not None:
         click.echo(f"report: {report_dir}")
+        if no_timeline:
+            click.echo(f"note: timeline.png not written: {no_timeline}")
     else:
         click.echo(json.dumps({"top5_t0": summary["top5_t0"]}))

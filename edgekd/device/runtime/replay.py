@@ -1,6 +1,8 @@
 """Replay a recorded drive (``edgekd data drive``) through the runtime and report what happened.
 
-TORCH-FREE (numpy; matplotlib only inside :func:`plot_timeline`, imported there).
+DEVICE SIDE (numpy only). The timeline plot is drawn by the host module
+``edgekd.host.reports.replay_plots`` when it and matplotlib are installed; on a
+device-only install the report holds everything but ``timeline.png`` and says why.
 A frame whose ``available_<m>`` flag is False is not pushed (a sensor that
 fails delivers nothing), so outages reach the runtime as staleness, as on a board.
 
@@ -14,10 +16,13 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import importlib
+import importlib.util
 import io
 import json
 import logging
 import os
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -25,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from edgekd.device.contracts import LIGHTING, MODALITIES
 from edgekd.device.errors import EdgekdError
 from edgekd.device.io import atomic_write_json, atomic_write_text
 
@@ -32,7 +38,8 @@ log = logging.getLogger(__name__)
 
 DRIVE_FORMAT = "edgekd-drive/2"  # written by edgekd.host.data.drive; /2 added ``track``
 DRIVE_FORMATS = ("edgekd-drive/1", DRIVE_FORMAT)  # /1 has no ``track``: replayed as one track
-LIGHTING_NAMES = ("day", "dusk", "night")
+# The host module that draws timeline.png (found by name: the device side never imports the host statically).
+PLOTS_MODULE = "edgekd.host.reports.replay_plots"
 _REQUIRED = ("time_s", "beams", "lighting", "weather", "segment", "segment_names", "meta")
 
 
@@ -75,7 +82,7 @@ def load_drive(path: str | os.PathLike) -> Drive:
     if meta.get("format") not in DRIVE_FORMATS:
         raise EdgekdError(f"unsupported drive format {meta.get('format')!r}", file=path, field="format",
                           fix=f"record it again with `edgekd data drive` ({DRIVE_FORMAT})")
-    modalities = [m for m in ("image", "radar", "lidar", "gps") if m in arrays]
+    modalities = [m for m in MODALITIES if m in arrays]
     n = arrays["time_s"].shape[0]
     _check_frame_counts(path, arrays, n)
     available = {m: arrays.get(f"available_{m}", np.ones(n, dtype=bool)).astype(bool) for m in modalities}
@@ -134,16 +141,14 @@ def replay(runtime, drive: Drive, *, realtime: bool = False, keep_records: bool 
         log.warning("the drive has no %s frames; those students can never be fed", absent)
     frames = {m: drive.frames[m] for m in modalities}
     available = {m: drive.available[m] for m in modalities}
-    iterator = range(n)
-    if progress:
-        from tqdm.auto import tqdm
-
-        iterator = tqdm(iterator, desc="replay", unit="frame")
+    line = _ProgressLine("replay", n) if progress else None
     t_wall = time.perf_counter()
     t_drive0 = float(drive.time_s[0]) if n else 0.0
     previous = None
     forced_off: set[str] = set()
-    for i in iterator:
+    for i in range(n):
+        if line is not None:
+            line.update(i + 1)
         t = float(drive.time_s[i])
         if i and drive.track[i] != drive.track[i - 1]:
             runtime.new_track()
@@ -176,7 +181,7 @@ def replay(runtime, drive: Drive, *, realtime: bool = False, keep_records: bool 
             previous = pred.student
         if keep_records:
             record = {"frame": i, **pred.to_dict(), "segment": drive.segment_names[int(drive.segment[i])],
-                      "lighting_true": LIGHTING_NAMES[int(drive.lighting[i])] if drive.lighting[i] >= 0 else None,
+                      "lighting_true": LIGHTING[int(drive.lighting[i])] if drive.lighting[i] >= 0 else None,
                       "truth": drive.beams[i].tolist()}
             if pred.beams is not None:
                 record["hit_top1"] = [bool(drive.beams[i, h] == pred.beams[h, 0]) for h in range(horizons)]
@@ -185,6 +190,8 @@ def replay(runtime, drive: Drive, *, realtime: bool = False, keep_records: bool 
         if on_frame is not None:
             on_frame(i, pred)
     wall = time.perf_counter() - t_wall
+    if line is not None:
+        line.close()
     unpredicted = np.array([s is None for s in students], dtype=bool)
     warm_up = track_position(drive.track) < runtime.hub.window - 1
     counters = {"frames": n, "no_prediction": int(unpredicted.sum()),
@@ -245,7 +252,7 @@ def group_rows(result: ReplayResult, drive: Drive, window: int) -> list[dict[str
     ends = np.concatenate([bounds, [len(seg)]])
     groups = [(f"{i}:{drive.segment_names[int(seg[a])]}", np.arange(a, b)) for i, (a, b) in
               enumerate(zip(starts, ends))]
-    groups += [(f"all {name}", np.flatnonzero(drive.lighting == i)) for i, name in enumerate(LIGHTING_NAMES)]
+    groups += [(f"all {name}", np.flatnonzero(drive.lighting == i)) for i, name in enumerate(LIGHTING)]
     groups.append(("all", np.arange(len(seg))))
     students = np.array([s or "-" for s in result.student])
     for name, idx in groups:
@@ -295,8 +302,8 @@ def summarize(result: ReplayResult, drive: Drive, window: int, policy: str) -> d
     return {
         "drive": str(drive.path), "policy": policy, "frames": drive.num_frames, "window": window,
         "wall_s": round(result.wall_s, 3),
-        "top5_t0": {name: by[f"all {name}"]["top5_t0"] for name in LIGHTING_NAMES if f"all {name}" in by},
-        "top1_t0": {name: by[f"all {name}"]["top1_t0"] for name in LIGHTING_NAMES if f"all {name}" in by},
+        "top5_t0": {name: by[f"all {name}"]["top5_t0"] for name in LIGHTING if f"all {name}" in by},
+        "top1_t0": {name: by[f"all {name}"]["top1_t0"] for name in LIGHTING if f"all {name}" in by},
         "coverage": by["all"]["coverage"] if "all" in by else None,
         "switches": len(result.switches),
         "switches_by_kind": {kind: sum(sw["kind"] == kind for sw in result.switches)
@@ -322,8 +329,47 @@ def write_report(out: str | os.PathLike, result: ReplayResult, drive: Drive, sum
     atomic_write_text(out / "switches.csv", csv_text(result.switches) or "frame,t,from,to,kind,reason,segment\n")
     atomic_write_json(out / "summary.json", summary)
     if plot:
-        plot_timeline(out / "timeline.png", result, drive, summary.get("window"))
+        plot_timeline, missing = timeline_plotter()
+        if plot_timeline is None:
+            log.warning("timeline.png not written: %s", missing)
+        else:
+            plot_timeline(out / "timeline.png", result, drive, summary.get("window"))
     return out
+
+
+def timeline_plotter() -> tuple[Callable[..., Path] | None, str | None]:
+    """The host's ``plot_timeline`` when it can be imported, else (None, why not).
+
+    Found by name so that a device-only install (no matplotlib) still writes the rest of a report.
+    """
+    for module, what in ((PLOTS_MODULE, "the host reports package"), ("matplotlib", "matplotlib")):
+        try:
+            found = importlib.util.find_spec(module) is not None
+        except ModuleNotFoundError:  # a parent package is absent
+            found = False
+        if not found:
+            return None, (f"{what} ({module}) is not installed; install the host extra "
+                          "(pip install \"edgekd[host]\") to draw it, or pass --no-plot")
+    return importlib.import_module(PLOTS_MODULE).plot_timeline, None
+
+
+class _ProgressLine:
+    """A one-line stderr progress counter (standard library only; redrawn at most twice a second)."""
+
+    def __init__(self, label: str, total: int):
+        self.label, self.total, self.t0, self.shown = label, total, time.perf_counter(), 0.0
+
+    def update(self, done: int) -> None:
+        now = time.perf_counter()
+        if now - self.shown >= 0.5 or done == self.total:
+            self.shown = now
+            rate = done / max(now - self.t0, 1e-9)
+            sys.stderr.write(f"\r{self.label}: {done}/{self.total} frames ({rate:.0f} frames/s)")
+            sys.stderr.flush()
+
+    def close(self) -> None:
+        sys.stderr.write("\n")
+        sys.stderr.flush()
 
 
 def rolling_hit_rate(hit: np.ndarray, scored: np.ndarray, time_s: np.ndarray, span_s: float) -> np.ndarray:
@@ -334,65 +380,3 @@ def rolling_hit_rate(hit: np.ndarray, scored: np.ndarray, time_s: np.ndarray, sp
     end = np.arange(1, len(time_s) + 1)
     n = counts[end] - counts[first]
     return np.where(n > 0, (hits_[end] - hits_[first]) / np.maximum(n, 1), np.nan)
-
-
-def plot_timeline(path: Path, result: ReplayResult, drive: Drive, window: int | None = None,
-                  span_s: float = 20.0) -> Path:
-    """Conditions, availability, the active student per frame and the rolling top-5 (t0) over time.
-
-    ``window``: the runtime's window (frames), so a track's warm-up is left out of the rolling accuracy;
-    None scores every frame with a beam at t0.
-    """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    t = drive.time_s
-    fig, axes = plt.subplots(4, 1, figsize=(12, 7), sharex=True, height_ratios=[1, 1.2, 1.2, 1.0])
-    ax = axes[0]
-    ax.step(t, drive.lighting, where="post", label="lighting (0 day, 1 dusk, 2 night)")
-    ax.step(t, drive.weather + 0.05, where="post", label="weather (0 clear, 1 rain, 2 fog)", alpha=0.7)
-    ax.set_yticks([0, 1, 2])
-    ax.set_ylim(-0.2, 2.9)
-    ax.legend(loc="lower right", fontsize=7)
-    ax.set_title(f"{drive.path.name}: conditions, sensors, active student, top-5 hit rate (t0)")
-    ax = axes[1]
-    for row, (name, up) in enumerate(drive.available.items()):
-        ax.fill_between(t, row, row + 0.8, where=~up, step="post", color="tab:red", alpha=0.8)
-        ax.fill_between(t, row, row + 0.8, where=up, step="post", color="tab:green", alpha=0.25)
-    ax.set_yticks(np.arange(len(drive.available)) + 0.4, list(drive.available))
-    ax.set_ylabel("sensor up")
-    ax = axes[2]
-    # one dot per frame with a prediction: a track's warm-up (no prediction) shows as a gap, not a drop
-    names = sorted({s for s in result.student if s is not None})
-    codes = np.array([names.index(s) if s is not None else -1 for s in result.student])
-    for code in range(len(names)):
-        sel = codes == code
-        ax.scatter(t[sel], np.full(sel.sum(), code), s=1.5, marker="|", color=f"C{code}")
-    for sw in result.switches:   # forced switches and their recoveries are in switches.csv
-        if sw["kind"] in ("preference", "fallback"):
-            ax.axvline(sw["t"], color="tab:orange", alpha=0.8, lw=1.0)
-    ax.set_yticks(range(len(names)), names)
-    ax.set_ylim(-0.6, len(names) - 0.4)
-    ax.set_ylabel("active")
-    ax = axes[3]
-    scored = scored_frames(window, drive) if window is not None else drive.beams[:, 0] >= 0
-    rate = rolling_hit_rate(hits(result, drive, 5), scored, t, span_s)
-    ax.plot(t, 100 * rate, color="k", lw=0.9)
-    ax.set_ylim(0, 105)
-    ax.set_ylabel(f"top-5 %\n(last {span_s:g} s)")
-    ax.set_xlabel("time (s)")
-    starts = np.concatenate([[0], np.flatnonzero(np.diff(drive.segment)) + 1])
-    for n, i in enumerate(starts):
-        for a in axes:
-            a.axvline(float(t[i]), color="grey", lw=0.5, ls=":")
-        # staggered, so short segments' names do not overlap
-        axes[0].text(float(t[i]), 2.3 + 0.3 * (n % 2), drive.segment_names[int(drive.segment[i])], fontsize=6)
-    fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=110)
-    plt.close(fig)
-    from edgekd.device.io import atomic_write_bytes
-
-    return atomic_write_bytes(path, buffer.getvalue())

@@ -1,9 +1,11 @@
-"""The bundle manifest (docs/CONTRACTS.md): artifact entries read back from the produced files.
+"""The writing side of the bundle manifest (the schema: :class:`edgekd.device.manifest.Manifest`).
 
 Every field of an artifact entry (names, shapes, dtypes, scale and zero
 point) is read from the file by its interpreter after writing, never copied
 from what the exporter intended, so the manifest describes what is really in
-the bundle.
+the bundle. Tensor entries are built as :class:`~edgekd.device.manifest.TensorSpec`;
+:func:`checked_manifest` passes the finished manifest through the dataclass that
+the reader uses, so the writer cannot ship a manifest the board would refuse.
 """
 
 from __future__ import annotations
@@ -17,8 +19,9 @@ from pathlib import Path
 import numpy as np
 
 from edgekd import __version__
-from edgekd.device.bundle import BUNDLE_FORMAT
+from edgekd.device.errors import EdgekdError
 from edgekd.device.io import sha256_file
+from edgekd.device.manifest import BUNDLE_FORMAT, Manifest, Quantization, TensorSpec, manifest_problems
 
 # Axis meaning of each modality's model input (batch first); kept by the converter on purpose.
 LAYOUTS = {"image": "NTCHW", "radar": "NTCRA", "lidar": "NTF", "gps": "NTF"}
@@ -37,11 +40,16 @@ def tool_versions() -> dict[str, str | None]:
     return versions
 
 
-def _quant(details: dict) -> dict | None:
+def _quant(details: dict) -> Quantization | None:
     scale, zero_point = details["quantization"]
     if np.dtype(details["dtype"]).kind not in "iu" or not scale:
         return None
-    return {"scale": float(scale), "zero_point": int(zero_point)}
+    return Quantization(scale=float(scale), zero_point=int(zero_point))
+
+
+def _tflite_tensor(name: str, details: dict, layout: str) -> dict:
+    return TensorSpec(name=name, tensor=details["name"], shape=[int(s) for s in details["shape"]],
+                      dtype=np.dtype(details["dtype"]).name, layout=layout, quantization=_quant(details)).to_dict()
 
 
 def tflite_entry(bundle_dir: Path, rel_path: str, *, precision: str, input_names: Sequence[str],
@@ -54,12 +62,8 @@ def tflite_entry(bundle_dir: Path, rel_path: str, *, precision: str, input_names
     return {
         "path": rel_path, "sha256": sha256_file(path), "size": path.stat().st_size, "format": "tflite",
         "precision": precision,
-        "inputs": [{"name": name, "tensor": d["name"], "shape": [int(s) for s in d["shape"]],
-                    "dtype": np.dtype(d["dtype"]).name, "layout": LAYOUTS.get(name, "N..."), "quantization": _quant(d)}
-                   for name, d in zip(input_names, inputs)],
-        "outputs": [{"name": "logits", "tensor": d["name"], "shape": [int(s) for s in d["shape"]],
-                     "dtype": np.dtype(d["dtype"]).name, "layout": OUTPUT_LAYOUT, "quantization": _quant(d)}
-                    for d in outputs],
+        "inputs": [_tflite_tensor(name, d, LAYOUTS.get(name, "N...")) for name, d in zip(input_names, inputs)],
+        "outputs": [_tflite_tensor("logits", d, OUTPUT_LAYOUT) for d in outputs],
         "ops": ops,
     }
 
@@ -77,9 +81,10 @@ def onnx_entry(bundle_dir: Path, rel_path: str, *, precision: str, ops: dict[str
             if v.name in initializers:
                 continue
             tensor_type = v.type.tensor_type
-            out.append({"name": v.name, "shape": [int(d.dim_value) for d in tensor_type.shape.dim],
-                        "dtype": np.dtype(onnx.helper.tensor_dtype_to_np_dtype(tensor_type.elem_type)).name,
-                        "layout": layout_of(v.name), "quantization": None})
+            out.append(TensorSpec(
+                name=v.name, shape=[int(d.dim_value) for d in tensor_type.shape.dim],
+                dtype=np.dtype(onnx.helper.tensor_dtype_to_np_dtype(tensor_type.elem_type)).name,
+                layout=layout_of(v.name), quantization=None).to_dict())
         return out
 
     return {
@@ -101,6 +106,15 @@ def manifest_skeleton(target: dict) -> dict:
         "target": target,
         "students": {},
     }
+
+
+def checked_manifest(manifest: dict) -> Manifest:
+    """``manifest`` as the typed :class:`Manifest` the reader checks; our own schema break is an internal error."""
+    problems = manifest_problems(manifest)
+    if problems:  # our own writer broke the contract: never ship that
+        raise EdgekdError("internal error: the manifest breaks the bundle schema: " + "; ".join(problems),
+                          fix="report this to the edgekd maintainers")
+    return Manifest.from_dict(manifest, source="<exporter>")
 
 
 def relative(path: Path, root: Path) -> str:
