@@ -9,6 +9,8 @@ from pathlib import Path
 
 import click
 
+from edgekd.host.boardcheck.cli import check as board_check
+
 log = logging.getLogger(__name__)
 
 
@@ -89,3 +91,6 @@ def show(bundle_dir: Path, as_json: bool) -> None:
     click.echo(format_summary(manifest))
     if manifest.get("degraded"):
         click.echo("DEGRADED: " + "; ".join(manifest.get("degraded_reasons", [])))
+
+
+bundle.add_command(board_check)  # edgekd bundle check: the artifacts on the board's instruction set
