@@ -24,7 +24,6 @@ import os
 import platform
 import sys
 import time
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -37,55 +36,17 @@ from edgekd.device.runtime.backends import open_artifact, tflite_interpreter_cla
 from firmware_bench import inputs as inputs_mod
 from firmware_bench import latency, memory, opprofile
 from firmware_bench.power import ESTIMATED, MeterOptions, PowerModel, PowerReader, choose_reader
+from firmware_bench.settings import (  # noqa: F401  (BACKEND_ARTIFACTS, BenchSettings: re-exported)
+    BACKEND_ARTIFACTS,
+    BACKEND_FORMAT,
+    BenchSettings,
+    resolve_settings,
+)
 
 log = logging.getLogger(__name__)
 
 REPORT_SCHEMA = "edgekd-bench/1"
 UNAVAILABLE = "unavailable"
-
-# --backend -> artifacts to try, in order, when --artifact is not given.
-BACKEND_ARTIFACTS = {
-    "tflite": ("tflite_int8", "tflite_fp16", "tflite_fp32"),
-    "ort": ("onnx_int8_qdq", "onnx_fp32"),
-}
-BACKEND_FORMAT = {"tflite": "tflite", "ort": "onnx"}
-
-
-@dataclasses.dataclass
-class BenchSettings:
-    """What one benchmark run does (CLI flags and target-profile defaults resolved)."""
-
-    backend: str | None = None          # tflite | ort; default: the bundle's target profile
-    artifact: str | None = None         # manifest artifact kind; default: best for the backend
-    threads: int | None = None          # default: target profile threads
-    runs: int | None = None             # see latency.StopRule
-    seconds: float | None = None
-    warmup: int = 10
-    power_meter: str | None = None      # default: the target's meter, else auto
-    power_model: PowerModel | None = None
-    idle_seconds: float = 1.0
-    op_profile: bool = True
-    op_profile_tool: str | None = None  # TFLite benchmark_model binary
-    op_profile_runs: int = 50
-    max_windows: int = inputs_mod.DEFAULT_MAX_WINDOWS
-    verify: bool = True
-    providers: Sequence[str] | None = None
-
-    def __post_init__(self) -> None:
-        if self.backend is not None and self.backend not in BACKEND_ARTIFACTS:
-            raise EdgekdError(f"unknown backend '{self.backend}'", field="--backend",
-                              fix=f"one of: {', '.join(BACKEND_ARTIFACTS)}")
-        if self.warmup < 0:
-            raise EdgekdError("must be >= 0", field="--warmup", fix="e.g. --warmup 10")
-        if self.threads is not None and self.threads < 1:
-            raise EdgekdError("must be >= 1", field="--threads", fix="e.g. --threads 4")
-        if self.idle_seconds < 0:
-            raise EdgekdError("must be >= 0", field="--idle-seconds", fix="0 skips the idle baseline")
-        try:
-            latency.StopRule(self.runs, self.seconds)
-        except ValueError as exc:
-            raise EdgekdError(str(exc), field="--runs/--seconds", fix="give a positive number") from None
-
 
 def run_benchmark(bundle: str | os.PathLike, student: str | None = None, *,
                   settings: BenchSettings | None = None, out: str | os.PathLike | None = None,
@@ -137,29 +98,6 @@ def choose_artifact(student: dict, backend: str, artifact: str | None, *, where:
                       field="--backend", fix=f"artifacts of this student: {', '.join(artifacts)}")
 
 
-def _target_power_model(target: dict) -> PowerModel | None:
-    model = target.get("power_model")
-    if not isinstance(model, dict) or "idle_w" not in model or "active_w" not in model:
-        return None
-    return PowerModel(float(model["idle_w"]), float(model["active_w"]),
-                      source=f"target profile '{target.get('name', '?')}'")
-
-
-def resolve_settings(settings: BenchSettings, target: dict) -> BenchSettings:
-    """Fill what the flags left open from the bundle's target profile."""
-    backend = settings.backend or (target.get("backend") if target.get("backend") in BACKEND_ARTIFACTS
-                                   else "tflite")
-    meter = settings.power_meter or target.get("power_meter") or "auto"
-    if meter == "csv":  # the profile can say "csv" but only the command line knows the file
-        meter = "auto"
-    return dataclasses.replace(
-        settings, backend=backend, power_meter=meter,
-        threads=settings.threads or target.get("threads"),
-        power_model=settings.power_model or _target_power_model(target),
-        providers=settings.providers or target.get("execution_providers") or None,
-    )
-
-
 def benchmark_student(bundle: Path, manifest: dict, name: str, settings: BenchSettings,
                       meter_options: MeterOptions | None = None) -> dict[str, Any]:
     student = manifest["students"][name]
@@ -187,11 +125,12 @@ def benchmark_student(bundle: Path, manifest: dict, name: str, settings: BenchSe
     init_ms = (time.perf_counter_ns() - t0) / 1e6
     mem_loaded = memory.snapshot()
 
-    first = latency.time_once(backend, windows[0])
-    warm = latency.warm_up(backend, windows, s.warmup)
+    runner = backend.runner()  # the per-call path the runtime runs: buffers allocated once, quantised into
+    first = latency.time_once(runner, windows[0])
+    warm = latency.warm_up(runner, windows, s.warmup)
     peak_reset = memory.reset_peak()
     rule = latency.StopRule(s.runs, s.seconds)
-    timings, energy = timed_with_energy(backend, windows, rule, reader)
+    timings, energy = timed_with_energy(runner, windows, rule, reader)
     mem_after = memory.snapshot()
 
     summary = timings.summary()

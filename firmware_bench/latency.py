@@ -1,14 +1,17 @@
 """Latency: statistics over nanosecond timings, the MLPerf single-stream rule, and the timing loop.
 
 The statistics are pure functions over a list of ``time.perf_counter_ns``
-deltas so that they can be checked on known arrays. Percentiles use numpy's
-default (linear interpolation) method, the one TFLite's ``benchmark_model``
-and most papers' tables implicitly use.
+deltas so that they can be checked on known arrays. Percentiles are
+nearest-rank (:func:`nearest_rank`): every reported p50/p90/p99 is a latency
+that one run really took, never an interpolation between two runs (numpy's
+default), as TFLite's ``benchmark_model`` reports its percentiles.
 
-The timing loop times ``invoke_raw`` alone (the interpreter) and, separately,
-input quantisation and output dequantisation, cycling through real input
-windows (the bundle's calibration set) rather than zeros, whose cache and
-branch behaviour differ from real data.
+The timing loop runs the backend's shared runner (``Backend.runner()``, the
+path the multi-student runtime runs per frame) and times its three phases:
+quantise the input into preallocated buffers, invoke (the interpreter alone),
+dequantise the output; it cycles through real input windows (the bundle's
+calibration set) rather than zeros, whose cache and branch behaviour differ
+from real data.
 """
 
 from __future__ import annotations
@@ -17,11 +20,14 @@ import array
 import dataclasses
 import gc
 import logging
+import math
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
+
+from edgekd.device.runtime.runner import Runner
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +41,20 @@ MLPERF_FLAG = "below MLPerf minimum"
 PERCENTILES = (50, 90, 99)
 
 
+def nearest_rank(values: Sequence[float] | np.ndarray, percentiles: Sequence[float]) -> list[float]:
+    """Nearest-rank percentiles: the smallest value with at least ``p`` % of ``values`` at or below it.
+
+    The ``p``-th percentile of ``n`` sorted values is the one of rank ``ceil(p / 100 * n)`` (1-based;
+    rank 1 for ``p`` = 0), so it is always one of the values (numpy's ``method="inverted_cdf"``).
+    """
+    ordered = np.sort(np.asarray(values, dtype=np.float64))
+    if ordered.size == 0:
+        raise ValueError("no values")
+    n = ordered.size
+    ranks = [min(max(math.ceil(p / 100.0 * n - 1e-9), 1), n) for p in percentiles]
+    return [float(ordered[r - 1]) for r in ranks]
+
+
 def latency_stats(timings_ns: Sequence[int]) -> dict[str, float | int]:
     """min / p50 / p90 / p99 / max / mean / std (milliseconds) of ``timings_ns``.
 
@@ -45,7 +65,7 @@ def latency_stats(timings_ns: Sequence[int]) -> dict[str, float | int]:
     if len(timings_ns) == 0:
         raise ValueError("no timings to summarise")
     ms = np.asarray(timings_ns, dtype=np.float64) / 1e6
-    pcts = np.percentile(ms, PERCENTILES)  # numpy's default = linear interpolation
+    pcts = nearest_rank(ms, PERCENTILES)
     stats: dict[str, float | int] = {
         "n": int(ms.size),
         "min_ms": float(ms.min()),
@@ -163,12 +183,22 @@ class Timings:
         }
 
 
+def runner_of(backend: Any) -> Any:
+    """``backend`` itself if it is a runner, else its shared runner (``Backend.runner()``); a backend without one
+    (a test double with the three phase methods) runs through the generic :class:`Runner`."""
+    if isinstance(backend, Runner):
+        return backend
+    make = getattr(backend, "runner", None)
+    return make() if callable(make) else Runner(backend)
+
+
 def timed_loop(backend: Any, inputs: Sequence[dict[str, np.ndarray]], rule: StopRule, *,
                clock: Callable[[], int] = time.perf_counter_ns) -> Timings:
     """Run ``backend`` over ``inputs`` (cycled) until ``rule`` says stop, timing each phase.
 
-    Each run: quantize the float inputs, ``invoke_raw`` (the interpreter alone),
-    dequantize the outputs; each phase is timed with ``clock`` (perf_counter_ns).
+    Each run goes through the backend's runner: ``prepare`` (quantise the float
+    inputs into its buffers), ``invoke`` (the interpreter alone), ``finish``
+    (dequantise the output); each phase is timed with ``clock`` (perf_counter_ns).
     Python's cyclic garbage collector is off during the loop (as ``timeit``
     does): a collection pause is the runtime's, not the model's latency.
     """
@@ -177,15 +207,16 @@ def timed_loop(backend: Any, inputs: Sequence[dict[str, np.ndarray]], rule: Stop
     was_enabled = gc.isenabled()
     gc.disable()
     try:
-        return _loop(backend, inputs, rule, clock)
+        return _loop(runner_of(backend), inputs, rule, clock)
     finally:
         if was_enabled:
             gc.enable()
 
 
-def _loop(backend: Any, inputs: Sequence[dict[str, np.ndarray]], rule: StopRule,
+def _loop(runner: Any, inputs: Sequence[dict[str, np.ndarray]], rule: StopRule,
           clock: Callable[[], int]) -> Timings:
     quant, invoke, dequant, e2e = (array.array("q") for _ in range(4))
+    prepare, run, finish = runner.prepare, runner.invoke, runner.finish
     output = None
     n_inputs = len(inputs)
     start = clock()
@@ -193,11 +224,11 @@ def _loop(backend: Any, inputs: Sequence[dict[str, np.ndarray]], rule: StopRule,
     while not rule.done(i, (clock() - start) / 1e9):
         window = inputs[i % n_inputs]
         t0 = clock()
-        raw = backend.quantize_inputs(window)
+        prepare(window)
         t1 = clock()
-        raw_out = backend.invoke_raw(raw)
+        run()
         t2 = clock()
-        output = backend.dequantize_outputs(raw_out)
+        output = finish()
         t3 = clock()
         quant.append(t1 - t0)
         invoke.append(t2 - t1)
@@ -205,18 +236,20 @@ def _loop(backend: Any, inputs: Sequence[dict[str, np.ndarray]], rule: StopRule,
         e2e.append(t3 - t0)
         i += 1
     wall = clock() - start
-    return Timings(quant, invoke, dequant, e2e, wall, output)
+    # the runner reuses its output buffer: keep a copy of the last output
+    return Timings(quant, invoke, dequant, e2e, wall, None if output is None else np.array(output, copy=True))
 
 
 def time_once(backend: Any, window: dict[str, np.ndarray], *,
               clock: Callable[[], int] = time.perf_counter_ns) -> dict[str, float]:
     """One run, timed per phase (milliseconds): used for the first inference after loading."""
+    runner = runner_of(backend)
     t0 = clock()
-    raw = backend.quantize_inputs(window)
+    runner.prepare(window)
     t1 = clock()
-    raw_out = backend.invoke_raw(raw)
+    runner.invoke()
     t2 = clock()
-    backend.dequantize_outputs(raw_out)
+    runner.finish()
     t3 = clock()
     return {"quantize_ms": (t1 - t0) / 1e6, "invoke_ms": (t2 - t1) / 1e6,
             "dequantize_ms": (t3 - t2) / 1e6, "end_to_end_ms": (t3 - t0) / 1e6}
@@ -227,8 +260,9 @@ def warm_up(backend: Any, inputs: Sequence[dict[str, np.ndarray]], runs: int, *,
     """``runs`` untimed-for-statistics runs (caches, allocator, CPU governor ramp-up)."""
     if runs <= 0:
         return {"runs": 0, "total_ms": 0.0, "mean_ms": None}
+    runner = runner_of(backend)
     start = clock()
     for i in range(runs):
-        backend.dequantize_outputs(backend.invoke_raw(backend.quantize_inputs(inputs[i % len(inputs)])))
+        runner(inputs[i % len(inputs)])
     total_ms = (clock() - start) / 1e6
     return {"runs": runs, "total_ms": total_ms, "mean_ms": total_ms / runs}

@@ -16,7 +16,7 @@ import pytest
 from support.bundles import build_bundle
 
 from edgekd.device.bundle import open_bundle
-from edgekd.device.runtime.backends import dequantize, quantize
+from edgekd.device.runtime.backends import dequantize, open_artifact, quantize
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +26,7 @@ def bundle(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def int8(bundle):
-    return bundle.open("lidar", "tflite_int8", threads=1)
+    return open_artifact(bundle.path, bundle.artifact("lidar", "tflite_int8"), threads=1)
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +59,7 @@ def test_dequantize_output(benchmark, int8, window):
 
 def test_end_to_end_int8_matches_onnx_fp32(benchmark, bundle, int8, window):
     logits = benchmark(int8.run, window)
-    reference = bundle.open("lidar", "onnx_fp32", threads=1).run(window)
+    reference = open_artifact(bundle.path, bundle.artifact("lidar", "onnx_fp32"), threads=1).run(window)
     # the same network in fp32: int8 error stays a small fraction of the logits' range
     assert np.max(np.abs(logits - reference)) < 0.1 * np.ptp(reference)
 

@@ -123,6 +123,26 @@ def test_lean_runners_give_run_s_logits(tflite_models):
         assert np.array_equal(run({"lidar": windows[0]}), first)
 
 
+def test_runner_phases_take_hub_windows_without_the_batch_axis(tflite_models):
+    # the runtime feeds the sensor hub's [T, ...] windows and times prepare / invoke / finish apart
+    windows = [np.random.default_rng(i).uniform(-0.5, 1.5, (2, 6)).astype(np.float32) for i in range(5)]
+    for name in ("int8.tflite", "fp32.tflite"):
+        backend = TFLiteBackend(tflite_models / name, input_names=["lidar"])
+        runner = backend.runner()
+        for x in windows:
+            runner.prepare({"lidar": x})
+            runner.invoke()
+            assert np.array_equal(runner.finish(), backend.run({"lidar": x[None]})), name
+
+
+def test_generic_runner_goes_through_the_phase_methods(tflite_models):
+    from edgekd.device.runtime.runner import Runner
+
+    backend = TFLiteBackend(tflite_models / "int8.tflite", input_names=["lidar"])
+    x = np.random.default_rng(3).uniform(0, 1, (1, 2, 6)).astype(np.float32)
+    assert np.array_equal(Runner(backend)({"lidar": x}), backend.runner()({"lidar": x}))
+
+
 def test_op_counts_and_float_op_detection(tflite_models):
     ops = tflite_op_counts(tflite_models / "int8.tflite")
     assert "DELEGATE" not in ops and sum(ops.values()) >= 1

@@ -10,6 +10,7 @@ from firmware_bench.latency import (
     StopRule,
     latency_stats,
     mlperf_single_stream,
+    nearest_rank,
     timed_loop,
 )
 
@@ -19,23 +20,31 @@ def test_stats_on_1_to_100_ms():
     stats = latency_stats(ns)
     assert stats["n"] == 100
     assert stats["min_ms"] == 1.0 and stats["max_ms"] == 100.0
-    # numpy's linear method: position (n - 1) * q
-    assert stats["p50_ms"] == pytest.approx(50.5)
-    assert stats["p90_ms"] == pytest.approx(90.1)
-    assert stats["p99_ms"] == pytest.approx(99.01)
+    # nearest rank: rank ceil(q * n), always a measured value (numpy's linear method would give 50.5, 90.1, 99.01)
+    assert (stats["p50_ms"], stats["p90_ms"], stats["p99_ms"]) == (50.0, 90.0, 99.0)
     assert stats["mean_ms"] == pytest.approx(50.5)
     assert stats["std_ms"] == pytest.approx(np.sqrt((100 ** 2 - 1) / 12))  # population std of 1..100
     assert stats["total_s"] == pytest.approx(5.05)
 
 
-def test_stats_match_numpy_linear_on_random_timings():
+def test_stats_are_nearest_rank_on_random_timings():
     rng = np.random.default_rng(7)
     ns = rng.integers(200_000, 5_000_000, size=1537)
     stats = latency_stats(ns.tolist())
     ms = ns / 1e6
     for q in (50, 90, 99):
-        assert stats[f"p{q}_ms"] == pytest.approx(float(np.percentile(ms, q)))
+        assert stats[f"p{q}_ms"] == float(np.percentile(ms, q, method="inverted_cdf"))  # numpy's nearest rank
+        assert stats[f"p{q}_ms"] in set(ms.tolist())  # a latency that one run really took
     assert stats["std_ms"] == pytest.approx(float(ms.std()))
+
+
+def test_nearest_rank_small_cases():
+    # the textbook example: 15, 20, 35, 40, 50 -> p30 = 20, p40 = 20, p50 = 35, p100 = 50
+    assert nearest_rank([50, 15, 40, 20, 35], [0, 30, 40, 50, 100]) == [15.0, 20.0, 20.0, 35.0, 50.0]
+    assert nearest_rank([1, 2], [50, 51]) == [1.0, 2.0]  # 50 % of 2 values is rank 1, not the mean 1.5
+    assert nearest_rank([7], [50, 99]) == [7.0, 7.0]
+    with pytest.raises(ValueError):
+        nearest_rank([], [50])
 
 
 def test_stats_single_value_and_empty():

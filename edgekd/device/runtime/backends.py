@@ -13,17 +13,25 @@ TFLite runtime), ``tflite_runtime`` (what many boards have), then
 
 from __future__ import annotations
 
-import dataclasses
 import importlib
 import logging
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from edgekd.device.bundle import verify_artifact_file
 from edgekd.device.errors import EdgekdError
+from edgekd.device.runtime.runner import (  # noqa: F401  (quantize, dequantize: re-exported)
+    OrtRunner,
+    QuantSpec,
+    Runner,
+    TFLiteRunner,
+    dequantize,
+    quantize,
+)
 
 log = logging.getLogger(__name__)
 
@@ -53,60 +61,6 @@ def _op_resolver_without_delegates(interpreter_cls: type) -> Any | None:
     return None if resolver is None else resolver.BUILTIN_WITHOUT_DEFAULT_DELEGATES
 
 
-def quantize(x: np.ndarray, scale: float, zero_point: int, dtype: Any = np.int8) -> np.ndarray:
-    """Affine quantisation q = clip(round(x / scale) + zero_point) (round half to even, like TFLite's reference)."""
-    info = np.iinfo(dtype)
-    q = np.rint(np.asarray(x, np.float32) / np.float32(scale)) + zero_point
-    return np.clip(q, info.min, info.max).astype(dtype)
-
-
-def dequantize(q: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
-    return ((q.astype(np.int32) - zero_point) * np.float32(scale)).astype(np.float32)
-
-
-@dataclasses.dataclass(frozen=True)
-class QuantSpec:
-    """One int8/uint8 tensor's affine parameters, resolved once at load (not per call).
-
-    ``quantize_into`` / ``dequantize_into`` give exactly :func:`quantize` /
-    :func:`dequantize`'s values (the clip bounds are moved before the integer
-    zero-point add, which is exact in float32) with four/two in-place ufunc
-    calls and no temporaries: the per-call cost of a batch-1 window is then a
-    few microseconds instead of the interpreter's invoke time again.
-    """
-
-    scale: np.float32
-    zero_point: np.float32
-    low: np.float32       # dtype min - zero point
-    high: np.float32      # dtype max - zero point
-    dtype: np.dtype
-
-    @classmethod
-    def of(cls, scale: float, zero_point: int, dtype: Any) -> QuantSpec:
-        info = np.iinfo(dtype)
-        return cls(np.float32(scale), np.float32(zero_point), np.float32(info.min - zero_point),
-                   np.float32(info.max - zero_point), np.dtype(dtype))
-
-    def bounds(self, shape: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
-        """The clip bounds as full arrays: numpy's max/min against a same-shape array are SIMD, against a
-        broadcast scalar ~2x slower (1.3 vs 0.6 us for a LiDAR window)."""
-        return np.full(shape, self.low, np.float32), np.full(shape, self.high, np.float32)
-
-    def quantize_into(self, x: np.ndarray, scratch: np.ndarray, out: np.ndarray,
-                      bounds: tuple[Any, Any] | None = None) -> np.ndarray:
-        low, high = bounds or (self.low, self.high)
-        # dtype= pins the float32 loops under numpy 1.x value-based casting too (boards run numpy<2)
-        np.divide(x, self.scale, out=scratch, dtype=np.float32)
-        np.rint(scratch, out=scratch)
-        np.maximum(scratch, low, out=scratch)
-        np.minimum(scratch, high, out=scratch)
-        return np.add(scratch, self.zero_point, out=out, casting="unsafe", dtype=np.float32)
-
-    def dequantize_into(self, q: np.ndarray, out: np.ndarray) -> np.ndarray:
-        np.subtract(q, self.zero_point, out=out, dtype=np.float32)  # small integers: exact in float32
-        return np.multiply(out, self.scale, out=out)
-
-
 class Backend:
     """One loaded artifact. ``run`` = quantize_inputs -> invoke_raw -> dequantize_outputs."""
 
@@ -130,14 +84,13 @@ class Backend:
     def dequantize_outputs(self, raw_out: list[np.ndarray]) -> np.ndarray:
         raise NotImplementedError
 
-    def runner(self) -> Callable[[dict[str, np.ndarray]], np.ndarray]:
-        """A lean ``run`` for a hot loop: same values, buffers allocated once, nothing looked up per call.
+    def runner(self) -> Runner:
+        """The per-call path the runtime, firmware_bench and ``bench --compare`` share (see ``runner.py``).
 
-        Inputs must already be batch-1 float32 arrays of the manifest's shapes
-        (no reshaping or checks per call). The returned logits may be a buffer
-        that the next call overwrites: copy them to keep them.
+        Same values as ``run``; buffers allocated once, nothing looked up or checked per call. The returned
+        logits may be a buffer that the next call overwrites: copy them to keep them.
         """
-        return self.run
+        return Runner(self)
 
     def _ordered(self, inputs: dict[str, np.ndarray]) -> list[np.ndarray]:
         missing = [n for n in self.input_names if n not in inputs]
@@ -228,40 +181,8 @@ class TFLiteBackend(Backend):
             return raw_out[0].astype(np.float32, copy=False)
         return self._out_q.dequantize_into(raw_out[0], np.empty(raw_out[0].shape, np.float32))
 
-    def runner(self) -> Callable[[dict[str, np.ndarray]], np.ndarray]:
-        """Quantise into preallocated buffers, ``set_tensor``, ``invoke``, dequantise into one output buffer.
-
-        ``set_tensor``/``get_tensor`` copy (1.7 KB in, 256 B out for a LiDAR
-        window, well under a microsecond); the interpreter refuses to invoke
-        while a numpy view of its own buffers is alive, so views are no option.
-        """
-        interpreter = self.interpreter
-        invoke, set_tensor, get_tensor = interpreter.invoke, interpreter.set_tensor, interpreter.get_tensor
-        feeds = []
-        for name, shape, d, spec, bounds in zip(self.input_names, self.input_shapes, self._in, self._in_q,
-                                                self._in_bounds):
-            buffers = None if spec is None else (np.empty(shape, np.float32), np.empty(shape, spec.dtype), bounds)
-            cast = None if np.dtype(d["dtype"]) == np.float32 else np.dtype(d["dtype"])  # e.g. float16 I/O
-            feeds.append((name, d["index"], spec, buffers, cast))
-        out_index, out_spec = self._out[0]["index"], self._out_q
-        out_float32 = self.output_dtype == np.float32
-        out_buffer = np.empty(tuple(int(s) for s in self._out[0]["shape"]), np.float32)
-
-        def run(inputs: dict[str, np.ndarray]) -> np.ndarray:
-            for name, index, spec, buffers, cast in feeds:
-                x = inputs[name]
-                if spec is not None:
-                    x = spec.quantize_into(x, *buffers)
-                elif cast is not None:
-                    x = x.astype(cast)
-                set_tensor(index, x)
-            invoke()
-            raw = get_tensor(out_index)
-            if out_spec is not None:
-                return out_spec.dequantize_into(raw, out_buffer)
-            return raw if out_float32 else raw.astype(np.float32)
-
-        return run
+    def runner(self) -> Runner:
+        return TFLiteRunner(self, self._in, self._out[0], self._in_q, self._out_q)
 
     def io_details(self) -> tuple[list[dict], list[dict]]:
         return self._in, self._out
@@ -280,7 +201,7 @@ def _match_inputs(details: list[dict], names: Sequence[str] | None, signature: d
         return list(details)
     by_index = {d["index"]: d for d in details}
     ordered = []
-    for i, name in enumerate(names):
+    for name in names:
         if name in signature and signature[name] in by_index:
             ordered.append(by_index[signature[name]])
             continue
@@ -352,24 +273,13 @@ class OrtBackend(Backend):
     def dequantize_outputs(self, raw_out: list[np.ndarray]) -> np.ndarray:
         return np.asarray(raw_out[0], dtype=np.float32)
 
-    def runner(self) -> Callable[[dict[str, np.ndarray]], np.ndarray]:
-        """``session.run`` with the output list and feed dict built once (float I/O, QDQ inside the graph)."""
-        session_run, outputs, names = self.session.run, [self.output_name], list(self.input_names)
-        feed: dict[str, np.ndarray] = {}
-
-        def run(inputs: dict[str, np.ndarray]) -> np.ndarray:
-            for name in names:
-                feed[name] = inputs[name]
-            return session_run(outputs, feed)[0]
-
-        return run
+    def runner(self) -> Runner:
+        return OrtRunner(self)
 
 
 def open_artifact(bundle_dir: str | os.PathLike, artifact: dict, *, threads: int | None = None,
                   providers: Sequence[str] | None = None, verify_hash: bool = True) -> Backend:
     """Load one manifest artifact entry; refuses a file whose sha256 differs from the manifest."""
-    from edgekd.device.bundle import verify_artifact_file
-
     path = verify_artifact_file(bundle_dir, artifact) if verify_hash else Path(bundle_dir) / artifact["path"]
     names = [i["name"] for i in artifact.get("inputs", [])] or None
     label = artifact.get("path", str(path))
