@@ -24,13 +24,13 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "distill": ("edgekd.host.distill.cli:distill", "Distil a student from a teacher checkpoint."),
     "evaluate": ("edgekd.host.distill.cli:evaluate", "Per-horizon top-k / DBA of a checkpoint."),
     "metadata": ("edgekd.host.distill.cli:metadata", "Add hidden-state metadata to a teacher (data-free KD)."),
-    "reproduce": ("edgekd.host.reproduce.cli:reproduce", "Reproduce the papers' experiments."),
+    "reproduce": ("edgekd.host.experiments.cli:reproduce", "Reproduce the papers' experiments."),
     "targets": ("edgekd.device.targets:targets", "List and show target board profiles."),
     "export": ("edgekd.host.export.cli:export", "Export checkpoints to a verified int8 bundle for a target."),
     "bundle": ("edgekd.host.export.cli:bundle", "Inspect and verify deployment bundles."),
     "run": ("edgekd.device.runtime.cli:run", "Run the multi-student runtime on a recorded drive."),
     "bench": ("edgekd.device.bench:bench", "Benchmark latency, memory and energy of a bundle."),
-    "demo": ("edgekd.host.demo:demo", "The whole pipeline on the embedded default scenario."),
+    "demo": ("edgekd.host.experiments.demo:demo", "The whole pipeline on the embedded default scenario."),
 }
 
 

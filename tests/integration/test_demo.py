@@ -10,7 +10,7 @@ import torch
 from click.testing import CliRunner
 
 from edgekd.cli import cli
-from edgekd.host.demo import PROFILES, STAGES, DemoProfile, load_profile
+from edgekd.host.experiments.demo import PROFILES, STAGES, DemoProfile, load_profile
 
 torch.set_num_threads(1)
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -112,7 +112,8 @@ def test_profile_config_rejects_unknown_keys(tmp_path):
 
 def test_profiles_load_and_validate():
     assert load_profile("quick") == DemoProfile()
-    assert load_profile("smoke").windows == PROFILES["smoke"]["windows"]
+    assert set(PROFILES) == {"quick", "smoke"}
+    assert load_profile("smoke").windows == 300
     with pytest.raises(ValueError, match="kd_method"):
         DemoProfile(kd_method="fitnet")
     with pytest.raises(ValueError, match="lidar_student"):

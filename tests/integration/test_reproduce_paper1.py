@@ -15,7 +15,7 @@ import torch
 from click.testing import CliRunner
 
 from edgekd.cli import cli
-from edgekd.host.reproduce import paper1
+from edgekd.host.experiments import paper1, runner
 
 pytestmark = pytest.mark.slow
 torch.set_num_threads(1)
@@ -186,10 +186,18 @@ def test_dataset_without_radar_exits_2(tmp_path):
 
 
 def test_profile_merging_keeps_unrelated_overrides():
+    from edgekd.device.config import load_yaml
+    from edgekd.host.experiments.paper1_matrix import MERGE_DEPTH
+
     profile = paper1.load_profile("quick")
-    merged = paper1.merge_profile(paper1.PROFILES["quick"], {"student": {"lr": 0.002}})
-    assert merged["student"]["epochs"] == paper1.PROFILES["quick"]["student"]["epochs"]
+    quick = load_yaml(runner.profile_path("paper1", "quick"))
+    merged = runner.merge_mappings(quick, {"student": {"lr": 0.002}}, MERGE_DEPTH)
+    assert merged["student"]["epochs"] == quick["student"]["epochs"] == 20
     assert merged["student"]["lr"] == 0.002
+    # --config keys merge into a run's overrides; a method swap mapping replaces the profile's
+    merged = runner.merge_mappings(quick, {"runs": {"image_student_rkd": {"epochs": 5}}, "methods": {}}, MERGE_DEPTH)
+    assert merged["runs"]["image_student_rkd"] == {"rkd_feature": "embedding", "lr": 0.001, "epochs": 5}
+    assert merged["runs"]["image_teacher"] == {"epochs": 24} and merged["methods"] == {}
     spec = paper1.RUN_BY_NAME["image_student_kd"]
     cfg = paper1._train_config(spec, profile, seed=7, local_windows=50)
     # the paper's hyperparameters of response KD stay, the profile sets the schedule

@@ -11,7 +11,7 @@ from click.testing import CliRunner
 
 from edgekd.cli import cli
 from edgekd.host.data import read_meta
-from edgekd.host.reproduce.paper2 import PROFILES, aggregate, load_profile
+from edgekd.host.experiments.paper2 import PROFILES, aggregate, load_profile
 
 torch.set_num_threads(1)
 

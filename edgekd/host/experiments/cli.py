@@ -9,8 +9,8 @@ import click
 
 class _LazyPapers(click.Group):
     PAPERS = {
-        "paper1": ("edgekd.host.reproduce.paper1", "KD for image / image+radar beam tracking (Table II, Fig. 4)."),
-        "paper2": ("edgekd.host.reproduce.paper2", "Data-free KD for the LiDAR student (Figs. 3-5)."),
+        "paper1": ("edgekd.host.experiments.paper1", "KD for image / image+radar beam tracking (Table II, Fig. 4)."),
+        "paper2": ("edgekd.host.experiments.paper2", "Data-free KD for the LiDAR student (Figs. 3-5)."),
     }
 
     def list_commands(self, ctx):

@@ -17,13 +17,14 @@ when it has finished, so ``--resume`` skips it on a rerun):
 
 A failing stage raises an error naming the stage; what earlier stages wrote stays, and
 ``--resume`` continues from there. ``OUT/plan.json`` pins the profile and the target, so a
-resumed run never mixes two configurations.
+resumed run never mixes two configurations. The named profiles are YAML files,
+``profiles/demo-<name>.yaml``; BENCHMARKS.md says why their numbers are what they are.
 """
+
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import os
 import shutil
@@ -34,53 +35,46 @@ from typing import Any
 
 import click
 
-from edgekd.device.config import config_from_dict, config_to_dict, load_yaml
+from edgekd.device.config import config_to_dict
+from edgekd.device.contracts import RUNTIME_MODALITIES
 from edgekd.device.errors import EdgekdError
-from edgekd.device.io import atomic_write_json
+from edgekd.host.experiments import runner
 
 log = logging.getLogger(__name__)
 
 PLAN_FORMAT = "edgekd-demo-plan/1"
 STAGES = ("data", "teachers", "students", "export", "replay", "bench", "report")
-MODALITIES = ("image", "radar", "lidar")
-TIME_LIMIT_S = 20 * 60   # issue 8: the quick demo finishes in under 20 minutes on the 2-core host
+MODALITIES = RUNTIME_MODALITIES
+# the named profiles (profiles/demo-<name>.yaml): quick runs under 20 minutes on the 2-core host (issue 8),
+# smoke is a tiny end-to-end pass for the tests whose numbers mean nothing
+PROFILES = ("quick", "smoke")
 
 
 @dataclasses.dataclass
 class DemoProfile:
-    """What the demo does besides the target; YAML keys (``--config``), unknown ones rejected."""
+    """What the demo does besides the target; YAML keys (``--config``), unknown ones rejected.
+    The defaults are the quick profile's (``profiles/demo-quick.yaml``)."""
 
     windows: int = 4000               # synthetic dataset size (train/val/test 70/15/15)
     image_size: int = 64
     data_seed: int = 0
-    # The day -> night drive replayed through the runtime. 12 minutes (7200 frames, ~2300 scored at night):
-    # on 4-minute drives the night gain over image-only of the same students ranged 12.9-20.1 points across
-    # drive seeds 1-4, too coarse for issue 6's +15 line; 12 minutes cost ~15 s more to record.
-    drive_minutes: float = 12.0
+    drive_minutes: float = 12.0       # the day -> night drive replayed through the runtime
     drive_seed: int = 1
     seed: int = 42
     threads: int | None = 2           # torch threads for training (None: torch's default)
     teacher_epochs: int = 16          # image and radar teachers
-    # Half-width image and radar teachers learn faster per epoch on this short schedule and cost less;
-    # the paper-scale teachers are what `edgekd reproduce paper1` trains.
     teacher_width: float = 0.5        # channel width of the image and radar teachers (1.0 = the paper's)
     student_epochs: int = 25          # the image student
-    # The radar student keeps learning well past 25 epochs (test top-2 61.7 at 25, 66.3 at 50, 67.3 at 80
-    # against its teacher's 69.9 on the quick profile's data), at ~2 s per epoch.
     radar_student_epochs: int = 80
-    # Width 1.5 (92,902 parameters, 7.4x fewer than its teacher): test top-2 over seeds 42 / 43 / 44 (the demo
-    # run, then 1-thread probes) 68.3 / 69.8 / 72.1 against 65.8 / 66.2 / 68.2 at width 1.0 (teacher 69.9):
-    # width 1.0 sits at issue 7's 3-point budget. On the drive's night frames both give the same top-5 within
-    # noise (85.2 / 86.9 / 87.9 vs 87.2 / 88.6 / 86.4; the radar teacher 86.4). BENCHMARKS.md has the runs.
     radar_student_width: float = 1.5
-    teacher_lr: float | None = 0.003  # None: the paper config's (teacher.yaml, 1e-3); a short schedule wants more
+    teacher_lr: float | None = 0.003  # None: the paper config's (teacher.yaml, 1e-3)
     student_lr: float | None = 0.002  # None: the paper config's of the KD method (8e-4 / 9.5e-4)
     kd_method: str = "kd"             # image/radar students: kd (response) or rkd (relation, paper-1 variant)
     lidar_teacher_epochs: int = 25
     # The deployed LiDAR student: "kd" = response KD from the LiDAR teacher on the training split (paper 2's
     # standard-KD baseline), "datafree" = the data-free student. Both are trained and reported either way.
     lidar_student: str = "kd"
-    lidar_student_epochs: int = 60    # the KD LiDAR student (a small GRU: ~1 s per epoch)
+    lidar_student_epochs: int = 60    # the KD LiDAR student
     lidar_student_lr: float = 0.003
     generator_loss: str = "metadata"  # data-free LiDAR student (issue 4's acceptance setting)
     student_loss: str = "mse"
@@ -89,6 +83,9 @@ class DemoProfile:
     datafree_epochs: int | None = None
     calibration_size: int | None = None    # None: the calibration recipe's size
     eval_windows: int | None = None        # parity-gate test windows per student (None: every one)
+    allow_degraded: bool = True            # a failed parity gate is reported (report section 4), not fatal
+    bench_seconds: float = 3.0             # per student (the MLPerf minimum is 10 s; flagged in the report)
+
     allow_degraded: bool = True            # a failed parity gate is reported (report section 4), not fatal
     bench_seconds: float = 3.0             # per student (the MLPerf minimum is 10 s; flagged in the report)
 
@@ -107,33 +104,17 @@ class DemoProfile:
             raise ValueError(f"threads must be positive or null, got {self.threads}")
 
 
-PROFILES: dict[str, dict[str, Any]] = {
-    # under 20 minutes on the 2-core host (docs/demo-report.md has the stage timings)
-    "quick": {},
-    # a tiny end-to-end pass for the tests; its numbers mean nothing
-    "smoke": {"windows": 300, "drive_minutes": 0.5, "teacher_epochs": 1, "student_epochs": 1,
-              "lidar_teacher_epochs": 1, "lidar_student_epochs": 1, "radar_student_epochs": 1, "generator_steps": 10, "synthetic_samples": 64, "datafree_epochs": 1,
-              "eval_windows": 40, "calibration_size": 32, "allow_degraded": True, "bench_seconds": 0.2},
-}
-
-
 def load_profile(name: str, config_path: str | os.PathLike | None = None) -> DemoProfile:
-    if name not in PROFILES:
-        raise EdgekdError(f"unknown profile {name!r}", field="--profile", fix=f"use one of: {', '.join(PROFILES)}")
-    values = dict(PROFILES[name])
-    source = f"<profile {name}>"
-    if config_path is not None:
-        values.update(load_yaml(config_path) or {})
-        source = str(config_path)
-    return config_from_dict(DemoProfile, values, source=source)
+    """``profiles/demo-<name>.yaml``, then the keys of ``config_path``."""
+    return runner.load_profile(DemoProfile, "demo", name, PROFILES, config_path=config_path)
 
 
 # ---------------------------------------------------------------------------
-# the stage runner
+# the output folder
 
 
 class Demo:
-    """The output folder, the plan and the stage bookkeeping; the stages are functions below."""
+    """The output folder, the plan and the stage markers; the stages are functions below."""
 
     def __init__(self, out: Path, profile: DemoProfile, target: str, *, progress: bool = True,
                  echo: Callable[[str], None] = click.echo):
@@ -141,6 +122,7 @@ class Demo:
 
         self.out, self.profile, self.progress, self.echo = out, profile, progress, echo
         self.target = load_target(target)
+        self.markers = runner.Markers(out / "stages")
 
     def path(self, *parts: str) -> Path:
         return self.out.joinpath(*parts)
@@ -156,61 +138,18 @@ class Demo:
             value = value[key]
         return self.path(value)
 
-    def marker(self, stage: str) -> Path:
-        return self.path("stages", f"{stage}.json")
-
     def finished(self, stage: str) -> dict | None:
-        marker = self.marker(stage)
-        return json.loads(marker.read_text()) if marker.is_file() else None
+        return self.markers.done(stage)
 
     def check_plan(self, resume: bool) -> None:
         """Start a fresh folder, or (``resume``) continue one that holds the same plan."""
         plan = {"format": PLAN_FORMAT, "profile": config_to_dict(self.profile), "target": self.target.name}
-        path = self.path("plan.json")
-        if path.is_file():
-            old = json.loads(path.read_text())
-            if not resume:
-                raise EdgekdError("the output folder holds an earlier demo run", file=self.out, field="--out",
-                                  fix="pass --resume to continue it (finished stages are skipped), --overwrite "
-                                      "to start over, or another --out")
-            if old != plan:
-                changed = [k for k in plan["profile"] if old.get("profile", {}).get(k) != plan["profile"][k]]
-                if old.get("target") != plan["target"]:
-                    changed.append("target")
-                raise EdgekdError(f"--resume with other settings (changed: {', '.join(changed) or 'format'})",
-                                  file=path, field="profile",
-                                  fix="rerun with the original --profile/--config/--target, or --overwrite")
-        elif self.out.exists() and any(self.out.iterdir()) and not resume:
-            raise EdgekdError("the output folder exists and is not empty", file=self.out, field="--out",
-                              fix="choose a new --out, or --overwrite to replace it")
-        self.out.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(path, plan)
+        runner.check_plan(self.out, plan, resume=resume,
+                          fix="rerun with the original --profile/--config/--target, or --overwrite")
 
     def run_stage(self, index: int, stage: str, body: Callable[[Demo], dict]) -> dict:
-        done = self.finished(stage)
-        head = f"[{index}/{len(STAGES)}] {stage}"
-        if done is not None:
-            self.echo(f"{head}: done earlier ({done['seconds']:.0f} s), skipped")
-            return done
-        self.echo(f"{head}: {STAGE_HELP[stage]}")
-        started, cpu_started = time.perf_counter(), _cpu_seconds()
-        try:
-            outputs = body(self)
-        except EdgekdError as exc:
-            raise EdgekdError(f"stage '{stage}' failed: {exc.what}", file=exc.file, field=exc.field,
-                              fix=(exc.fix + "; then " if exc.fix else "") + "rerun with --resume to keep the "
-                                  "finished stages") from exc
-        except Exception as exc:   # a library failure deep inside a stage: name the stage, keep the cause
-            log.debug("stage %s failed", stage, exc_info=True)
-            raise EdgekdError(f"stage '{stage}' failed: {type(exc).__name__}: {exc}", file=self.out,
-                              fix="run with -vv for the traceback; rerun with --resume to keep the finished "
-                                  "stages") from exc
-        # CPU time beside wall time: on a shared host the wall time says more about the neighbours
-        record = {"stage": stage, "seconds": round(time.perf_counter() - started, 2),
-                  "cpu_seconds": round(_cpu_seconds() - cpu_started, 2), "load_average": _load_average(), **outputs}
-        atomic_write_json(self.marker(stage), record)
-        self.echo(f"{head}: finished in {record['seconds']:.0f} s")
-        return record
+        return runner.run_stage(self.markers, stage, lambda: body(self), head=f"[{index}/{len(STAGES)}] {stage}",
+                                about=STAGE_HELP[stage], echo=self.echo)
 
 
 # ---------------------------------------------------------------------------
@@ -251,8 +190,8 @@ def _train_cfg(demo: Demo, paper_config: str, epochs: int, lr: float | None = No
 
 def _lidar_experiment(demo: Demo, data: Path):
     """Paper 2's experiment object: the LiDAR teacher and data-free settings stay those of `reproduce paper2`."""
-    from edgekd.host.reproduce.paper2 import Experiment
-    from edgekd.host.reproduce.paper2 import load_profile as paper2_profile
+    from edgekd.host.experiments.paper2 import Experiment
+    from edgekd.host.experiments.paper2 import load_profile as paper2_profile
 
     p = demo.profile
     overrides = {k: v for k, v in (("teacher_epochs", p.lidar_teacher_epochs), ("generator_steps", p.generator_steps),
@@ -381,7 +320,7 @@ def stage_bench(demo: Demo) -> dict:
 
 
 def stage_report(demo: Demo) -> dict:
-    from edgekd.host.demo_report import write_demo_report
+    from edgekd.host.experiments.demo_report import write_demo_report
 
     path = write_demo_report(demo)
     return {"report": demo.rel(path)}
@@ -419,22 +358,6 @@ def run_demo(out: str | os.PathLike, profile: DemoProfile, target: str = "x86-ap
         demo.run_stage(index, stage, STAGE_BODIES[stage])
     echo(f"demo finished in {time.perf_counter() - started:.0f} s (this invocation)")
     return demo.path("report.md")
-
-
-def _cpu_seconds() -> float:
-    """User + system CPU time of this process and its finished children (the export converts in a child)."""
-    import resource
-
-    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
-
-
-def _load_average() -> list[float] | None:
-    return [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None
-
-
-# ---------------------------------------------------------------------------
-# the command
 
 
 @click.command("demo", context_settings={"help_option_names": ["-h", "--help"]})

@@ -8,7 +8,6 @@ report says exactly what the pipeline produced.
 from __future__ import annotations
 
 import datetime as dt
-import io
 import json
 import shutil
 from collections.abc import Mapping, Sequence
@@ -17,7 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from edgekd.device.io import atomic_write_bytes, atomic_write_text
+from edgekd.device.io import atomic_write_text
+from edgekd.host.experiments.writers import grouped_bars, pyplot, save_png
 
 HORIZON_NAMES = ("t0", "t1", "t2", "t3")
 # issue 6's acceptance: night top-5 (t0) with switching >= image-only + 15 points and within 5 of daytime
@@ -199,7 +199,8 @@ def bench_section(bench: Mapping) -> str:
         mj = energy.get("per_inference_mj")
         rows.append([r["student"], r["artifact"], r["latency"]["runs"], f"{r['latency']['init_ms']:.1f}",
                      f"{inv['p50_ms']:.3f}", f"{inv['p90_ms']:.3f}", f"{inv['p99_ms']:.3f}", f"{e2e['p50_ms']:.3f}",
-                     f"{r['memory']['peak_rss_during_runs_bytes'] / 2**20:.0f}", f"{r['memory']['file_bytes']['model']:,}",
+                     f"{r['memory']['peak_rss_during_runs_bytes'] / 2**20:.0f}",
+                     f"{r['memory']['file_bytes']['model']:,}",
                      f"{mj:.3f} ({energy['method']})" if mj is not None else energy["method"]])
     table = _table(["student", "artifact", "runs", "init ms", "invoke p50 ms", "p90", "p99", "end-to-end p50 ms",
                     "RSS MiB", "model bytes", "energy mJ/inference"], rows)
@@ -225,26 +226,18 @@ def model_cost(checkpoint: str | Path) -> tuple[int, int]:
 
 def plot_accuracy(path: Path, teachers: Mapping[str, dict], students: Mapping[str, dict]) -> Path:
     """Top-5 per horizon, teacher vs student, one panel per modality."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, axes = plt.subplots(1, len(students), figsize=(4 * len(students), 3.2), sharey=True, squeeze=False)
-    x = np.arange(len(HORIZON_NAMES))
     for ax, modality in zip(axes[0], students):
-        ax.bar(x - 0.2, teachers[modality]["top5"], 0.4, label="teacher")
-        ax.bar(x + 0.2, students[modality]["top5"], 0.4, label="student")
-        ax.set_xticks(x, HORIZON_NAMES)
+        grouped_bars(ax, [("teacher", teachers[modality]["top5"], None, None),
+                          ("student", students[modality]["top5"], None, None)])
+        ax.set_xticks(np.arange(len(HORIZON_NAMES)), HORIZON_NAMES)
         ax.set_title(modality)
         ax.set_ylim(0, 1)
     axes[0][0].set_ylabel("top-5 accuracy (test)")
     axes[0][0].legend(loc="upper right", fontsize=8)
     fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=110)
-    plt.close(fig)
-    return atomic_write_bytes(path, buffer.getvalue())
+    return save_png(fig, path, dpi=110)
 
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:

@@ -1,0 +1,294 @@
+"""Paper 1's report: aggregation over seeds, the acceptance checks, report.md, results.csv, runs.csv, fig4.png."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from edgekd.device.io import atomic_write_json, atomic_write_text
+from edgekd.host.experiments.paper1_matrix import (
+    GROUPS,
+    KS,
+    MIN_GAIN_POINTS,
+    MIN_PARAM_RATIO,
+    MIN_SEEDS,
+    RUN_BY_NAME,
+    RUNS,
+    TIME_LIMIT_S,
+    Paper1Result,
+    RunRecord,
+    RunSpec,
+    baseline_run,
+    teacher_row,
+)
+from edgekd.host.experiments.writers import csv_text, grouped_bars, pyplot, save_png
+
+
+def _std(values: np.ndarray, axis: int = 0) -> np.ndarray:
+    """Sample standard deviation over seeds (0 for a single seed)."""
+    return values.std(axis=axis, ddof=1) if values.shape[axis] > 1 else np.zeros(values.shape[1:])
+
+
+def aggregate(records: Sequence[RunRecord]) -> dict[str, dict[str, Any]]:
+    """Per run name: seeds, mean / std of top-k per horizon and of their means, and the paired top-k gains
+    over the group's no-KD student (per seed, then mean / std), in fractions (not %)."""
+    by_run: dict[str, dict[int, RunRecord]] = {}
+    for r in records:
+        by_run.setdefault(r.run, {})[r.seed] = r
+    summary: dict[str, dict[str, Any]] = {}
+    for spec in RUNS:
+        runs = by_run.get(spec.name)
+        if not runs:
+            continue
+        seeds = sorted(runs)
+        row: dict[str, Any] = {"seeds": seeds, "mean": {}, "std": {}, "gain": {}, "gain_std": {},
+                               "gain_per_seed": {},
+                               "seconds": float(np.mean([runs[s].seconds for s in seeds])),
+                               "cpu_seconds": float(np.mean([runs[s].cpu_seconds or math.nan for s in seeds])),
+                               "epochs": float(np.mean([runs[s].epochs_run for s in seeds])),
+                               "train_windows": runs[seeds[0]].train_windows}
+        base = by_run.get(baseline_run(spec.group), {})
+        for k in KS:
+            values = np.array([runs[s].test[f"top{k}"] for s in seeds])          # [seeds, horizons]
+            row["mean"][f"top{k}"] = values.mean(0).tolist()
+            row["std"][f"top{k}"] = _std(values).tolist()
+            row["mean"][f"top{k}_mean"] = float(values.mean(1).mean())
+            row["std"][f"top{k}_mean"] = float(_std(values.mean(1)[:, None])[0])
+            # gains: paired by seed where the baseline has that seed, else against the baseline's mean
+            if base:
+                base_mean = np.mean([base[s].test[f"top{k}"] for s in base], axis=0)
+                ref = np.array([base[s].test[f"top{k}"] if s in base else base_mean for s in seeds])
+                diff = values - ref                                                 # [seeds, horizons]
+                row["gain"][f"top{k}"] = diff.mean(0).tolist()
+                row["gain_std"][f"top{k}"] = _std(diff).tolist()
+                row["gain"][f"top{k}_mean"] = float(diff.mean(1).mean())
+                row["gain_std"][f"top{k}_mean"] = float(_std(diff.mean(1)[:, None])[0])
+                row["gain_per_seed"][f"top{k}_mean"] = {int(s): float(d) for s, d in zip(seeds, diff.mean(1))}
+        summary[spec.name] = row
+    return summary
+
+
+def acceptance(result: Paper1Result, summary: Mapping[str, Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """The issue's acceptance checks, each with its measured value and pass/fail."""
+    checks = []
+    for group in GROUPS:
+        for method in ("kd", "rkd"):
+            row = summary.get(f"{group}_student_{method}")
+            if row is None or "top2_mean" not in row["gain"]:
+                continue
+            gain = 100 * row["gain"]["top2_mean"]
+            n = len(row["seeds"])
+            checks.append({"check": f"{GROUPS[group]}: {method} student gains >= {MIN_GAIN_POINTS:g} top-2 points "
+                                    f"(mean over horizons) over the no-KD student, >= {MIN_SEEDS} seeds",
+                           "value": f"{gain:+.2f} points over {n} seed(s)",
+                           "passed": bool(gain >= MIN_GAIN_POINTS and n >= MIN_SEEDS)})
+    for group in GROUPS:
+        teacher = result.model_costs.get(f"{group}_teacher")
+        student = result.model_costs.get(f"{group}_student")
+        if teacher and student:
+            ratio = teacher["params"] / student["params"]
+            checks.append({"check": f"{GROUPS[group]}: student has >= {MIN_PARAM_RATIO:g}x fewer parameters",
+                           "value": f"{ratio:.1f}x", "passed": bool(ratio >= MIN_PARAM_RATIO)})
+    fresh = not any(r.skipped for r in result.records)
+    checks.append({"check": f"the whole run takes < {TIME_LIMIT_S // 60} min (only meaningful without skipped runs)",
+                   "value": f"{result.wall_seconds / 60:.1f} min" + ("" if fresh else " (some runs skipped)"),
+                   "passed": bool(fresh and result.wall_seconds < TIME_LIMIT_S)})
+    return checks
+
+
+# ---------------------------------------------------------------------------
+# report
+
+
+def _model_name(spec: RunSpec) -> str:
+    return f"{spec.label} [{spec.name}]"
+
+
+def table_rows(result: Paper1Result, summary: Mapping[str, Mapping[str, Any]]):
+    from edgekd.device.metrics import Table2Row
+
+    rows = []
+    for spec in RUNS:
+        if spec.name not in summary:
+            continue
+        row = summary[spec.name]
+        cost = result.model_costs[spec.model]
+        teacher = teacher_row(spec.group)
+        rows.append(Table2Row(
+            name=_model_name(spec), params=cost["params"], macs=cost["macs"], metrics=row["mean"],
+            metrics_std=row["std"],
+            teacher=_model_name(RUN_BY_NAME[teacher]) if spec.role == "student" and teacher in summary else None,
+            baseline=(_model_name(RUN_BY_NAME[baseline_run(spec.group)])
+                      if spec.name != baseline_run(spec.group) and baseline_run(spec.group) in summary else None)))
+    return rows
+
+
+def format_gain_table(summary: Mapping[str, Mapping[str, Any]]) -> str:
+    """Table II layout: top-2 gain (points) per horizon over the no-KD student, mean ± std over seeds."""
+    lines = ["| Category | Model | t0 | t1 | t2 | t3 | mean | per seed (mean over horizons) |",
+             "|---|---|---|---|---|---|---|---|"]
+    for spec in RUNS:
+        row = summary.get(spec.name)
+        if row is None or "top2" not in row["gain"] or spec.name == baseline_run(spec.group):
+            continue
+        cells = [f"{100 * g:+.2f} ± {100 * s:.2f}" for g, s in zip(row["gain"]["top2"], row["gain_std"]["top2"])]
+        cells.append(f"**{100 * row['gain']['top2_mean']:+.2f}** ± {100 * row['gain_std']['top2_mean']:.2f}")
+        per_seed = ", ".join(f"{s}: {100 * g:+.1f}" for s, g in row["gain_per_seed"]["top2_mean"].items())
+        lines.append(f"| {GROUPS[spec.group]} | {spec.label} | " + " | ".join(cells) + f" | {per_seed} |")
+    return "\n".join(lines) + "\n"
+
+
+def format_report(result: Paper1Result, summary: Mapping[str, Mapping[str, Any]]) -> str:
+    from edgekd.device.metrics import format_table2
+
+    p = result.profile
+    rows = table_rows(result, summary)
+    checks = acceptance(result, summary)
+    lines = [
+        "# Paper 1: KD for image / image+radar beam tracking (Table II, Fig. 4)",
+        "",
+        f"Data: `{result.data}` ({result.train_windows} training windows). Teachers learn on the whole training "
+        f"split (the server); students on the first {result.local_windows} windows "
+        f"({100 * p.local_fraction:.0f}%, one node's local data). Metrics on the test split; "
+        f"mean ± std over seeds {', '.join(map(str, p.seed_list()))}"
+        + ("" if p.teachers_per_seed else f"; the teachers are trained once (seed {p.first_seed}) and shared")
+        + ". Gains in parentheses: points over the group's no-KD student.",
+        "",
+        "MACs: batch 1, T = 8, `torch.utils.flop_counter` FLOPs / 2 (matmuls and convolutions only; "
+        "thop-style counts, which add 4 per normalised element, are in results.csv).",
+        "",
+        "## Acceptance",
+        "",
+        "| check | measured | result |",
+        "|---|---|---|",
+        *[f"| {c['check']} | {c['value']} | {'pass' if c['passed'] else 'FAIL'} |" for c in checks],
+        "",
+        "## Top-2 gain over the no-KD student (points, Table II layout)",
+        "",
+        format_gain_table(summary),
+    ]
+    for k in KS:
+        lines += [f"## Top-{k} accuracy per horizon (%)", "", format_table2(rows, ks=(k,))]
+    lines += ["## Runs", "", "| run | seeds | train windows | epochs (mean) | wall s per run (mean) | "
+                             "CPU s per run (mean) |",
+              "|---|---|---|---|---|---|"]
+    for spec in RUNS:
+        row = summary.get(spec.name)
+        if row is not None:
+            lines.append(f"| {spec.name} | {len(row['seeds'])} | {row['train_windows']} | {row['epochs']:.1f} | "
+                         f"{row['seconds']:.1f} | {row['cpu_seconds']:.1f} |")
+    fresh = sum(r.seconds for r in result.records if not r.skipped)
+    cpu = sum(r.cpu_seconds or 0.0 for r in result.records if not r.skipped)
+    lines += ["", f"Wall time of this invocation: {result.wall_seconds:.0f} s (dataset {result.synth_seconds:.0f} s, "
+                  f"training/evaluation of {sum(not r.skipped for r in result.records)} run(s) {fresh:.0f} s, "
+                  f"{cpu:.0f} CPU s); "
+                  f"threads {p.threads}; 1-min load average {result.load_average[0]:.1f} at start, "
+                  f"{result.load_average[1]:.1f} at end.",
+              "", "## Settings", "",
+              "Each run starts from its shipped paper config (`edgekd/host/distill/configs/<config>.yaml`) and applies "
+              "the profile's overrides, with the KD method the run uses:", "",
+              "| run | paper config | method | overrides |", "|---|---|---|---|"]
+    for spec in RUNS:
+        method = p.method_of(spec) + (f" (matrix: {spec.method})" if p.method_of(spec) != spec.method else "")
+        lines.append(f"| {spec.name} | {spec.paper_config} | {method} | "
+                     f"{json.dumps(p.overrides_for(spec), sort_keys=True) or '{}'} |")
+    lines += ["", "Profile:", "", "```yaml", yaml.safe_dump(dataclasses.asdict(p), sort_keys=False).rstrip(), "```",
+              "", "Figure: `fig4.png`; per-model numbers: `results.csv`; per-run numbers: `runs.csv`; "
+              "checkpoints and JSONL logs: `runs/seed<S>/`.", ""]
+    return "\n".join(lines)
+
+
+def results_table(result: Paper1Result, summary: Mapping[str, Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """One CSV row per model (aggregated over seeds), values in %."""
+    out = []
+    for spec in RUNS:
+        row = summary.get(spec.name)
+        if row is None:
+            continue
+        cost, tcost = result.model_costs[spec.model], result.model_costs[f"{spec.group}_teacher"]
+        rec: dict[str, Any] = {"group": spec.group, "run": spec.name, "model": spec.model,
+                               "method": result.profile.method_of(spec), "label": spec.label,
+                               "seeds": len(row["seeds"]), "train_windows": row["train_windows"],
+                               "params": cost["params"], "macs": cost["macs"], "macs_thop": cost["macs_thop"],
+                               "params_ratio_to_teacher": round(tcost["params"] / cost["params"], 3),
+                               "mac_reduction_pct": round(100 * (1 - cost["macs"] / tcost["macs"]), 2)}
+        for k in KS:
+            for h, (m, s) in enumerate(zip(row["mean"][f"top{k}"], row["std"][f"top{k}"])):
+                rec[f"top{k}_t{h}"], rec[f"top{k}_t{h}_std"] = round(100 * m, 3), round(100 * s, 3)
+            rec[f"top{k}_mean"] = round(100 * row["mean"][f"top{k}_mean"], 3)
+            rec[f"top{k}_mean_std"] = round(100 * row["std"][f"top{k}_mean"], 3)
+            gain = row["gain"].get(f"top{k}_mean")
+            rec[f"top{k}_gain_mean"] = "" if gain is None or spec.name == baseline_run(spec.group) \
+                else round(100 * gain, 3)
+        rec["seconds_mean"] = round(row["seconds"], 2)
+        rec["cpu_seconds_mean"] = round(row["cpu_seconds"], 2)
+        out.append(rec)
+    return out
+
+
+def runs_table(records: Sequence[RunRecord]) -> list[dict[str, Any]]:
+    """One CSV row per run and seed, values in %."""
+    out = []
+    for r in sorted(records, key=lambda r: (r.seed, list(RUN_BY_NAME).index(r.run))):
+        rec: dict[str, Any] = {"run": r.run, "seed": r.seed, "model": r.model, "method": r.method,
+                               "train_windows": r.train_windows, "epochs_run": r.epochs_run,
+                               "best_epoch": r.best_epoch, "seconds": r.seconds, "cpu_seconds": r.cpu_seconds}
+        for k in KS:
+            for h, v in enumerate(r.test[f"top{k}"]):
+                rec[f"top{k}_t{h}"] = round(100 * v, 3)
+            rec[f"top{k}_mean"] = round(100 * r.test[f"top{k}_mean"], 3)
+        out.append(rec)
+    return out
+
+
+# one colour per kind of model, the same in both groups
+BAR_COLORS = {"Teacher (w/o self-KD)": "tab:blue", "Teacher": "tab:blue", "Teacher (w/ self-KD)": "tab:cyan",
+              "Student (no KD)": "tab:gray", "Response-based student": "tab:orange",
+              "Relation-based student": "tab:green"}
+
+
+def plot_fig4(summary: Mapping[str, Mapping[str, Any]], path: Path, ks: Sequence[int] = (2, 5)) -> None:
+    """Fig. 4 layout: one panel per (group, top-k), horizons on the x axis, one bar per model, std as error bars."""
+    plt = pyplot()
+    groups = [g for g in GROUPS if any(s.group == g and s.name in summary for s in RUNS)]
+    fig, axes = plt.subplots(len(groups), len(ks), figsize=(5.2 * len(ks), 3.4 * len(groups)), squeeze=False,
+                             sharey=True)
+    for gi, group in enumerate(groups):
+        specs = [s for s in RUNS if s.group == group and s.name in summary]
+        for ki, k in enumerate(ks):
+            ax = axes[gi][ki]
+            grouped_bars(ax, [(spec.label, summary[spec.name]["mean"][f"top{k}"],
+                               summary[spec.name]["std"][f"top{k}"], BAR_COLORS[spec.label]) for spec in specs],
+                         scale=100)
+            ax.set_title(f"{GROUPS[group]}: top-{k}")
+            ax.set_ylim(0, 100)
+            ax.grid(axis="y", alpha=0.3)
+            if ki == 0:
+                ax.set_ylabel("accuracy (%)")
+        axes[gi][-1].legend(fontsize="small", loc="center left", bbox_to_anchor=(1.02, 0.5))
+    fig.tight_layout()
+    save_png(fig, path, dpi=120)
+
+
+def write_report(result: Paper1Result, out: Path) -> dict[str, Path]:
+    summary = aggregate(result.records)
+    paths = {"report": out / "report.md", "results": out / "results.csv", "runs": out / "runs.csv",
+             "figure": out / "fig4.png", "summary": out / "summary.json"}
+    atomic_write_text(paths["report"], format_report(result, summary))
+    atomic_write_text(paths["results"], csv_text(results_table(result, summary)))
+    atomic_write_text(paths["runs"], csv_text(runs_table(result.records)))
+    atomic_write_json(paths["summary"], {"summary": summary, "acceptance": acceptance(result, summary),
+                                         "model_costs": result.model_costs,
+                                         "wall_seconds": round(result.wall_seconds, 2),
+                                         "local_windows": result.local_windows,
+                                         "train_windows": result.train_windows})
+    plot_fig4(summary, paths["figure"])
+    return paths
+

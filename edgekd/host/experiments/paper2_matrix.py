@@ -1,0 +1,101 @@
+"""Paper 2's matrix: the profile, the generator variants and the rows of Figs. 3-5.
+
+Shared by the runner (:mod:`edgekd.host.experiments.paper2`) and the report
+(:mod:`edgekd.host.experiments.paper2_report`). The named profiles are YAML files,
+``profiles/paper2-<name>.yaml``; BENCHMARKS.md says why their numbers are what they are.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+PLAN_FORMAT = "edgekd-paper2-plan/1"
+VARIANTS = ("weighted", "metadata", "activation", "entropy")
+# Acceptance (issue 4): the data-free student (metadata generator, MSE student) keeps at least this share
+# of the teacher's top-5 averaged over horizons, mean over at least MIN_SEEDS seeds.
+MIN_TOP5_RATIO = 0.90
+MIN_SEEDS = 3
+QUICK_LIMIT_S = 15 * 60
+
+
+@dataclasses.dataclass
+class Paper2Profile:
+    """Everything that decides the experiment besides the seeds (YAML keys, unknown ones rejected)."""
+
+    windows: int = 4000            # dataset synthesised when --data is not given (LiDAR only)
+    data_seed: int = 0
+    seeds: int = 3
+    first_seed: int = 42
+    threads: int | None = 1
+    lr: float = 1e-3
+    batch_size: int = 32
+    teacher_epochs: int = 15
+    student_epochs: int = 12       # no-KD / KD / KD-MSE students on the real training split
+    patience: int = 20
+    kd_alpha: float = 0.6
+    kd_temperature: float = 2.0
+    generator_steps: int = 400
+    synthetic_samples: int = 3000
+    # data-free students (BENCHMARKS.md: why batch 128 at lr 1e-2)
+    datafree_epochs: int = 30
+    datafree_lr: float = 1e-2
+    datafree_batch_size: int = 128
+    resample_each_epoch: bool = True    # a fresh synthetic set every student epoch (DataFreeConfig)
+    output_mapping: str = "no_return"   # how the generator's tanh becomes a scan (DataFreeConfig.output_mapping)
+    datafree_temperature: float = 2.0
+    metadata_weight: float = 1.0   # alpha / beta / gamma of the weighted generator loss
+    activation_weight: float = 0.1
+    entropy_weight: float = 0.1
+
+    def __post_init__(self) -> None:
+        for name in ("windows", "seeds", "lr", "batch_size", "teacher_epochs", "student_epochs", "patience",
+                     "generator_steps", "synthetic_samples", "datafree_epochs", "datafree_lr",
+                     "datafree_batch_size", "kd_temperature", "datafree_temperature"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)!r}")
+        if not 0.0 <= self.kd_alpha <= 1.0:
+            raise ValueError(f"kd_alpha must be in [0, 1], got {self.kd_alpha}")
+        if self.threads is not None and self.threads <= 0:
+            raise ValueError(f"threads must be positive or null, got {self.threads}")
+
+    def seed_list(self) -> list[int]:
+        return [self.first_seed + i for i in range(self.seeds)]
+
+    def fingerprint_fields(self) -> dict[str, Any]:
+        """What a finished run depends on (seed count and threads may change between reruns)."""
+        fields = dataclasses.asdict(self)
+        fields.pop("seeds")
+        fields.pop("threads")
+        return fields
+
+# the named profiles (profiles/paper2-<name>.yaml): smoke is a tiny pass for the tests, quick runs under
+# 15 minutes on the 2-core host, paper is the paper's schedule
+PROFILES = ("smoke", "quick", "paper")
+
+
+@dataclasses.dataclass(frozen=True)
+class Row:
+    """One bar group of a figure: which run label it shows."""
+
+    figure: str
+    key: str       # run key in the records, e.g. "df_metadata_mse"
+    label: str
+
+
+def figure_rows(best: str) -> list[Row]:
+    rows = [Row("fig3", f"df_{v}_kl", f"generator: {v}") for v in VARIANTS]
+    rows += [Row("fig4", f"df_{best}_kl", f"KL ({best} generator)"),
+             Row("fig4", f"df_{best}_mse", f"MSE ({best} generator)")]
+    rows += [Row("fig5", "teacher", "teacher"), Row("fig5", "student_none", "student w/o KD"),
+             Row("fig5", "student_kd", "standard KD"), Row("fig5", "student_kd_mse", "KD-MSE"),
+             Row("fig5", "df_metadata_mse", "DF-KD (metadata, MSE)")]
+    return rows
+
+
+def datafree_options() -> dict[str, Any]:
+    """The data-free settings beyond the paper that are not profile fields (DataFreeConfig's defaults)."""
+    from edgekd.host.distill import datafree as D
+    from edgekd.host.distill.config import DataFreeConfig
+
+    return D.beyond_paper_options(DataFreeConfig())
