@@ -113,7 +113,8 @@ def source_key() -> str:
 
     root = Path(edgekd.__file__).parent
     digest = hashlib.sha256()
-    for path in sorted([*root.glob("host/models/*.py"), root / "host" / "data" / "store.py", Path(__file__)]):
+    store = [root / "host" / "data" / f"{m}.py" for m in ("store", "layout", "writer", "reader")]
+    for path in sorted([*root.glob("host/models/*.py"), *store, Path(__file__)]):
         digest.update(path.read_bytes())
     return digest.hexdigest()
 

@@ -5,9 +5,9 @@ only numpy. This package root must not import torch (or the simulator): the
 loader runs wherever numpy does.
 """
 
+from edgekd.device.contracts import MODALITIES
 from edgekd.host.data.store import (
     DATASET_FORMAT,
-    MODALITIES,
     SPLITS,
     WindowDataset,
     WindowSpec,

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from edgekd.device.contracts import LIGHTING, WEATHER
 from edgekd.device.errors import EdgekdError
 
 SPLIT_HELP = "Train/val/test fractions of the drives, in order of drive id: 0.7,0.15,0.15 (or train,test: 0.8,0.2)."
@@ -136,12 +137,12 @@ def format_summary(summary: dict) -> str:
         "modalities: " + ", ".join(f"{m} {shape}" for m, shape in summary["modalities"].items()),
         "",
         f"{'split':<6} {'windows':>8} {'drives':>6}  {'beams@t0 distinct':>17} {'top beam (share)':>16} "
-        f"{'entropy':>8}  {'day/dusk/night':<16} {'clear/rain/fog':<16} {'LoS blocked':>11}",
+        f"{'entropy':>8}  {'/'.join(LIGHTING):<16} {'/'.join(WEATHER):<16} {'LoS blocked':>11}",
     ]
     for name, split in summary["splits"].items():
         beams, cond = split["beams_t0"], split["conditions"]
-        light = "/".join(str(cond["lighting"].get(k, 0)) for k in ("day", "dusk", "night"))
-        weather = "/".join(str(cond["weather"].get(k, 0)) for k in ("clear", "rain", "fog"))
+        light = "/".join(str(cond["lighting"].get(k, 0)) for k in LIGHTING)
+        weather = "/".join(str(cond["weather"].get(k, 0)) for k in WEATHER)
         if cond["lighting"].get("unknown"):
             light += f" ?{cond['lighting']['unknown']}"
         if cond["weather"].get("unknown"):
@@ -164,8 +165,10 @@ def format_summary(summary: dict) -> str:
     return "\n".join(lines)
 
 
-@data.command("drive", short_help="Record one continuous synthetic drive (day -> night) for `edgekd run --replay`.")
-@click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Drive file to write (.npz).")
+@data.command("drive",
+              short_help="Record one continuous synthetic drive (day -> night) for `edgekd run --replay`.")
+@click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="Drive file to write (.npz).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Random seed; same seed, same drive.")
 @click.option("--image-size", type=int, default=64, show_default=True,
               help="Camera image side in pixels; must match the students' dataset.")

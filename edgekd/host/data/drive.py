@@ -38,9 +38,11 @@ import json
 import logging
 import os
 from pathlib import Path
+from typing import Any, cast
 
 import numpy as np
 
+from edgekd.device.contracts import MODALITIES
 from edgekd.device.errors import EdgekdError
 from edgekd.device.io import atomic_write_bytes
 from edgekd.device.runtime.replay import DRIVE_FORMAT  # the reader owns the format names it accepts
@@ -127,7 +129,7 @@ def record_drive(*, minutes: float = 4.0, seed: int = 0, image_size: int = 64,
         "track": track,
         "segment_names": np.array([seg.name for seg in plan]),
     }
-    for name in synth.MODALITIES:
+    for name in MODALITIES:
         arrays[f"available_{name}"] = rec.frame_info[f"available_{name}"].astype(bool)
     meta = {
         "format": DRIVE_FORMAT, "seed": seed, "minutes": minutes, "frames": n,
@@ -163,5 +165,5 @@ def write_drive(path: str | os.PathLike, arrays: dict[str, np.ndarray], meta: di
     if path.exists() and not overwrite:
         raise EdgekdError("drive file already exists", file=path, fix="choose another --out or pass --overwrite")
     buffer = io.BytesIO()
-    np.savez(buffer, meta=np.array(json.dumps(meta)), **arrays)
+    np.savez(buffer, meta=np.array(json.dumps(meta)), **cast(dict[str, Any], arrays))  # names, not savez flags
     return atomic_write_bytes(path, buffer.getvalue())

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import numpy as np
 
+from edgekd.device.contracts import LIGHTING, WEATHER
 from edgekd.device.io import atomic_write_bytes
-from edgekd.host.data.store import LIGHTING, WEATHER, WindowDataset, load_dataset, read_meta
+from edgekd.host.data.store import WindowDataset, load_dataset, read_meta
 
 
 def plot_dataset(path: str | os.PathLike, out: str | os.PathLike, *, split: str = "train",
@@ -27,7 +28,8 @@ def plot_dataset(path: str | os.PathLike, out: str | os.PathLike, *, split: str 
     sample = ds[index]
     panels = _panels(ds)
     fig = plt.figure(figsize=(max(1.6 * ds.window, 10.0), 2.6 * len(panels) + 0.6), dpi=dpi, layout="constrained")
-    rows = np.atleast_1d(fig.subfigures(len(panels), 1, height_ratios=[p.height for p in panels]))
+    rows = np.atleast_1d(np.asarray(fig.subfigures(len(panels), 1, height_ratios=[_ROW_HEIGHTS[p] for p in panels]),
+                                   dtype=object))
     for row, panel in zip(rows, panels):
         panel(row, sample, ds, meta)
     cond = ds.conditions
@@ -121,7 +123,4 @@ def _labels_row(fig, sample, ds, meta) -> None:
 
 
 # relative heights of the rows: a row of small images needs less room than plots
-_image_row.height = 1.0
-_radar_row.height = 1.4
-_lidar_gps_row.height = 1.6
-_labels_row.height = 1.6
+_ROW_HEIGHTS = {_image_row: 1.0, _radar_row: 1.4, _lidar_gps_row: 1.6, _labels_row: 1.6}

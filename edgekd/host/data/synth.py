@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from edgekd.device.config import config_to_dict, load_config
+from edgekd.device.contracts import MODALITIES
 from edgekd.device.errors import EdgekdError
 from edgekd.host.data import camera as camera_mod
 from edgekd.host.data import gps as gps_mod
@@ -46,9 +47,6 @@ from edgekd.host.data.scene import DriveTruth, StreetConfig, TrafficConfig, User
 log = logging.getLogger(__name__)
 
 DEFAULT_SCENE = Path(__file__).with_name("scenes") / "default.yaml"
-MODALITIES = ("image", "radar", "lidar", "gps")
-LIGHTING = ("day", "dusk", "night")
-WEATHER = ("clear", "rain", "fog")
 STREAMS = ("scene", "conditions", "channel", "image", "radar", "lidar", "gps", "availability")
 
 
@@ -98,7 +96,7 @@ class SceneConfig:
             raise ValueError("frame_rate_hz must be in (0, 100]")
 
 
-def load_scene_config(path: str | Path | None = None, **overrides: Any) -> SceneConfig:
+def load_scene_config(path: str | os.PathLike | None = None, **overrides: Any) -> SceneConfig:
     """A :class:`SceneConfig` from YAML (the shipped default when ``path`` is None)."""
     return load_config(SceneConfig, path if path is not None else DEFAULT_SCENE, **overrides)
 
@@ -360,7 +358,7 @@ def _render_pass(cfg: SceneConfig, truth: DriveTruth, times: np.ndarray, lightin
         "gps": (gps_mod.render_gps(truth.user_xy, cfg.gps, streams["gps"])
                 / np.float32(gps_mod.STORAGE_SCALE_M)).astype(np.float32),
     }
-    info = {
+    info: dict[str, np.ndarray] = {
         "drive": np.zeros(truth.num_frames, dtype=np.int32),
         "time_s": times.astype(np.float32),
         "lighting": lighting.astype(np.int8),

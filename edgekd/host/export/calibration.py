@@ -15,7 +15,7 @@ import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
@@ -75,7 +75,8 @@ class CalibrationSet:
         from edgekd.device.io import atomic_write_bytes
 
         buffer = io.BytesIO()
-        np.savez(buffer, indices=self.indices, **self.inputs)
+        arrays: dict[str, Any] = {"indices": self.indices, **self.inputs}  # modality names, not savez flags
+        np.savez(buffer, **arrays)
         path = atomic_write_bytes(path, buffer.getvalue())
         os.chmod(path, 0o644)  # shipped in the bundle like the model files
         return path

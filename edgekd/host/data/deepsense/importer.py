@@ -1,0 +1,216 @@
+"""The folder walk: CSV rows -> labels, drives, times and conditions -> converted frames -> a dataset."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgekd.device.contracts import LIGHTING, WEATHER
+from edgekd.device.errors import EdgekdError
+from edgekd.host.data.deepsense.convert import read_modalities
+from edgekd.host.data.deepsense.files import read_vector_txt
+from edgekd.host.data.deepsense.scenario import (
+    ImportConfig,
+    Problems,
+    find_csv,
+    read_csv_rows,
+    read_or_record,
+    resolve,
+)
+from edgekd.host.data.store import UNKNOWN, check_output, write_dataset
+
+log = logging.getLogger(__name__)
+
+
+def parse_time_of_day(text: str) -> float | None:
+    """Seconds since midnight from DeepSense time stamps such as ``11-46-30.554`` or ``11:46:30.5``."""
+    match = re.search(r"(\d{1,2})[-:](\d{1,2})[-:](\d{1,2}(?:\.\d+)?)\s*$", text)
+    if not match:
+        return None
+    hours, minutes, seconds = match.groups()
+    return int(hours) * 3600 + int(minutes) * 60 + float(seconds)
+
+
+def _condition_code(text: str, names: tuple[str, ...], aliases: dict[str, str]) -> int:
+    key = text.strip().lower()
+    key = aliases.get(key, key)
+    if key in names:
+        return names.index(key)
+    try:
+        code = int(float(key))
+    except ValueError:
+        return UNKNOWN
+    return code if 0 <= code < len(names) else UNKNOWN
+
+
+_LIGHTING_ALIASES = {"daytime": "day", "evening": "dusk", "twilight": "dusk", "nighttime": "night"}
+_WEATHER_ALIASES = {"sunny": "clear", "cloudy": "clear", "rainy": "rain", "foggy": "fog"}
+
+
+def import_deepsense(scenario_dir: str | os.PathLike, out: str | os.PathLike, *,
+                     config: ImportConfig | None = None, csv_name: str | os.PathLike | None = None,
+                     overwrite: bool = False, progress: bool = False) -> Path:
+    """Read a DeepSense 6G scenario folder and write an edgekd dataset at ``out``.
+
+    Raises one EdgekdError listing every missing/unreadable file (nothing is
+    written then). meta.json records the rows dropped for NaN power
+    (``dropped``), the columns used and the conditions that real data lacks.
+    """
+    cfg = config or ImportConfig()
+    scenario_dir = Path(scenario_dir)
+    if not scenario_dir.is_dir():
+        raise EdgekdError("scenario folder not found", file=scenario_dir,
+                          fix="pass the DeepSense scenario folder (the one holding scenarioN.csv)")
+    check_output(out, overwrite=overwrite)
+    csv_path = find_csv(scenario_dir, csv_name)
+    roles, rows = read_csv_rows(csv_path)
+    _check_columns(roles, csv_path, len(rows))
+    problems = Problems(csv_path)
+    line_of = [i + 2 for i in range(len(rows))]  # header is line 1
+
+    power, beams, keep, dropped = _read_labels(scenario_dir, roles, rows, line_of, cfg, problems)
+    rows = [rows[i] for i in keep]
+    lines = [line_of[i] for i in keep]
+    seq = _seq_ids(roles, rows, lines, csv_path)
+    frames, preprocessing = read_modalities(scenario_dir, roles, rows, lines, cfg, problems, progress)
+    problems.raise_if_any()
+    if not rows:
+        raise EdgekdError("no rows left to import (every power vector had NaN)", file=csv_path,
+                          field=roles.get("power"), fix="check the power files")
+
+    # group by drive in order of id, keeping CSV (time) order inside a drive
+    order = np.argsort(seq, kind="stable")
+    info = _frame_info(roles, rows, np.asarray(keep, dtype=np.int64), seq, order, cfg)
+    unknown = ["los_blocked"] + [key for key in ("lighting", "weather") if np.all(info[key] == UNKNOWN)]
+    extra: dict[str, Any] = {
+        "dropped": {"nan_power": len(dropped), "csv_lines": dropped[:100]},
+        "unknown_conditions": unknown,
+        "deepsense": {"scenario_dir": str(scenario_dir.resolve()), "csv": csv_path.name,
+                      "rows": len(line_of), "imported": len(rows), "columns": roles,
+                      "beam_column_mismatch": _beam_mismatch(roles, rows, beams, power is not None)},
+    }
+    if power is None:
+        power = np.eye(cfg.num_beams, dtype=np.float32)[beams]
+        extra["deepsense"]["power"] = f"one-hot of {roles['beam']} (no power column)"
+    config_dict = {"scenario": scenario_dir.name, **dataclasses.asdict(cfg)}
+    return write_dataset(out, frames={k: v[order] for k, v in frames.items()}, power=power[order],
+                         beams=beams[order], frame_info=info, source="deepsense", config=config_dict, seed=None,
+                         window=cfg.window, horizons=cfg.horizons, split=cfg.split, overwrite=overwrite,
+                         preprocessing=preprocessing, extra_meta=extra)
+
+
+def _frame_info(roles: dict[str, str], rows: list[dict[str, str]], keep: np.ndarray, seq: np.ndarray,
+                order: np.ndarray, cfg: ImportConfig) -> dict[str, np.ndarray]:
+    """Per-frame info in drive order: drive, contiguous segment, time, lighting/weather codes, source row."""
+    source_row = keep[order]
+    drive = seq[order]
+    segment_break = np.r_[True, (np.diff(source_row) != 1) | (np.diff(drive) != 0)]
+    return {
+        "drive": drive,
+        "segment": np.cumsum(segment_break) - 1,
+        "time_s": _times(roles, [rows[i] for i in order], drive, cfg),
+        "lighting": np.array([_condition_code(rows[i].get("lighting", ""), LIGHTING, _LIGHTING_ALIASES)
+                              for i in order], dtype=np.int8),
+        "weather": np.array([_condition_code(rows[i].get("weather", ""), WEATHER, _WEATHER_ALIASES)
+                             for i in order], dtype=np.int8),
+        "los_blocked": np.zeros(len(order), dtype=bool),
+        "source_row": source_row,
+    }
+
+
+def _check_columns(roles: dict[str, str], csv_path: Path, num_rows: int) -> None:
+    if num_rows == 0:
+        raise EdgekdError("the scenario CSV has no rows", file=csv_path, fix="point at a complete scenario CSV")
+    if "power" not in roles and "beam" not in roles:
+        raise EdgekdError("no label column", file=csv_path, field="unit1_pwr_60ghz",
+                          fix="the CSV needs unit1_pwr_60ghz (64 powers per row) or unit1_beam (1-based)")
+    if "seq" not in roles:
+        raise EdgekdError("no sequence column; splits are by sequence", file=csv_path, field="seq_index",
+                          fix="add a seq_index column giving the drive of each row")
+    if not any(role in roles for role in ("image", "radar", "lidar_scr", "lidar_ply", "ue_loc")):
+        raise EdgekdError("no sensor column", file=csv_path, field="unit1_rgb",
+                          fix="the CSV needs at least one of unit1_rgb, unit1_radar, unit1_lidar(_SCR), unit2_loc")
+
+
+def _read_labels(scenario_dir: Path, roles: dict[str, str], rows: list[dict[str, str]], lines: list[int],
+                 cfg: ImportConfig, problems: Problems):
+    """(power [N, B] or None, beams [N], kept row numbers, CSV lines dropped for NaN power)."""
+    if "power" not in roles:
+        beams = np.zeros(len(rows), dtype=np.int64)
+        for i, row in enumerate(rows):
+            try:
+                beam = int(float(row["beam"]))
+            except ValueError:
+                problems.add(lines[i], roles["beam"], row["beam"], "not a beam number")
+                continue
+            if not 1 <= beam <= cfg.num_beams:
+                problems.add(lines[i], roles["beam"], beam, f"beam must be 1-based, in 1..{cfg.num_beams}")
+                continue
+            beams[i] = beam - 1
+        return None, beams, list(range(len(rows))), []
+    power = np.full((len(rows), cfg.num_beams), np.nan)
+    readable = np.zeros(len(rows), dtype=bool)
+    for i, row in enumerate(rows):
+        path = resolve(scenario_dir, row["power"])
+        vector = read_or_record(problems, lines[i], roles["power"], path, read_vector_txt)
+        if vector is None:
+            continue
+        if vector.size != cfg.num_beams:
+            problems.add(lines[i], roles["power"], row["power"],
+                         f"expected {cfg.num_beams} powers, found {vector.size}")
+            continue
+        power[i], readable[i] = vector, True
+    nan_rows = readable & ~np.all(np.isfinite(power), axis=1)
+    keep = np.flatnonzero(readable & ~nan_rows)
+    dropped = [lines[i] for i in np.flatnonzero(nan_rows)]
+    if dropped:
+        log.warning("dropped %d row(s) whose power vector has NaN", len(dropped))
+    power = np.clip(power[keep], 0.0, None)
+    return power, power.argmax(axis=1).astype(np.int64), keep.tolist(), dropped
+
+
+def _beam_mismatch(roles: dict[str, str], rows: list[dict[str, str]], beams: np.ndarray,
+                   from_power: bool) -> int | None:
+    """How many rows' 1-based beam column disagrees with argmax(power) (None without both columns)."""
+    if not from_power or "beam" not in roles:
+        return None
+    given = []
+    for row in rows:
+        try:
+            given.append(int(float(row["beam"])) - 1)
+        except ValueError:
+            given.append(-1)
+    return int(np.count_nonzero(np.asarray(given) != beams))
+
+
+def _seq_ids(roles: dict[str, str], rows: list[dict[str, str]], lines: list[int], csv_path: Path) -> np.ndarray:
+    values = []
+    for row, line in zip(rows, lines):
+        try:
+            values.append(int(float(row["seq"])))
+        except ValueError:
+            raise EdgekdError(f"line {line}: seq_index {row['seq']!r} is not an integer", file=csv_path,
+                              field=roles["seq"], fix="give every row an integer sequence id") from None
+    return np.asarray(values, dtype=np.int32)
+
+
+def _times(roles: dict[str, str], rows: list[dict[str, str]], drive: np.ndarray, cfg: ImportConfig) -> np.ndarray:
+    """Seconds since the start of each drive: from the time stamp column, else frame count / frame rate."""
+    stamps = [parse_time_of_day(row.get("time", "")) for row in rows]
+    position = np.arange(len(rows)) - np.searchsorted(drive, drive, side="left")
+    fallback = position / cfg.frame_rate_hz
+    if "time" not in roles or any(s is None for s in stamps):
+        return fallback.astype(np.float32)
+    seconds = np.asarray(stamps, dtype=np.float64)
+    first = seconds[np.searchsorted(drive, drive, side="left")]
+    since = seconds - first
+    since[since < 0] += 86400.0  # a drive across midnight
+    return since.astype(np.float32)
+
+
