@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import json
+import os
 import platform
 import re
 import shutil
@@ -23,6 +24,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -30,9 +32,10 @@ import edgekd
 from edgekd.device.bundle import MANIFEST_NAME, Bundle, open_bundle, read_manifest
 from edgekd.device.errors import EdgekdError
 from edgekd.device.io import atomic_write_json
-from edgekd.device.runtime.backends import open_artifact
+from edgekd.device.runtime.backends import TFLiteBackend, open_artifact
 from edgekd.device.targets import TargetProfile, load_target
 from edgekd.host.boardcheck.env import BoardEnv, ensure_env
+from edgekd.host.boardcheck.runner import PERTURB_ENV
 
 RUNNER = Path(__file__).with_name("runner.py")
 XNNPACK_LINE = re.compile(r"XNNPACK delegate", re.IGNORECASE)
@@ -100,8 +103,9 @@ def check_bundle(bundle_dir: str | Path, target: str | TargetProfile, *, windows
         shutil.copytree(bundle.path, board_bundle)  # the bundle as the board receives it
         shutil.copy2(RUNNER, work / "board" / RUNNER.name)
         jobs = _prepare_inputs(bundle, selected, windows, work / "inputs")
+        host_env = {k: v for k, v in os.environ.items() if k != PERTURB_ENV}  # the test hook is board-only
         host_log, _ = _run_side(jobs, bundle.path, work / "host", threads,
-                                lambda job: [sys.executable, "-s", str(RUNNER), str(job)], None)
+                                lambda job: [sys.executable, "-s", str(RUNNER), str(job)], host_env)
         board_log, info = _run_side(jobs, board_bundle, work / "board_out", threads,
                                     lambda job: env.argv(work / "board" / RUNNER.name, str(job), str(env.site)),
                                     env.environ())
@@ -144,12 +148,14 @@ def _prepare_inputs(bundle: Bundle, selected: list[tuple[str, str]], windows: in
     jobs = []
     for student, kind in selected:
         backend = open_artifact(bundle.path, bundle.artifact(student, kind), threads=1)
+        assert isinstance(backend, TFLiteBackend)  # select_artifacts keeps TFLite artifacts only
         calibration = bundle.calibration_inputs(student)
         count = min(windows, min(len(v) for v in calibration.values()))
         raws = [backend.quantize_inputs({m: x[i:i + 1] for m, x in calibration.items()}) for i in range(count)]
         in_details, _ = backend.io_details()
         path = folder / f"{student}_{kind}.npz"
-        np.savez(path, **{f"in{j}": np.stack([r[j] for r in raws]) for j in range(len(in_details))})
+        arrays: dict[str, Any] = {f"in{j}": np.stack([r[j] for r in raws]) for j in range(len(in_details))}
+        np.savez(path, **arrays)
         artifact = bundle.artifact(student, kind)
         jobs.append({"key": f"{student}/{kind}", "path": artifact["path"], "sha256": artifact["sha256"],
                      "inputs": str(path), "input_indices": [int(d["index"]) for d in in_details],
@@ -157,7 +163,8 @@ def _prepare_inputs(bundle: Bundle, selected: list[tuple[str, str]], windows: in
     return jobs
 
 
-def _run_side(jobs: list[dict], bundle_dir: Path, out: Path, threads: int, argv, environ) -> tuple[str, dict]:
+def _run_side(jobs: list[dict], bundle_dir: Path, out: Path, threads: int, argv, environ: dict[str, str]
+              ) -> tuple[str, dict]:
     """Run the runner over every job on one side; (its stderr, its JSON info line)."""
     out.mkdir(parents=True)
     job_file = out / "job.json"
@@ -166,7 +173,7 @@ def _run_side(jobs: list[dict], bundle_dir: Path, out: Path, threads: int, argv,
          "input_indices": j["input_indices"], "out": str(out / j["file"])} for j in jobs]}))
     proc = subprocess.run(argv(job_file), capture_output=True, text=True, env=environ, check=False)
     if proc.returncode != 0:
-        side = "board (emulated)" if environ is not None else "host"
+        side = "board (emulated)" if "QEMU_CPU" in environ else "host"
         tail = " | ".join(proc.stderr.strip().splitlines()[-4:])
         raise EdgekdError(f"the {side} run failed (exit {proc.returncode}): {tail}", field="runner",
                           fix="nothing was checked; see the error above")
