@@ -189,9 +189,39 @@ def simulate_pass(street: StreetConfig, traffic: TrafficConfig, user: UserConfig
     x_start, x_end = pass_x_limits(float(street.lane_center(user_lane)), direction, array_fov_deg,
                                    user.margin_deg)
 
+    distance = abs(x_end - x_start)
+    t, user_travel, user_speed = _user_timeline(user, distance, frame_rate_hz, rng, max_frames)
+    span = float(user_travel[-1]) + view_range_m
+    fleet = _Fleet(street)
+    fleet.add(user_lane, x_start, user_travel, user_speed, user.length_m, user.width_m, user.height_m,
+              rng.uniform(0.3, 0.9))
+    for lane in range(street.num_lanes):
+        d = float(street.lane_direction(lane))
+        if lane == user_lane:
+            # Behind and ahead of the user, leaving room for its own box.
+            for side in (-1.0, 1.0):
+                edge = x_start + side * d * user.length_m / 2
+                for offset, tall, length in _platoon(traffic, rng, span + distance):
+                    kind = _vehicle(traffic, rng, tall, length)
+                    fleet.add(lane, edge + side * d * (offset + length / 2), user_travel, user_speed, *kind)
+            continue
+        v0 = rng.uniform(*traffic.speed_mps)
+        acc = rng.uniform(-traffic.max_accel_mps2, traffic.max_accel_mps2)
+        travel = _travel(t, v0, acc, traffic.speed_mps)
+        speed = np.clip(v0 + acc * t, *traffic.speed_mps)
+        # Start upstream far enough that the lane is populated in view for the whole pass.
+        upstream = float(travel[-1]) + view_range_m
+        for offset, tall, length in _platoon(traffic, rng, upstream + view_range_m):
+            kind = _vehicle(traffic, rng, tall, length)
+            fleet.add(lane, -d * upstream + d * (offset + length / 2), travel, speed, *kind)
+    return fleet.truth(t, street, user, view_range_m)
+
+
+def _user_timeline(user: UserConfig, distance: float, frame_rate_hz: float, rng: np.random.Generator,
+                   max_frames: int | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(times, distance driven, speed) of the user's car over the pass (draws its speed and acceleration)."""
     user_v0 = rng.uniform(*user.speed_mps)
     user_acc = rng.uniform(-user.max_accel_mps2, user.max_accel_mps2)
-    distance = abs(x_end - x_start)
     slowest = max(min(user.speed_mps[0], user_v0 - user.max_accel_mps2 * 10), 1.0)
     horizon = int(np.ceil(distance / slowest * frame_rate_hz)) + 2
     t = np.arange(horizon) / frame_rate_hz
@@ -201,57 +231,44 @@ def simulate_pass(street: StreetConfig, traffic: TrafficConfig, user: UserConfig
     if max_frames is not None:
         frames = min(frames, max_frames)
     t = t[:frames]
-    user_travel = user_travel[:frames]
-    span = float(user_travel[-1]) + view_range_m
+    return t, user_travel[:frames], np.clip(user_v0 + user_acc * t, *user.speed_mps)
 
-    lengths, widths, heights, shades, xs, vxs, ys = [], [], [], [], [], [], []
 
-    def add(lane, x0, travel, speed, length, width, height, shade):
-        d = float(street.lane_direction(lane))
-        lengths.append(length)
-        widths.append(width)
-        heights.append(height)
-        shades.append(shade)
-        xs.append(x0 + d * travel)
-        vxs.append(d * speed)
-        ys.append(float(street.lane_center(lane)))
+class _Fleet:
+    """The vehicles of one pass (the user's car first), collected lane by lane."""
 
-    user_speed = np.clip(user_v0 + user_acc * t, *user.speed_mps)
-    add(user_lane, x_start, user_travel, user_speed, user.length_m, user.width_m, user.height_m,
-        rng.uniform(0.3, 0.9))
+    def __init__(self, street: StreetConfig):
+        self.street = street
+        self.lengths: list[float] = []
+        self.widths: list[float] = []
+        self.heights: list[float] = []
+        self.shades: list[float] = []
+        self.xs: list[np.ndarray] = []
+        self.vxs: list[np.ndarray] = []
+        self.ys: list[float] = []
 
-    for lane in range(street.num_lanes):
-        d = float(street.lane_direction(lane))
-        if lane == user_lane:
-            travel, speed = user_travel, user_speed
-            # Behind and ahead of the user, leaving room for its own box.
-            for side in (-1.0, 1.0):
-                edge = x_start + side * d * user.length_m / 2
-                for offset, tall, length in _platoon(traffic, rng, span + distance):
-                    kind = _vehicle(traffic, rng, tall, length)
-                    x0 = edge + side * d * (offset + length / 2)
-                    add(lane, x0, travel, speed, *kind)
-            continue
-        v0 = rng.uniform(*traffic.speed_mps)
-        acc = rng.uniform(-traffic.max_accel_mps2, traffic.max_accel_mps2)
-        travel = _travel(t, v0, acc, traffic.speed_mps)
-        speed = np.clip(v0 + acc * t, *traffic.speed_mps)
-        # Start upstream far enough that the lane is populated in view for the whole pass.
-        upstream = float(travel[-1]) + view_range_m
-        start = -d * upstream
-        for offset, tall, length in _platoon(traffic, rng, upstream + view_range_m):
-            kind = _vehicle(traffic, rng, tall, length)
-            add(lane, start + d * (offset + length / 2), travel, speed, *kind)
+    def add(self, lane: int, x0: float, travel: np.ndarray, speed: np.ndarray, length: float, width: float,
+            height: float, shade: float) -> None:
+        d = float(self.street.lane_direction(lane))
+        self.lengths.append(length)
+        self.widths.append(width)
+        self.heights.append(height)
+        self.shades.append(shade)
+        self.xs.append(x0 + d * travel)
+        self.vxs.append(d * speed)
+        self.ys.append(float(self.street.lane_center(lane)))
 
-    x = np.stack(xs, axis=1)
-    vx = np.stack(vxs, axis=1)
-    y = np.broadcast_to(np.array(ys), x.shape)
-    keep = np.min(np.abs(x), axis=0) < view_range_m
-    keep[0] = True
-    size = np.stack([lengths, widths, heights], axis=1)[keep]
-    return DriveTruth(time_s=t.astype(np.float64), center=np.stack([x, y], axis=-1)[:, keep],
-                      velocity_x=vx[:, keep], size=size, shade=np.array(shades)[keep],
-                      wall_y=street.wall_y, unit=user.unit)
+    def truth(self, t: np.ndarray, street: StreetConfig, user: UserConfig, view_range_m: float) -> DriveTruth:
+        """The pass, keeping only vehicles that come within ``view_range_m`` of the base station."""
+        x = np.stack(self.xs, axis=1)
+        vx = np.stack(self.vxs, axis=1)
+        y = np.broadcast_to(np.array(self.ys), x.shape)
+        keep = np.min(np.abs(x), axis=0) < view_range_m
+        keep[0] = True
+        size = np.stack([self.lengths, self.widths, self.heights], axis=1)[keep]
+        return DriveTruth(time_s=t.astype(np.float64), center=np.stack([x, y], axis=-1)[:, keep],
+                          velocity_x=vx[:, keep], size=size, shade=np.array(self.shades)[keep],
+                          wall_y=street.wall_y, unit=user.unit)
 
 
 def _travel(t: np.ndarray, v0: float, acc: float, speed_range: tuple[float, float]) -> np.ndarray:

@@ -37,6 +37,7 @@ from __future__ import annotations
 import copy
 import logging
 from collections.abc import Sequence
+from typing import cast
 
 import numpy as np
 import torch
@@ -69,7 +70,7 @@ class PointwiseLogits(nn.Module):
         self.conv = nn.Conv2d(self.in_features, self.out_features, 1)
         with torch.no_grad():
             self.conv.weight.copy_(weight.reshape(self.out_features, self.in_features, 1, 1))
-            self.conv.bias.copy_(bias)
+            self.conv.bias.copy_(bias)  # type: ignore[union-attr]  # Conv2d(..., bias=True) has one
 
     def forward(self, x: Tensor) -> Tensor:
         y = self.conv(x.reshape(-1, self.in_features, 1, 1))
@@ -123,7 +124,8 @@ def int8_friendly_logits(model: nn.Module, windows: dict[str, np.ndarray], modal
     a, c, residual = fit_row_max(h, weight, bias)
     low = float(residual.min()) - floor - MARGIN
     deployed = copy.deepcopy(model).eval()
-    deployed.head.classifier[-1] = PointwiseLogits((weight - a).float(), (bias - c - low).float())
+    classifier = cast(nn.Sequential, deployed.get_submodule("head.classifier"))   # final_linear found it there
+    classifier[-1] = PointwiseLogits((weight - a).float(), (bias - c - low).float())
     record = {"rewrite": "row-max offset folded, ReLU floor, 1x1 conv", "floor": float(floor),
               "relu_floor": round(low, 4), "calibration_rows": int(len(h)),
               "row_max_residual": [round(float(residual.min()), 4), round(float(residual.max()), 4)]}

@@ -157,11 +157,12 @@ _OP_PATTERN = re.compile(r"operator '([\w:.]+)'")
 def _blocking_layer_error(model: torch.nn.Module, example_inputs: tuple, exc: Exception) -> EdgekdError:
     """Turn an exporter failure into an error naming the op and the module that contains it."""
     message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    op = _OP_PATTERN.search(str(exc))
-    layers = find_op_modules(model, example_inputs, op.group(1)) if op else []
+    match = _OP_PATTERN.search(str(exc))
+    op = match.group(1) if match else None
+    layers = find_op_modules(model, example_inputs, op) if op else []
     if layers:
         where = ", ".join(layers)
-        what = f"model cannot be exported to ONNX: op {op.group(1)} in layer {where} ({message})"
+        what = f"model cannot be exported to ONNX: op {op} in layer {where} ({message})"
         fix = f"replace the op in {layers[0]} by an ONNX-exportable one (opset {OPSET})"
     else:
         what = f"model cannot be exported to ONNX: {message}"

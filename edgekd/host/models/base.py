@@ -10,7 +10,7 @@ from __future__ import annotations
 import inspect
 import json
 from collections.abc import Callable, Sequence
-from typing import TypeVar
+from typing import Any, TypeVar, cast
 
 import torch
 from torch import Tensor, nn
@@ -33,7 +33,7 @@ _EXAMPLE_DRAW = {
 
 def register_model(name: str) -> Callable[[M], M]:
     """Class (or factory) decorator: make ``name`` available to ``create_model``."""
-    return MODELS.register(name)
+    return cast("Callable[[M], M]", MODELS.register(name))  # the class itself is returned, typed as it is
 
 
 def list_models() -> list[str]:
@@ -135,7 +135,8 @@ class BeamModel(nn.Module):
     def forward(self, *inputs: Tensor) -> Tensor:
         return self.forward_features(*inputs)["logits"]
 
-    def forward_features(self, *inputs: Tensor) -> dict[str, Tensor]:  # pragma: no cover - abstract
+    # Subclasses take one named tensor per modality (``image``, ``radar``...); ``*Any`` lets them name them.
+    def forward_features(self, *inputs: Any, **kwargs: Any) -> dict[str, Tensor]:  # pragma: no cover - abstract
         raise NotImplementedError
 
     def input_shapes(self) -> dict[str, tuple[int, ...]]:  # pragma: no cover - abstract
@@ -162,8 +163,9 @@ class BeamModel(nn.Module):
         """Pick this model's inputs from a dataset batch dict (``ds.batch(...)``), as float32 tensors."""
         missing = [m for m in self.input_modalities if m not in batch]
         if missing:
+            has = sorted(k for k in batch if k not in ("beams", "power"))
             raise EdgekdError(f"model '{self.registry_name or type(self).__name__}' needs modality "
-                              f"'{missing[0]}' but the data has {sorted(k for k in batch if k not in ('beams', 'power'))}",
+                              f"'{missing[0]}' but the data has {has}",
                               field="modalities", fix="use a dataset that records this modality, or another model")
         return tuple(torch.as_tensor(batch[m], dtype=torch.float32) for m in self.input_modalities)
 

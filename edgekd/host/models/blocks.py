@@ -72,7 +72,7 @@ class UnrolledGRU(nn.Module):
     @torch.no_grad()
     def load_from_gru(self, gru: nn.GRU) -> UnrolledGRU:
         """Copy the weights of a (unidirectional) ``nn.GRU`` of the same sizes."""
-        if gru.bidirectional or not gru.bias or getattr(gru, "proj_size", 0):
+        if gru.bidirectional or not gru.bias or gru.proj_size:
             raise ValueError("only unidirectional nn.GRU with biases can be loaded")
         if (gru.input_size, gru.hidden_size, gru.num_layers) != (self.input_size, self.hidden_size, self.num_layers):
             raise ValueError(f"nn.GRU({gru.input_size}, {gru.hidden_size}, num_layers={gru.num_layers}) does not fit "
@@ -354,6 +354,7 @@ class RecurrentHead(nn.Module):
         self.hidden_size, self.num_beams, self.horizons = hidden_size, num_beams, horizons
         self.gru = UnrolledGRU(input_size, hidden_size, num_layers)
         self.attention_kind = attention
+        self.attention: nn.Module
         if attention == "temporal":
             self.attention = TemporalAttention(hidden_size, attn_size)
         elif attention == "mhsa":

@@ -26,8 +26,9 @@ def _profile_kwargs(name: str, image_size: int | None, radar_shape: tuple[int, i
 def _summary(name: str, kwargs: dict) -> dict:
     import torch
 
-    from edgekd.device.metrics import count_macs, count_params
+    from edgekd.device.metrics import count_params
     from edgekd.host.models import create_model
+    from edgekd.host.reports.model_cost import count_macs
 
     torch.set_num_threads(1)
     model = create_model(name, **kwargs)

@@ -39,6 +39,11 @@ class StudentFusionImageEncoder(PooledDepthwiseEncoder):
 
 class _FusionModel(BeamModel):
     input_modalities = ("image", "radar")
+    # set by the subclasses (declared here for the type checker: nn.Module attributes are untyped)
+    image_encoder: TeacherImageEncoder | StudentFusionImageEncoder
+    radar_encoder: TeacherRadarEncoder | StudentRadarEncoder
+    fuse: nn.Module
+    head: RecurrentHead
 
     def __init__(self, *, num_beams: int, window: int, horizons: int, image_size: int, radar_shape,
                  width: float, norm: str):

@@ -139,6 +139,9 @@ def check_channels(value: object, count: int) -> tuple[int, ...]:
 
 class _ImageModel(BeamModel):
     input_modalities = ("image",)
+    # set by the subclasses (declared here for the type checker: nn.Module attributes are untyped)
+    encoder: TeacherImageEncoder | StudentImageEncoder
+    head: RecurrentHead
 
     def __init__(self, *, num_beams: int, window: int, horizons: int, image_size: int, width: float,
                  norm: str):

@@ -87,11 +87,15 @@ class StudentRadarEncoder(PooledDepthwiseEncoder):
     (a 2-channel 3x3 conv is XNNPACK int8's slowest case on x86)."""
 
     def __init__(self, width: float = 1.0, *, stem: str = "patch", radar_shape: tuple[int, int] = (64, 32)):
-        super().__init__(2, scaled(RADAR_STUDENT_CHANNELS, width), stem=stem, size=tuple(radar_shape))
+        super().__init__(2, scaled(RADAR_STUDENT_CHANNELS, width), stem=stem, size=(radar_shape[0], radar_shape[1]))
 
 
 class _RadarModel(BeamModel):
     input_modalities = ("radar",)
+    # set by the subclasses (declared here for the type checker: nn.Module attributes are untyped)
+    encoder: TeacherRadarEncoder | StudentRadarEncoder
+    project: nn.Module
+    head: RecurrentHead
 
     def __init__(self, *, num_beams: int, window: int, horizons: int, radar_shape, width: float, norm: str):
         super().__init__(num_beams=num_beams, window=window, horizons=horizons)
