@@ -42,7 +42,7 @@ from typing import Any, cast
 
 import numpy as np
 
-from edgekd.device.contracts import MODALITIES
+from edgekd.device.contracts import LIGHTING, MODALITIES, WEATHER
 from edgekd.device.errors import EdgekdError
 from edgekd.device.io import atomic_write_bytes
 from edgekd.device.runtime.replay import DRIVE_FORMAT  # the reader owns the format names it accepts
@@ -64,16 +64,19 @@ class DriveSegment:
     dropout_rate: tuple[tuple[str, float], ...] = ()
 
 
+_L = {name: code for code, name in enumerate(LIGHTING)}   # condition codes as the contract stores them
+_W = {name: code for code, name in enumerate(WEATHER)}
+
 # day -> fog -> flaky camera -> dusk -> night (LiDAR failure in the middle) -> night in rain
 DEFAULT_PLAN: tuple[DriveSegment, ...] = (
-    DriveSegment("day", 0.00, lighting=0),
-    DriveSegment("day-fog", 0.14, lighting=0, weather=2),
-    DriveSegment("day-camera-dropouts", 0.24, lighting=0, dropout_rate=(("image", 0.08),)),
-    DriveSegment("dusk", 0.36, lighting=1),
-    DriveSegment("night", 0.50, lighting=2),
-    DriveSegment("night-lidar-failure", 0.68, lighting=2, unavailable=("lidar",)),
-    DriveSegment("night", 0.72, lighting=2),
-    DriveSegment("night-rain", 0.86, lighting=2, weather=1),
+    DriveSegment("day", 0.00, lighting=_L["day"]),
+    DriveSegment("day-fog", 0.14, lighting=_L["day"], weather=_W["fog"]),
+    DriveSegment("day-camera-dropouts", 0.24, lighting=_L["day"], dropout_rate=(("image", 0.08),)),
+    DriveSegment("dusk", 0.36, lighting=_L["dusk"]),
+    DriveSegment("night", 0.50, lighting=_L["night"]),
+    DriveSegment("night-lidar-failure", 0.68, lighting=_L["night"], unavailable=("lidar",)),
+    DriveSegment("night", 0.72, lighting=_L["night"]),
+    DriveSegment("night-rain", 0.86, lighting=_L["night"], weather=_W["rain"]),
 )
 
 
