@@ -156,7 +156,8 @@ def test_cli_without_data_and_teacher_without_metadata(setup, tmp_path):
     ok = runner.invoke(cli, ["distill", "--method", "datafree", "--teacher", str(teacher), "--out",
                              str(tmp_path / "s.pt"), "--generator-loss", "entropy", *FAST_DF, str(config)])
     assert ok.exit_code == 0, ok.output
-    assert load_checkpoint(tmp_path / "s.pt").metrics == {}      # nothing to evaluate on without --data
+    metrics = load_checkpoint(tmp_path / "s.pt").metrics
+    assert not {"test", "teacher_test"} & set(metrics)           # nothing to evaluate on without --data
     bare = tmp_path / "bare.pt"
     shutil.copy(teacher, bare)
     update_checkpoint(bare, teacher_stats=None)
@@ -170,3 +171,43 @@ def test_cli_without_data_and_teacher_without_metadata(setup, tmp_path):
     other = runner.invoke(cli, ["distill", "--method", "kd", "--teacher", str(teacher), "--student", "lidar_student",
                                 "--out", str(tmp_path / "z.pt"), "--student-loss", "mse"])
     assert other.exit_code == 2 and "datafree only" in other.output
+
+
+def test_distill_model_datafree_runs_through_the_trainer_and_resumes(setup, tmp_path, monkeypatch):
+    """`distill_model(..., "datafree")` is the data-free run: per-epoch checkpoints, JSONL log, resume."""
+    from edgekd.host.distill.api import distill_model
+    from edgekd.host.distill.trainer import Trainer
+
+    _, data, teacher, _ = setup
+    cfg = TrainConfig(epochs=3, progress=False, threads=1,
+                      datafree=DataFreeConfig(student_loss="mse", generator_steps=15, synthetic_samples=128,
+                                              resample_each_epoch=True))
+    full_student, full = distill_model(teacher, None, "datafree", data, cfg, tmp_path / "full.pt")
+    assert full.method == "datafree" and full.epochs_run == 3 and len(full.student_history) == 3
+    assert set(full.metrics) >= {"test", "teacher_test", "best_epoch"} and full.generator_history
+    ck = load_checkpoint(tmp_path / "full.pt")
+    assert ck.extra["train_state"]["finished"] and ck.extra["train_state"]["method"] == "datafree"
+    lines = [json.loads(line) for line in (tmp_path / "full.log.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in lines if r["phase"] == "student"] == [1, 2, 3]
+    assert lines[0]["phase"] == "generator"
+
+    out = tmp_path / "resumed.pt"
+    original = Trainer.train_epoch
+
+    def crash_on_epoch_3(self, epoch):
+        if epoch == 3:
+            raise KeyboardInterrupt
+        return original(self, epoch)
+
+    monkeypatch.setattr(Trainer, "train_epoch", crash_on_epoch_3)
+    with pytest.raises(KeyboardInterrupt):
+        distill_model(teacher, "lidar_student", "datafree", data, cfg, out)
+    assert load_checkpoint(out).extra["train_state"]["epoch"] == 2
+    monkeypatch.setattr(Trainer, "train_epoch", original)
+    resumed, result = distill_model(teacher, "lidar_student", "datafree", data, cfg, out, resume=True)
+    assert [r["epoch"] for r in result.history] == [1, 2, 3]
+    for name, value in full_student.state_dict().items():
+        torch.testing.assert_close(resumed.state_dict()[name], value, rtol=0, atol=0)
+    assert result.metrics["test"] == full.metrics["test"]
+    assert [json.loads(line)["phase"] for line in out.with_suffix(".log.jsonl").read_text().splitlines()].count(
+        "student") == 3

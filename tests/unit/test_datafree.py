@@ -224,6 +224,17 @@ def test_student_phase_matches_the_teacher_on_the_synthetic_set(student_loss):
     assert float(after) < 0.5 * float(before)
 
 
+def test_student_phase_stops_on_a_non_finite_loss():
+    teacher = _teacher()
+    synthetic = D.SyntheticSet(_real_like_windows(64), torch.zeros(0))
+    with torch.no_grad():
+        synthetic.teacher_logits = teacher(synthetic.inputs)
+    synthetic.teacher_logits[3] = float("nan")
+    cfg = TrainConfig(epochs=2, progress=False, datafree=DataFreeConfig(student_loss="mse"))
+    with pytest.raises(EdgekdError, match="training loss became nan at epoch 1"):
+        D.train_student(create_model("lidar_student"), teacher, synthetic, cfg)
+
+
 # --------------------------------------------------------------------------- config
 
 

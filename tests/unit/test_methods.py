@@ -264,7 +264,7 @@ def test_horizon_weights_only_where_they_mean_something():
 @pytest.mark.parametrize("method", ["kd", "mse", "rkd", "rkd-park", "fitnet", "self"])
 def test_cached_teacher_features_give_the_same_loss(method):
     """A batch with ``index`` reads the precomputed teacher features: same loss and gradients as live."""
-    from edgekd.host.distill.trainer import teacher_cache
+    from edgekd.host.distill.sources import teacher_cache
 
     student, teacher = models()
     if method == "self":

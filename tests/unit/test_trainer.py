@@ -18,12 +18,8 @@ from edgekd.host.distill.api import (
     evaluate_checkpoint,
     train_model,
 )
-from edgekd.host.distill.trainer import (
-    Trainer,
-    batch_slices,
-    epoch_permutation,
-    train_indices,
-)
+from edgekd.host.distill.sources import batch_slices, epoch_permutation, train_indices
+from edgekd.host.distill.trainer import Trainer
 from edgekd.host.models import create_model
 
 torch.set_num_threads(1)

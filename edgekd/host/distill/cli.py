@@ -116,7 +116,7 @@ def _distill_datafree(teacher, student, cfg, data, out, *, generator_loss, stude
 
     from edgekd.host.distill.datafree import distill_datafree
 
-    unsupported = {"--resume": resume, "--alpha (there is no label term)": alpha is not None,
+    unsupported = {"--alpha (there is no label term)": alpha is not None,
                    "--max-train-windows (no training data is read)": cfg.max_train_windows is not None,
                    "--device other than cpu": cfg.device != "cpu"}
     given = [name for name, on in unsupported.items() if on]
@@ -129,7 +129,8 @@ def _distill_datafree(teacher, student, cfg, data, out, *, generator_loss, stude
     overrides = {k: v for k, v in {"generator_loss": generator_loss, "student_loss": student_loss}.items()
                  if v is not None}
     cfg = dataclasses.replace(cfg, datafree=dataclasses.replace(cfg.datafree, **overrides))
-    _, result = distill_datafree(teacher, student or "lidar_student", cfg, out, data=data, log_path=log_path)
+    _, result = distill_datafree(teacher, student or "lidar_student", cfg, out, data=data, resume=resume,
+                                log_path=log_path)
     test = result.metrics.get("test", {})
     scores = (f"; test top-1 t0..t3: {' '.join(f'{v:.3f}' for v in test['top1'])}, "
               f"top-5 mean {test['top5_mean']:.3f} (teacher {result.metrics['teacher_test']['top5_mean']:.3f})"
