@@ -1,8 +1,9 @@
-"""Beam-tracking metrics: top-k per horizon, DBA score, parameters, MACs, a Table-II report.
+"""Beam-tracking metrics: top-k per horizon, DBA score, parameters, a Table-II report. DEVICE SIDE.
 
 The accuracy functions are pure numpy (the on-board runtime and ``firmware_bench``
-use them); they also accept torch tensors without importing torch. Only
-``count_params`` / ``count_macs`` touch torch, lazily.
+use them); they also accept torch tensors without importing torch. ``count_params``
+is duck-typed (anything with ``.parameters()``); ``count_macs`` needs torch and lives
+on the host side, in :mod:`edgekd.host.reports.model_cost`.
 
 Conventions (shared by both papers):
 - scores / logits are ``[N, H, B]`` (samples, horizons t0..t3, beams); labels ``[N, H]``;
@@ -103,42 +104,6 @@ def evaluate_predictions(scores: Any, beams: Any, ks: Iterable[int] = DEFAULT_KS
 def count_params(model: Any, *, trainable_only: bool = False) -> int:
     """Number of parameters (shared tensors once), as the papers report them (buffers excluded)."""
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
-
-
-def count_macs(model: Any, inputs: Sequence[Any], *, convention: str = "matmul") -> int:
-    """Multiply-accumulates of one forward pass on ``inputs`` (eval mode, no grad).
-
-    ``convention="matmul"`` (default): ``torch.utils.flop_counter.FlopCounterMode`` FLOPs / 2,
-    i.e. the MACs of matmuls and convolutions only; elementwise ops, normalisation,
-    pooling and activations are free.
-    ``convention="thop"``: the same plus 4 operations per element of every BatchNorm /
-    LayerNorm output, which is what thop 0.1 (used by paper 1, which calls the result
-    FLOPs) charges for an affine normalisation; it reproduces paper 1's figures to ~1%.
-    """
-    import torch
-    from torch.utils.flop_counter import FlopCounterMode
-
-    if convention not in ("matmul", "thop"):
-        raise EdgekdError(f"unknown MAC convention '{convention}'", field="convention", fix="use 'matmul' or 'thop'")
-    norm_elements = [0]
-
-    def count_norm(_module: Any, _inputs: Any, output: Any) -> None:
-        norm_elements[0] += output.numel()
-
-    hooks = []
-    if convention == "thop":
-        norms = (torch.nn.modules.batchnorm._BatchNorm, torch.nn.LayerNorm)
-        hooks = [m.register_forward_hook(count_norm) for m in model.modules() if isinstance(m, norms)]
-    was_training = getattr(model, "training", False)
-    model.eval()
-    try:
-        with torch.no_grad(), FlopCounterMode(display=False) as counter:
-            model(*inputs)
-    finally:
-        model.train(was_training)
-        for hook in hooks:
-            hook.remove()
-    return int(counter.get_total_flops()) // 2 + 4 * norm_elements[0]
 
 
 # --------------------------------------------------------------------- Table II

@@ -5,7 +5,9 @@ artifacts, which runtime backend and execution providers), the int8 accuracy
 budget of the parity gate, the per-frame latency and memory budgets, the power
 meter used for energy, and the modality policy of the on-board runtime.
 
-TORCH-FREE: the runtime on a board loads profiles too (numpy/yaml/click only).
+DEVICE SIDE: the runtime on a board loads profiles too (numpy/yaml/click only).
+A source checkout reads the repository's ``targets/``; an installed package reads the
+copy that the wheel ships in ``<prefix>/share/edgekd/targets`` (pyproject ``data-files``).
 """
 
 from __future__ import annotations
@@ -13,26 +15,27 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import sys
 from pathlib import Path
 from typing import Literal
 
 import click
 
 from edgekd.device.config import config_from_dict, config_to_dict, load_yaml
+from edgekd.device.contracts import LIGHTING, MODALITIES, ArtifactKind
 from edgekd.device.errors import EdgekdError
 from edgekd.device.registry import Registry
 
-ArtifactKind = Literal["onnx_fp32", "onnx_int8_qdq", "tflite_fp32", "tflite_fp16", "tflite_int8"]
-ARTIFACT_KINDS: tuple[str, ...] = ("onnx_fp32", "onnx_int8_qdq", "tflite_fp32", "tflite_fp16", "tflite_int8")
-STUDENT_NAMES: tuple[str, ...] = ("image", "radar", "lidar", "fusion", "gps")
-LIGHTING: tuple[str, ...] = ("day", "dusk", "night")
+# A student is named by its modality, or "fusion" for a model that takes several.
+STUDENT_NAMES: tuple[str, ...] = (*MODALITIES, "fusion")
 EXECUTION_PROVIDERS: tuple[str, ...] = (
     "TensorrtExecutionProvider", "CUDAExecutionProvider", "OpenVINOExecutionProvider",
     "XnnpackExecutionProvider", "CPUExecutionProvider",
 )
 
-# Where profiles live: EDGEKD_TARGETS_DIR, else the repository's targets/ folder.
+# Where profiles live: EDGEKD_TARGETS_DIR, else the repository's targets/ folder, else the installed copy.
 ENV_TARGETS_DIR = "EDGEKD_TARGETS_DIR"
+INSTALLED_TARGETS = Path("share", "edgekd", "targets")  # under sys.prefix; [tool.setuptools.data-files]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -174,7 +177,10 @@ def _validate_students(profile: TargetProfile, source: str) -> None:
 
 def targets_dir() -> Path:
     env = os.environ.get(ENV_TARGETS_DIR)
-    return Path(env) if env else Path(__file__).resolve().parents[2] / "targets"
+    if env:
+        return Path(env)
+    checkout = Path(__file__).resolve().parents[2] / "targets"
+    return checkout if checkout.is_dir() else Path(sys.prefix) / INSTALLED_TARGETS
 
 
 def load_profile_file(path: str | os.PathLike) -> TargetProfile:

@@ -96,6 +96,23 @@ def test_targets_dir_override_and_name_must_match_file(tmp_path, monkeypatch):
         list_targets()
 
 
+def test_an_installed_package_reads_the_profiles_shipped_as_data_files(tmp_path, monkeypatch):
+    """Outside a checkout (no targets/ beside the package) the profiles come from <prefix>/share/edgekd/targets."""
+    import tomllib
+
+    import edgekd.device.targets as targets_mod
+
+    data_files = tomllib.loads((Path(__file__).resolve().parents[2] / "pyproject.toml").read_text())
+    assert data_files["tool"]["setuptools"]["data-files"] == {str(targets_mod.INSTALLED_TARGETS): ["targets/*.yaml"]}
+    installed = tmp_path / targets_mod.INSTALLED_TARGETS
+    installed.mkdir(parents=True)
+    (installed / "rpi4.yaml").write_text((targets_dir() / "rpi4.yaml").read_text())
+    monkeypatch.delenv(ENV_TARGETS_DIR, raising=False)
+    monkeypatch.setattr(targets_mod, "__file__", str(tmp_path / "site-packages" / "edgekd" / "device" / "targets.py"))
+    monkeypatch.setattr(targets_mod.sys, "prefix", str(tmp_path))
+    assert targets_dir() == installed and list_targets() == ["rpi4"]
+
+
 def test_cli_list_show_and_unknown():
     runner = CliRunner()
     listed = runner.invoke(cli, ["targets", "list"])

@@ -27,9 +27,8 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping, Sequence
 
+from edgekd.device.contracts import LIGHTING
 from edgekd.device.runtime.hub import Health, QualityConfig
-
-LIGHTING = ("day", "dusk", "night")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -134,7 +134,8 @@ def replay(runtime, drive: Drive, *, realtime: bool = False, keep_records: bool 
     latency = {key: np.zeros(n) for key in ("push", "policy", "preprocess", "invoke", "postprocess", "total")}
     students: list[str | None] = []
     lighting: list[str] = []
-    switches, records = [], []
+    switches = _SwitchLog()
+    records: list[dict[str, Any]] = []
     modalities = [m for m in runtime.hub.modalities if m in drive.frames]
     absent = [m for m in runtime.hub.modalities if m not in drive.frames]
     if absent:
@@ -144,8 +145,6 @@ def replay(runtime, drive: Drive, *, realtime: bool = False, keep_records: bool 
     line = _ProgressLine("replay", n) if progress else None
     t_wall = time.perf_counter()
     t_drive0 = float(drive.time_s[0]) if n else 0.0
-    previous = None
-    forced_off: set[str] = set()
     for i in range(n):
         if line is not None:
             line.update(i + 1)
@@ -166,40 +165,61 @@ def replay(runtime, drive: Drive, *, realtime: bool = False, keep_records: bool 
             top[i, :, : pred.beams.shape[1]] = pred.beams
         for key in latency:
             latency[key][i] = pred.latency_ms[key]
-        if pred.student is not None and previous is not None and pred.student != previous:
-            kind = switch_kind(pred.reason)
-            if kind == "preference" and pred.student in forced_off:
-                kind = "recovery"  # back to a student a sensor outage or failure had forced off
-            if kind in ("forced", "fallback"):
-                forced_off.add(previous)
-            else:
-                forced_off.clear()
-            switches.append({"frame": i, "t": round(t, 3), "from": previous, "to": pred.student,
-                             "kind": kind, "reason": pred.reason,
-                             "segment": drive.segment_names[int(drive.segment[i])]})
-        if pred.student is not None:
-            previous = pred.student
+        switches.observe(i, t, pred, drive.segment_names[int(drive.segment[i])])
         if keep_records:
-            record = {"frame": i, **pred.to_dict(), "segment": drive.segment_names[int(drive.segment[i])],
-                      "lighting_true": LIGHTING[int(drive.lighting[i])] if drive.lighting[i] >= 0 else None,
-                      "truth": drive.beams[i].tolist()}
-            if pred.beams is not None:
-                record["hit_top1"] = [bool(drive.beams[i, h] == pred.beams[h, 0]) for h in range(horizons)]
-                record["hit_top5"] = [bool(drive.beams[i, h] in pred.beams[h, :5]) for h in range(horizons)]
-            records.append(record)
+            records.append(_frame_record(i, pred, drive, horizons))
         if on_frame is not None:
             on_frame(i, pred)
     wall = time.perf_counter() - t_wall
     if line is not None:
         line.close()
+    return ReplayResult(students, top, latency, switches.switches, records, lighting, wall,
+                        _counters(runtime, drive, students, len(switches.switches)))
+
+
+class _SwitchLog:
+    """The switches between students, each classified (see :func:`switch_kind`; plus 'recovery')."""
+
+    def __init__(self) -> None:
+        self.switches: list[dict[str, Any]] = []
+        self.previous: str | None = None
+        self.forced_off: set[str] = set()
+
+    def observe(self, i: int, t: float, pred: Any, segment: str) -> None:
+        if pred.student is None:
+            return
+        if self.previous is not None and pred.student != self.previous:
+            kind = switch_kind(pred.reason)
+            if kind == "preference" and pred.student in self.forced_off:
+                kind = "recovery"  # back to a student a sensor outage or failure had forced off
+            if kind in ("forced", "fallback"):
+                self.forced_off.add(self.previous)
+            else:
+                self.forced_off.clear()
+            self.switches.append({"frame": i, "t": round(t, 3), "from": self.previous, "to": pred.student,
+                                  "kind": kind, "reason": pred.reason, "segment": segment})
+        self.previous = pred.student
+
+
+def _frame_record(i: int, pred: Any, drive: Drive, horizons: int) -> dict[str, Any]:
+    """One line of frames.jsonl: the prediction, the truth and the hits."""
+    record = {"frame": i, **pred.to_dict(), "segment": drive.segment_names[int(drive.segment[i])],
+              "lighting_true": LIGHTING[int(drive.lighting[i])] if drive.lighting[i] >= 0 else None,
+              "truth": drive.beams[i].tolist()}
+    if pred.beams is not None:
+        record["hit_top1"] = [bool(drive.beams[i, h] == pred.beams[h, 0]) for h in range(horizons)]
+        record["hit_top5"] = [bool(drive.beams[i, h] in pred.beams[h, :5]) for h in range(horizons)]
+    return record
+
+
+def _counters(runtime: Any, drive: Drive, students: list[str | None], switches: int) -> dict[str, Any]:
     unpredicted = np.array([s is None for s in students], dtype=bool)
     warm_up = track_position(drive.track) < runtime.hub.window - 1
-    counters = {"frames": n, "no_prediction": int(unpredicted.sum()),
-                "tracks": int(len(np.unique(drive.track))), "warm_up_frames": int(warm_up.sum()),
-                "no_prediction_after_warm_up": int((unpredicted & ~warm_up).sum()),
-                "sensors": runtime.hub.counters(), "switches": len(switches),
-                "inference_failures": {name: r.failures for name, r in runtime.students.items()}}
-    return ReplayResult(students, top, latency, switches, records, lighting, wall, counters)
+    return {"frames": drive.num_frames, "no_prediction": int(unpredicted.sum()),
+            "tracks": int(len(np.unique(drive.track))), "warm_up_frames": int(warm_up.sum()),
+            "no_prediction_after_warm_up": int((unpredicted & ~warm_up).sum()),
+            "sensors": runtime.hub.counters(), "switches": switches,
+            "inference_failures": {name: r.failures for name, r in runtime.students.items()}}
 
 
 def switch_kind(reason: str) -> str:
@@ -342,13 +362,13 @@ def timeline_plotter() -> tuple[Callable[..., Path] | None, str | None]:
 
     Found by name so that a device-only install (no matplotlib) still writes the rest of a report.
     """
-    for module, what in ((PLOTS_MODULE, "the host reports package"), ("matplotlib", "matplotlib")):
+    for module in (PLOTS_MODULE, "matplotlib"):
         try:
             found = importlib.util.find_spec(module) is not None
         except ModuleNotFoundError:  # a parent package is absent
             found = False
         if not found:
-            return None, (f"{what} ({module}) is not installed; install the host extra "
+            return None, (f"{module} is not installed (a device-only install); install the host extra "
                           "(pip install \"edgekd[host]\") to draw it, or pass --no-plot")
     return importlib.import_module(PLOTS_MODULE).plot_timeline, None
 
