@@ -102,6 +102,7 @@ def benchmark_student(bundle: Path, manifest: dict, name: str, settings: BenchSe
                       meter_options: MeterOptions | None = None) -> dict[str, Any]:
     student = manifest["students"][name]
     s = resolve_settings(settings, manifest.get("target") or {})
+    assert s.backend is not None and s.power_meter is not None  # resolved: the flag, the target, or the default
     kind = choose_artifact(student, s.backend, s.artifact, where=bundle / "manifest.json")
     artifact = student["artifacts"][kind]
     model_path = bundle / artifact["path"]
@@ -117,7 +118,34 @@ def benchmark_student(bundle: Path, manifest: dict, name: str, settings: BenchSe
     options = dataclasses.replace(meter_options or MeterOptions(), power_model=s.power_model)
     reader, skipped = choose_reader(s.power_meter, options)
     idle = measure_idle(reader, s.idle_seconds, options.power_model)
+    run = measure(bundle, artifact, windows, s, reader)
+    timings = run["timings"]
+    result: dict[str, Any] = {
+        "student": name, "artifact": kind, "backend": s.backend, "format": artifact["format"],
+        "precision": artifact["precision"], "threads": s.threads,
+        "interpreter": interpreter_info(run["backend"]),
+        "model": {"path": artifact["path"], "sha256": artifact["sha256"], "verified": s.verify},
+        "inputs": {"source": str(calib_path.relative_to(bundle)), "windows": len(windows),
+                   "names": input_names, "shapes": {n: list(windows[0][n].shape) for n in input_names}},
+        "output": output_check(timings.last_output),
+        "latency": {"interpreter_import_ms": run["import_ms"], "init_ms": run["init_ms"],
+                    "first_inference": run["first"], "warmup": run["warmup"], **timings.summary()},
+        "memory": {**memory_report(run["memory"], {"model": model_path, "calibration": calib_path}),
+                   # the timed loop's own storage is part of the runs' RSS: say how much
+                   "timing_buffer_bytes": timings.buffer_bytes},
+        "energy": {"requested": s.power_meter,
+                   **energy_report(reader, skipped, run["energy"], idle, timings.runs)},
+        "accuracy": artifact.get("accuracy"),
+    }
+    if s.op_profile:
+        result["op_profile"] = op_profile(run["backend"], artifact, model_path, windows, s)
+    result["flags"] = flags_of(result)
+    return result
 
+
+def measure(bundle: Path, artifact: dict, windows: list, s: BenchSettings,
+            reader: PowerReader | None) -> dict[str, Any]:
+    """Load (timed), first inference, warm-up and the timed runs with the meter running, RSS around them."""
     import_ms = import_interpreter(artifact["format"])
     mem_before = memory.snapshot()
     t0 = time.perf_counter_ns()
@@ -129,42 +157,10 @@ def benchmark_student(bundle: Path, manifest: dict, name: str, settings: BenchSe
     first = latency.time_once(runner, windows[0])
     warm = latency.warm_up(runner, windows, s.warmup)
     peak_reset = memory.reset_peak()
-    rule = latency.StopRule(s.runs, s.seconds)
-    timings, energy = timed_with_energy(runner, windows, rule, reader)
+    timings, energy = timed_with_energy(runner, windows, latency.StopRule(s.runs, s.seconds), reader)
     mem_after = memory.snapshot()
-
-    summary = timings.summary()
-    result: dict[str, Any] = {
-        "student": name,
-        "artifact": kind,
-        "backend": s.backend,
-        "format": artifact["format"],
-        "precision": artifact["precision"],
-        "threads": s.threads,
-        "interpreter": interpreter_info(backend),
-        "model": {"path": artifact["path"], "sha256": artifact["sha256"], "verified": s.verify},
-        "inputs": {"source": str(calib_path.relative_to(bundle)), "windows": len(windows),
-                   "names": input_names, "shapes": {n: list(windows[0][n].shape) for n in input_names}},
-        "output": output_check(timings.last_output),
-        "latency": {
-            "interpreter_import_ms": import_ms,
-            "init_ms": init_ms,
-            "first_inference": first,
-            "warmup": warm,
-            **summary,
-        },
-        "memory": {**memory_report(mem_before, mem_loaded, mem_after, peak_reset,
-                                   {"model": model_path, "calibration": calib_path}),
-                   # the timed loop's own storage is part of the runs' RSS: say how much
-                   "timing_buffer_bytes": timings.buffer_bytes},
-        "energy": {"requested": s.power_meter,
-                   **energy_report(reader, skipped, energy, idle, timings.runs)},
-        "accuracy": artifact.get("accuracy"),
-    }
-    if s.op_profile:
-        result["op_profile"] = op_profile(backend, artifact, model_path, windows, s)
-    result["flags"] = flags_of(result)
-    return result
+    return {"backend": backend, "import_ms": import_ms, "init_ms": init_ms, "first": first, "warmup": warm,
+            "timings": timings, "energy": energy, "memory": (mem_before, mem_loaded, mem_after, peak_reset)}
 
 
 def import_interpreter(fmt: str) -> float:
@@ -210,7 +206,7 @@ def timed_with_energy(backend: Any, windows: list, rule: latency.StopRule,
     wall0, epoch0 = time.perf_counter(), time.time()
     timings = latency.timed_loop(backend, windows, rule)
     wall1, epoch1 = time.perf_counter(), time.time()
-    if started:
+    if started and reader is not None:
         try:
             energy["joules"] = reader.stop()
         except (OSError, RuntimeError, ValueError, EdgekdError) as exc:
@@ -245,7 +241,7 @@ def energy_report(reader: PowerReader | None, skipped: list[dict], energy: dict,
         report["error"] = energy["error"]
     if reader is None:
         report["notes"].append("no power meter readable and no power model: energy not reported")
-    if joules is not None and runs > 0 and energy["seconds"]:
+    if reader is not None and joules is not None and runs > 0 and energy["seconds"]:
         # The meter's window brackets the loop by a few reads; its mean power times the loop's own
         # duration is the energy of the runs.
         report["meter_window_s"] = reader.window_s or energy["seconds"]
@@ -259,8 +255,11 @@ def energy_report(reader: PowerReader | None, skipped: list[dict], energy: dict,
     return report
 
 
-def memory_report(before: dict, loaded: dict, after: dict, peak_reset: bool,
-                  files: dict[str, Path]) -> dict[str, Any]:
+def memory_report(snapshots: tuple[dict, dict, dict, bool], files: dict[str, Path]) -> dict[str, Any]:
+    """RSS before/after loading and after the runs, the runs' peak (``snapshots``: before, loaded, after,
+    whether the peak could be reset before the runs) and the files' sizes."""
+    before, loaded, after, peak_reset = snapshots
+
     def delta(a: dict, b: dict) -> int | None:
         return None if a.get("rss_bytes") is None or b.get("rss_bytes") is None else b["rss_bytes"] - a["rss_bytes"]
 

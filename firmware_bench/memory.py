@@ -19,7 +19,7 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 try:  # optional: better numbers on macOS/Windows, same on Linux
-    import psutil  # type: ignore[import-not-found]
+    import psutil
 except ImportError:  # pragma: no cover - depends on the board's install
     psutil = None
 

@@ -45,7 +45,7 @@ def parse_benchmark_model_node_types(text: str) -> list[dict[str, Any]]:
     starts = [i for i, ln in enumerate(lines) if "Summary by node type" in ln]
     if not starts:
         return []
-    rows = []
+    rows: list[dict[str, Any]] = []
     for line in lines[starts[-1] + 1:]:
         cells = [c for c in re.split(r"\t+|\s{2,}", line.strip()) if c]
         if not cells:
@@ -126,7 +126,7 @@ def aggregate_ort_profile(events: Sequence[dict[str, Any]], runs: int) -> list[d
         calls[op] += 1
         nodes[op].add(event["name"])
     grand = sum(total_us.values()) or 1.0
-    rows = [{
+    rows: list[dict[str, Any]] = [{
         "op": op,
         "count": len(nodes[op]),
         "avg_ms": total_us[op] / max(runs, 1) / 1e3,

@@ -105,7 +105,8 @@ class PowerReader:
 METERS: Registry[type[PowerReader]] = Registry("power meter")
 
 
-def integrate_power(times: Sequence[float], watts: Sequence[float], t0: float, t1: float) -> float:
+def integrate_power(times: Sequence[float] | np.ndarray, watts: Sequence[float] | np.ndarray, t0: float,
+                    t1: float) -> float:
     """Energy (J) over [t0, t1] of a sampled power trace, by the trapezoid rule.
 
     The trace is linearly interpolated at the window's ends and held constant

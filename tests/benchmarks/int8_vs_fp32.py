@@ -139,7 +139,8 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps(row), flush=True)
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
-    return 0 if all(r[f"threads{t}"]["int8_not_slower"] for r in results if not r["kwargs"] for t in args.threads) else 1
+    ok = all(r[f"threads{t}"]["int8_not_slower"] for r in results if not r["kwargs"] for t in args.threads)
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":

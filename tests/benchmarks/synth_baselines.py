@@ -101,7 +101,8 @@ def main():
             table[name]["top5"].append(round(topk(s, y_te, 5), 3))
     out = {"windows": int(len(starts)), "frames": rec.num_frames, "drives": int(len(ids)),
            "train_windows": int(train.sum()), "test_windows": int(test.sum()),
-           "synth_seconds": round(synth_s, 1), "los_blocked_fraction": round(float(rec.frame_info["los_blocked"].mean()), 3),
+           "synth_seconds": round(synth_s, 1),
+           "los_blocked_fraction": round(float(rec.frame_info["los_blocked"].mean()), 3),
            "baselines": table}
     print(json.dumps(out, indent=1))
 

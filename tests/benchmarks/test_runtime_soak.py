@@ -10,12 +10,9 @@ recorded in the benchmark's extra_info.
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import numpy as np
 import pytest
-
-HERE = Path(__file__).parent
 from benchmarks.runtime_soak import soak
 from support.runtime import runtime_bundle, short_drive
 

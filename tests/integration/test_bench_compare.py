@@ -204,3 +204,57 @@ def test_every_window_is_seen_even_with_few_runs():
     assert len(cand.latencies_ns) >= 3
     with pytest.raises(ValueError, match="block"):
         interleaved_loop([cand], windows, runs=3, warmup=0, block=0)
+
+
+def test_a_demo_folder_s_own_dataset_and_checkpoints_are_found(work, tmp_path):
+    # the layout `edgekd demo` writes: DEMO/bundle, DEMO/data/dataset, DEMO/students/*.pt, DEMO/teachers/*.pt
+    demo = tmp_path / "edgekd-demo"
+    shutil.copytree(work / "bundle", demo / "bundle")
+    shutil.copytree(work / "data", demo / "data" / "dataset")
+    (demo / "students").mkdir()
+    (demo / "teachers").mkdir()
+    shutil.copyfile(work / "lidar.pt", demo / "students" / "lidar_student.pt")
+    shutil.copyfile(work / "teacher.pt", demo / "teachers" / "lidar_teacher.pt")
+    out = tmp_path / "out"
+    result = CliRunner().invoke(cli, [
+        "bench", "--compare", "--bundle", str(demo / "bundle"), "--runs", "5", "--warmup", "0", "--eval-windows",
+        "5", "--energy-seconds", "0", "--threads", "1", "--min-speedup", "0", "--max-top2-drop", "100",
+        "--out", str(out)], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "compare.json").read_text())
+    assert report["data"] == str((demo / "data" / "dataset").resolve())
+    assert report["found"]["demo"] == str(demo.resolve())
+    rows = {r["format"]: r for r in report["rows"]}
+    assert rows["torch_fp32"]["status"] == "ok"
+    assert rows["torch_fp32"]["source"] == str((demo / "students" / "lidar_student.pt").resolve())
+    assert rows[TEACHER]["status"] == "ok"
+    # the user's rule is what the verdict was judged by, and it is recorded
+    rule = report["acceptance_rule"]
+    assert rule["min_speedup_p50"] == 0 and rule["max_top2_drop_points"] == 100
+    assert report["acceptance"]["lidar"]["passed"] is True and "0x" in report["acceptance"]["lidar"]["rule"]
+    assert "demo folder" in result.output
+
+
+def test_demo_layout_on_a_tiny_fake_demo(tmp_path):
+    from edgekd.host.compare import demo_layout, find_sources
+
+    assert demo_layout(tmp_path / "bundle") is None
+    (tmp_path / "bundle").mkdir()
+    (tmp_path / "data" / "dataset").mkdir(parents=True)
+    (tmp_path / "data" / "dataset" / "meta.json").write_text("{}")
+    for folder, name in (("students", "image_student.pt"), ("students", "radar_student.pt"),
+                         ("teachers", "image_teacher.pt")):
+        (tmp_path / folder).mkdir(exist_ok=True)
+        (tmp_path / folder / name).write_bytes(b"x")
+    layout = demo_layout(tmp_path / "bundle")
+    assert layout is not None and layout.data == (tmp_path / "data" / "dataset").resolve()
+    assert [p.name for p in layout.students] == ["image_student.pt", "radar_student.pt"]
+    sources = find_sources(tmp_path / "bundle", None, (), ())
+    assert sources.data == layout.data and [p.name for p in sources.students] == ["image_student.pt",
+                                                                                  "radar_student.pt"]
+    assert [p.name for p in sources.fallback_teachers] == ["image_teacher.pt"]
+    # flags win: a given dataset is used, given checkpoints come first
+    given = tmp_path / "mine.pt"
+    given.write_bytes(b"y")
+    sources = find_sources(tmp_path / "bundle", tmp_path / "elsewhere", [given], ())
+    assert sources.data == tmp_path / "elsewhere" and sources.students[0] == given

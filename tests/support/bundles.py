@@ -3,7 +3,9 @@ model of the same network, a calibration set and a schema-valid manifest."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
+from types import MappingProxyType
 
 import numpy as np
 
@@ -80,7 +82,10 @@ def _artifact(bundle: Path, rel: str, fmt: str, precision: str, inputs: list, ou
             "precision": precision, "inputs": inputs, "outputs": outputs, "ops": ops, "accuracy": NOT_MEASURED}
 
 
-def build_bundle(bundle: Path, *, power_model: dict | None = {"idle_w": 3.0, "active_w": 8.0}) -> Path:
+DEFAULT_POWER_MODEL = MappingProxyType({"idle_w": 3.0, "active_w": 8.0})
+
+
+def build_bundle(bundle: Path, *, power_model: Mapping | None = DEFAULT_POWER_MODEL) -> Path:
     (bundle / "lidar").mkdir(parents=True)
     calib = np.random.default_rng(1).uniform(0, 1, (N_CALIB, T, D)).astype(np.float32)
     np.savez(bundle / "lidar/calibration.npz", lidar=calib, indices=np.arange(N_CALIB))
@@ -95,7 +100,7 @@ def build_bundle(bundle: Path, *, power_model: dict | None = {"idle_w": 3.0, "ac
                 [{"name": "logits", "shape": [1, HORIZONS, BEAMS], "dtype": "float32", "quantization": None}])
     target = {"name": "test-board", "backend": "tflite", "threads": 1, "power_meter": "estimate"}
     if power_model:
-        target["power_model"] = power_model
+        target["power_model"] = dict(power_model)
     manifest = {
         "format": "edgekd-bundle/1", "created": "2025-01-01T00:00:00+00:00", "edgekd_version": "0.1.0",
         "versions": {}, "target": target,

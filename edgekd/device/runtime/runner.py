@@ -140,7 +140,8 @@ class TFLiteRunner(Runner):
         for i, (name, _, shape, spec, buffers, dtype) in enumerate(self._feeds):
             x = inputs[name]
             if spec is not None:  # broadcasting fills a batch-1 buffer from a window without its batch axis
-                arrays[i] = spec.quantize_into(x, *buffers)
+                scratch, out, bounds = buffers  # type: ignore[misc]  # set whenever spec is
+                arrays[i] = spec.quantize_into(x, scratch, out, bounds)
             else:
                 arrays[i] = x.reshape(shape).astype(dtype, copy=False)
 

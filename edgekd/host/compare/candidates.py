@@ -23,7 +23,7 @@ def torch_runner(path: Path, modalities: Sequence[str]) -> tuple[Runner, int, di
     from edgekd.host.checkpoint import load_checkpoint
 
     ckpt = load_checkpoint(path)
-    model = ckpt.build().float().eval()
+    model: Any = ckpt.build().float().eval()
     if list(model.input_modalities) != list(modalities):
         raise EdgekdError(f"checkpoint takes {list(model.input_modalities)}, the student {list(modalities)}",
                           file=path, fix="pass the checkpoint of this student")

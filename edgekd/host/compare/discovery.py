@@ -103,14 +103,14 @@ def find_teacher(student_ckpt: Path | None, modalities: Sequence[str], given: Se
 
         record = (load_checkpoint(student_ckpt).config or {}).get("teacher") or {}
     sha = record.get("sha256")
-    path = Path(record["path"]) if record.get("path") else None
-    if path is not None and path.is_file() and _sha_matches(path, sha):
-        return path, ""
+    recorded = Path(record["path"]) if record.get("path") else None
+    if recorded is not None and recorded.is_file() and _sha_matches(recorded, sha):
+        return recorded, ""
     for candidate in fallback:
         if sha and sha256_file(candidate) == sha:
             return candidate, ""
         if not sha and _checkpoint_modalities(candidate) == list(modalities):
             return candidate, ""
-    if path is not None and path.is_file():
-        return None, f"teacher {path} changed since distillation (sha256); pass it with --teacher"
+    if recorded is not None and recorded.is_file():
+        return None, f"teacher {recorded} changed since distillation (sha256); pass it with --teacher"
     return None, f"no teacher for {'+'.join(modalities)}; pass it with --teacher"

@@ -29,11 +29,13 @@ def energy_blocks(candidates: Sequence[Candidate], windows: Sequence[dict[str, n
             cand.energy = {"method": UNAVAILABLE, "per_inference_mj": None,
                            "note": "no readable power meter and no power model"}
             continue
+        run = cand.run
+        assert run is not None  # cand.ok
         runs, t_start = 0, time.perf_counter()
         try:
             reader.start()
             while runs == 0 or time.perf_counter() - t_start < seconds:
-                cand.run(windows[runs % len(windows)])
+                run(windows[runs % len(windows)])
                 runs += 1
             wall = time.perf_counter() - t_start
             joules = reader.stop()

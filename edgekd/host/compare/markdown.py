@@ -72,7 +72,7 @@ def detail_lines(rows: Sequence[dict[str, Any]]) -> list[str]:
                          f"{us['quantize']:.1f} us, invoke {us['invoke']:.1f} us, dequantise output "
                          f"{us['dequantize']:.1f} us")
         teacher = next((t for t in rows if t["student"] == r["student"] and t["format"] == TEACHER), None)
-        if r["latency_after_switch"] and (teacher or {}).get("latency_after_switch"):
+        if r["latency_after_switch"] and teacher is not None and teacher.get("latency_after_switch"):
             lines.append(f"- {r['student']}: first call after another format ran (cold caches, not the headline): "
                          f"TFLite int8 p50 {r['latency_after_switch']['p50_ms']:.3f} ms, teacher "
                          f"{teacher['latency_after_switch']['p50_ms']:.3f} ms "

@@ -112,6 +112,7 @@ def compare_bundle(bundle: str | os.PathLike, data: str | os.PathLike | None = N
             raise EdgekdError(f"bundle has no student '{name}'", file=bundle / "manifest.json", field="students",
                               fix=f"students: {', '.join(manifest['students'])}")
     sources = find_sources(bundle, data, checkpoints, teachers)
+    assert settings.threads is not None and settings.power_meter is not None  # resolved
     torch.set_num_threads(settings.threads)  # matched to the interpreters' threads
     options = dataclasses.replace(meter_options or MeterOptions(), power_model=settings.power_model)
     reader, skipped = choose_reader(settings.power_meter, options)

@@ -68,6 +68,7 @@ def _call(cand: Candidate, window: dict[str, np.ndarray], clock: Callable[[], in
     if not cand.ok:
         return None
     run = cand.run
+    assert run is not None  # cand.ok
     try:
         t0 = clock()
         out = run(window)
