@@ -12,13 +12,16 @@ import datetime as _dt
 import io
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from edgekd import __version__
 from edgekd.device.errors import EdgekdError
 from edgekd.device.io import atomic_write_bytes
+
+if TYPE_CHECKING:
+    from edgekd.host.models.base import BeamModel
 
 CHECKPOINT_FORMAT = "edgekd-checkpoint/1"
 
@@ -35,7 +38,7 @@ class Checkpoint:
     teacher_stats: dict | None
     extra: dict
 
-    def build(self, *, eval_mode: bool = True) -> torch.nn.Module:
+    def build(self, *, eval_mode: bool = True) -> BeamModel:
         """Recreate the model from the registry and load the weights."""
         from edgekd.host.models import create_model
 
@@ -45,8 +48,11 @@ class Checkpoint:
         except RuntimeError as exc:
             raise EdgekdError(f"weights do not fit model '{self.model_name}': {str(exc).splitlines()[0]}",
                               file=self.path, field="state_dict",
-                              fix="the checkpoint is corrupt or was written by another edgekd version; retrain it") from None
-        return model.eval() if eval_mode else model
+                              fix="the checkpoint is corrupt or was written by another edgekd version; retrain it"
+                              ) from None
+        if eval_mode:
+            model.eval()
+        return model
 
 
 def save_checkpoint(path: str | os.PathLike, model: torch.nn.Module, *, config: dict | None = None,

@@ -35,7 +35,8 @@ def _lidar_drives(drives: int, frames: int, seed: int):
         start, speed = rng.uniform(0.15, 0.85), rng.uniform(-0.012, 0.012)
         angle = np.clip(start + speed * np.arange(frames) + rng.normal(0, 0.002, frames), 0.0, 0.999)
         bins = np.arange(BINS)[None, :]
-        lidar.append(0.5 * np.exp(-0.5 * ((bins - angle[:, None] * BINS) / 2.0) ** 2) + rng.uniform(0, 0.02, (frames, BINS)))
+        blob = 0.5 * np.exp(-0.5 * ((bins - angle[:, None] * BINS) / 2.0) ** 2)
+        lidar.append(blob + rng.uniform(0, 0.02, (frames, BINS)))
         beams = np.arange(64)[None, :]
         power.append(np.exp(-0.5 * ((beams - angle[:, None] * 64) / 1.2) ** 2) + 1e-4)
         drive.append(np.full(frames, d))

@@ -14,11 +14,10 @@ import logging
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-from torch import nn
 
 from edgekd.device.errors import EdgekdError
 from edgekd.host.checkpoint import Checkpoint, load_checkpoint, update_checkpoint
@@ -41,6 +40,9 @@ from edgekd.host.distill.trainer import (
     seed_everything,
     supervised_loss_value,
 )
+
+if TYPE_CHECKING:
+    from edgekd.host.models.base import BeamModel
 
 __all__ = ["add_teacher_stats", "check_model_fits_data", "distill_model", "evaluate_checkpoint",
            "infer_model_kwargs", "train_model"]
@@ -71,12 +73,13 @@ def _data_record(ds: Any, modalities: Sequence[str], train_windows: int) -> dict
             "shapes": {m: list(ds.shapes[m]) for m in modalities}, "train_windows": int(train_windows)}
 
 
-def _build(method: str, student: nn.Module, teacher: nn.Module | None, cfg: TrainConfig) -> Distiller:
+def _build(method: str, student: BeamModel, teacher: BeamModel | None, cfg: TrainConfig) -> Distiller:
     try:
         return build_distiller(method, student, teacher, cfg)
     except (ValueError, KeyError) as exc:
         raise EdgekdError(f"cannot set up KD method '{method}': {str(exc).strip(chr(39))}", field="method",
-                          fix="check horizon_weights / rkd_feature / hint_feature against the method and models") from None
+                          fix="check horizon_weights / rkd_feature / hint_feature against the method and models"
+                          ) from None
 
 
 def _run(distiller: Distiller, train: Any, val: Any, test: Any, cfg: TrainConfig, out: str | os.PathLike | None,
@@ -96,7 +99,7 @@ def _run(distiller: Distiller, train: Any, val: Any, test: Any, cfg: TrainConfig
 def train_model(model_name: str, data_path: str | os.PathLike, cfg: TrainConfig | None = None,
                 out: str | os.PathLike | None = None, model_kwargs: Mapping[str, Any] | None = None, *,
                 resume: bool | str | os.PathLike = False,
-                log_path: str | os.PathLike | None = None) -> tuple[nn.Module, TrainResult]:
+                log_path: str | os.PathLike | None = None) -> tuple[BeamModel, TrainResult]:
     """Train ``model_name`` on the labels only (a teacher, or the no-KD baseline); save to ``out`` if given."""
     from edgekd.host.data import read_meta
     from edgekd.host.models import create_model
@@ -123,7 +126,7 @@ def distill_model(teacher_ckpt: str | os.PathLike | None, student_name: str | No
                   data_path: str | os.PathLike, cfg: TrainConfig | None = None,
                   out: str | os.PathLike | None = None, *, student_kwargs: Mapping[str, Any] | None = None,
                   resume: bool | str | os.PathLike = False,
-                  log_path: str | os.PathLike | None = None) -> tuple[nn.Module, TrainResult]:
+                  log_path: str | os.PathLike | None = None) -> tuple[BeamModel, TrainResult]:
     """Distil ``student_name`` from the teacher checkpoint with KD method ``method``.
 
     ``self`` needs no student name (the student is a fresh copy of the teacher);
@@ -177,18 +180,19 @@ def _student_name(method: str, student_name: str | None, teacher_ck: Checkpoint 
                               field="student", fix=f"omit --student or pass --student {teacher_ck.model_name}")
         return teacher_ck.model_name
     if student_name is None:
-        raise EdgekdError("no student model given", field="student", fix="pass --student NAME (see `edgekd models list`)")
+        raise EdgekdError("no student model given", field="student",
+                          fix="pass --student NAME (see `edgekd models list`)")
     return student_name
 
 
-def _union_modalities(student: nn.Module, teacher: nn.Module | None) -> list[str]:
+def _union_modalities(student: BeamModel, teacher: BeamModel | None) -> list[str]:
     modalities = list(student.input_modalities)
     if teacher is not None:
         modalities += [m for m in teacher.input_modalities if m not in modalities]
     return modalities
 
 
-def _check_teacher(teacher: nn.Module, student: nn.Module, teacher_ck: Checkpoint, train: Any) -> None:
+def _check_teacher(teacher: BeamModel, student: BeamModel, teacher_ck: Checkpoint, train: Any) -> None:
     check_model_fits_data(teacher, train, where=teacher_ck.path, role="teacher")
     _check_teacher_outputs(teacher, student, teacher_ck)
     if teacher_ck.data.get("fingerprint") not in (None, train.fingerprint):
@@ -196,7 +200,7 @@ def _check_teacher(teacher: nn.Module, student: nn.Module, teacher_ck: Checkpoin
                     teacher_ck.path, str(teacher_ck.data.get("fingerprint"))[:12], train.fingerprint[:12])
 
 
-def _check_teacher_outputs(teacher: nn.Module, student: nn.Module, ckpt: Checkpoint) -> None:
+def _check_teacher_outputs(teacher: BeamModel, student: BeamModel, ckpt: Checkpoint) -> None:
     with torch.no_grad():
         t_shape = tuple(teacher(*teacher.example_inputs(batch=1)).shape)
         s_shape = tuple(student(*student.example_inputs(batch=1)).shape)

@@ -10,15 +10,17 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
-from torch import nn
 
 from edgekd.device.errors import EdgekdError
 from edgekd.device.io import sha256_file
 from edgekd.host.checkpoint import Checkpoint, load_checkpoint
 from edgekd.host.distill.config import TrainConfig
+
+if TYPE_CHECKING:
+    from edgekd.host.models.base import BeamModel
 
 
 def accepted_arguments(name: str) -> dict[str, Any]:
@@ -32,7 +34,9 @@ def accepted_arguments(name: str) -> dict[str, Any]:
 
 
 def infer_model_kwargs(name: str, meta: Mapping[str, Any], modalities: Sequence[str] | None = None) -> dict[str, Any]:
-    """Shape kwargs (``num_beams``, ``window``, ``horizons``, ``image_size``, ``radar_shape``, ``lidar_bins``) from a dataset.
+    """Shape kwargs (``num_beams``, ``window``, ``horizons``, ``image_size``, ``radar_shape``, ``lidar_bins``).
+
+    Read from a dataset's meta.json.
 
     Only those that the model's constructor accepts are returned, so e.g. a
     LiDAR model never receives ``image_size``.
@@ -50,7 +54,7 @@ def infer_model_kwargs(name: str, meta: Mapping[str, Any], modalities: Sequence[
     return {k: v for k, v in candidates.items() if k in accepted}
 
 
-def check_model_fits_data(model: nn.Module, ds, *, where: object = None, role: str = "model") -> None:
+def check_model_fits_data(model: BeamModel, ds, *, where: object = None, role: str = "model") -> None:
     """The dataset must hold every modality of ``model`` with the per-window shape the model expects."""
     name = getattr(model, "registry_name", type(model).__name__)
     missing = [m for m in model.input_modalities if m not in ds.shapes]
@@ -73,7 +77,7 @@ def check_model_fits_data(model: nn.Module, ds, *, where: object = None, role: s
 def teacher_record(ckpt: Checkpoint | None) -> dict | None:
     if ckpt is None:
         return None
-    return {"path": str(ckpt.path), "sha256": sha256_file(ckpt.path), "model": ckpt.model_name,
+    return {"path": str(ckpt.path), "sha256": sha256_file(ckpt.path) if ckpt.path else None, "model": ckpt.model_name,
             "model_kwargs": dict(ckpt.model_kwargs)}
 
 
@@ -87,9 +91,13 @@ def resume_checkpoint(out: Path | None, resume: bool | str | os.PathLike, model_
     """The checkpoint to resume from (``resume=True`` means ``out``), checked against the run."""
     if not resume:
         return None
-    if resume is True and out is None:
-        raise EdgekdError("resume needs the checkpoint path", field="resume", fix="pass the out path of the run to resume")
-    path = Path(out) if resume is True else Path(resume)
+    if resume is True:
+        if out is None:
+            raise EdgekdError("resume needs the checkpoint path", field="resume",
+                              fix="pass the out path of the run to resume")
+        path = Path(out)
+    else:
+        path = Path(resume)
     ckpt = load_checkpoint(path, expect_model=model_name)
     state = ckpt.extra.get("train_state")
     if not state:
@@ -97,5 +105,6 @@ def resume_checkpoint(out: Path | None, resume: bool | str | os.PathLike, model_
                           fix="resume only checkpoints written by `edgekd train`/`edgekd distill` of this version")
     if state.get("method") != method:
         raise EdgekdError(f"checkpoint was trained with method '{state.get('method')}', not '{method}'",
-                          file=path, field="extra.train_state.method", fix=f"resume with --method {state.get('method')}")
+                          file=path, field="extra.train_state.method",
+                          fix=f"resume with --method {state.get('method')}")
     return ckpt

@@ -72,7 +72,8 @@ class DataFreeConfig:
         if self.generator_batch_size < 2:
             raise ValueError("datafree.generator_batch_size must be >= 2 (the metadata loss needs a batch variance)")
         if self.student_init not in ("scratch", "teacher_embedding"):   # YAML checks the Literal; code may not
-            raise ValueError(f"datafree.student_init must be 'scratch' or 'teacher_embedding', got {self.student_init!r}")
+            raise ValueError("datafree.student_init must be 'scratch' or 'teacher_embedding', "
+                             f"got {self.student_init!r}")
         for name in ("metadata_weight", "activation_weight", "entropy_weight", "smoothness_weight"):
             if getattr(self, name) < 0:
                 raise ValueError(f"datafree.{name} must be >= 0, got {getattr(self, name)!r}")

@@ -86,7 +86,8 @@ def kl_div_loss(student_logits: Tensor, teacher_logits: Tensor, temperature: flo
     """
     _check_logits(student_logits, "student_logits")
     if student_logits.shape != teacher_logits.shape:
-        raise ValueError(f"student {tuple(student_logits.shape)} and teacher {tuple(teacher_logits.shape)} logits differ")
+        raise ValueError(f"student {tuple(student_logits.shape)} and teacher {tuple(teacher_logits.shape)} "
+                         "logits differ")
     log_s = F.log_softmax(student_logits / temperature, dim=-1)
     log_t = F.log_softmax(teacher_logits.detach() / temperature, dim=-1)
     per_row = (log_t.exp() * (log_t - log_s)).sum(-1)
@@ -98,7 +99,8 @@ def logit_mse_loss(student_logits: Tensor, teacher_logits: Tensor,
     """MSE between raw logits (no temperature), mean over beams then rows."""
     _check_logits(student_logits, "student_logits")
     if student_logits.shape != teacher_logits.shape:
-        raise ValueError(f"student {tuple(student_logits.shape)} and teacher {tuple(teacher_logits.shape)} logits differ")
+        raise ValueError(f"student {tuple(student_logits.shape)} and teacher {tuple(teacher_logits.shape)} "
+                         "logits differ")
     per_row = (student_logits - teacher_logits.detach()).pow(2).mean(-1)
     return _reduce_rows(per_row, horizon_weights)
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Mapping
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar, cast
 
 import torch
 from torch import Tensor, nn
@@ -25,6 +25,11 @@ from torch.optim.swa_utils import AveragedModel
 from edgekd.device.registry import Registry
 from edgekd.host.distill import losses as L
 from edgekd.host.distill.config import TrainConfig, resolve_config
+
+if TYPE_CHECKING:
+    from edgekd.host.models.base import BeamModel
+
+M = TypeVar("M", bound=nn.Module)
 
 Batch = Mapping[str, Tensor]
 
@@ -47,12 +52,12 @@ def get_method(name: str) -> type[Distiller]:
     return KD_METHODS.get(name)
 
 
-def model_inputs(model: nn.Module, batch: Batch) -> tuple[Tensor, ...]:
+def model_inputs(model: BeamModel, batch: Batch) -> tuple[Tensor, ...]:
     """The positional inputs of ``model`` taken from a batch dict, in its ``input_modalities`` order."""
     return tuple(batch[m] for m in model.input_modalities)
 
 
-def freeze(model: nn.Module) -> nn.Module:
+def freeze(model: M) -> M:
     """Teacher mode: eval, no parameter takes gradients."""
     model.eval()
     for p in model.parameters():
@@ -88,20 +93,20 @@ class Distiller(nn.Module):
     # Per-horizon weights scale a per-(window, horizon) distillation term; relation/hint terms have none.
     supports_horizon_weights: ClassVar[bool] = False
 
-    def __init__(self, student: nn.Module, teacher: nn.Module | None, cfg: TrainConfig):
+    def __init__(self, student: BeamModel, teacher: BeamModel | None, cfg: TrainConfig):
         super().__init__()
         if self.needs_teacher and teacher is None:
             raise ValueError(f"KD method '{self.method}' needs a teacher")
         self.cfg = resolve_config(cfg, self.defaults)
         self._check_horizon_weights(student)
-        self.student = student
-        self.teacher = freeze(teacher) if teacher is not None and self.needs_teacher else None
+        self.student: BeamModel = student
+        self.teacher: BeamModel | None = freeze(teacher) if teacher is not None and self.needs_teacher else None
         self.supervised = L.SupervisedLoss(self.cfg.supervised_loss, self.cfg.focal_gamma)
         # Teacher features precomputed per training window (see ``set_teacher_cache``); a plain
         # attribute, not a buffer: it is derived data and stays out of checkpoints.
         self._teacher_cache: TeacherCache | None = None
 
-    def _check_horizon_weights(self, student: nn.Module) -> None:
+    def _check_horizon_weights(self, student: BeamModel) -> None:
         weights = self.cfg.horizon_weights
         if weights is None:
             return
@@ -119,7 +124,7 @@ class Distiller(nn.Module):
     def forward_train(self, batch: Batch) -> tuple[Tensor, dict[str, Tensor]]:
         raise NotImplementedError
 
-    def deploy_model(self) -> nn.Module:
+    def deploy_model(self) -> BeamModel:
         return self.student
 
     def after_step(self) -> None:
@@ -163,6 +168,8 @@ class Distiller(nn.Module):
     def teacher_features(self, batch: Batch) -> dict[str, Tensor]:
         if self._teacher_cache is not None and "index" in batch:
             return self._teacher_cache.lookup(batch["index"])
+        if self.teacher is None:
+            raise ValueError(f"KD method '{self.method}' has no frozen teacher to read features from")
         with torch.no_grad():
             return self.teacher.forward_features(*model_inputs(self.teacher, batch))
 
@@ -274,7 +281,7 @@ class ParkRKD(_RelationBase):
         return L.rkd_park_loss(student, teacher)
 
 
-def _feature_shape(model: nn.Module, name: str) -> tuple[int, ...]:
+def _feature_shape(model: BeamModel, name: str) -> tuple[int, ...]:
     """Shape of one named feature for a batch of 2 (a dry run on the model's example inputs)."""
     was_training = model.training
     model.eval()
@@ -341,11 +348,11 @@ class SelfKD(ResponseKD):
     def after_step(self) -> None:
         self.ema.update_parameters(self.student)
 
-    def deploy_model(self) -> nn.Module:
-        return self.ema.module
+    def deploy_model(self) -> BeamModel:
+        return cast("BeamModel", self.ema.module)
 
 
-def _fresh_like(model: nn.Module, seed: int) -> nn.Module:
+def _fresh_like(model: BeamModel, seed: int) -> BeamModel:
     """A new, independently initialised network of the same architecture."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -356,8 +363,9 @@ def _fresh_like(model: nn.Module, seed: int) -> nn.Module:
             return create_model(name, **dict(getattr(model, "registry_kwargs", {})))
         clone = copy.deepcopy(model)
         for module in clone.modules():
-            if hasattr(module, "reset_parameters"):
-                module.reset_parameters()
+            reset = getattr(module, "reset_parameters", None)
+            if callable(reset):
+                reset()
         return clone
 
 
@@ -387,7 +395,7 @@ class MutualLearning(Distiller):
         self.peers = nn.ModuleList([student, *others])
 
     def forward_train(self, batch):
-        logits = [peer(*model_inputs(peer, batch)) for peer in self.peers]
+        logits = [peer(*model_inputs(cast("BeamModel", peer), batch)) for peer in self.peers]
         sup, kl, terms = [], [], {}
         for i, own in enumerate(logits):
             targets = [other.detach() for j, other in enumerate(logits) if j != i]
@@ -430,6 +438,6 @@ class DataFreeKD(Distiller):
         return logits, L.combine(terms, {name: 1.0 for name in terms})
 
 
-def build_distiller(method: str, student: nn.Module, teacher: nn.Module | None, cfg: TrainConfig) -> Distiller:
+def build_distiller(method: str, student: BeamModel, teacher: BeamModel | None, cfg: TrainConfig) -> Distiller:
     """Create the registered distiller ``method`` for ``student`` (and ``teacher``)."""
     return get_method(method)(student, teacher, cfg)

@@ -19,8 +19,8 @@ def _per_horizon(metrics: Mapping[str, Any], key: str) -> list[float] | None:
 
 def format_topk_table(metrics: Mapping[str, Any]) -> str:
     """A plain-text table: one row per horizon t0..t3 (plus the mean), one column per top-k (and DBA)."""
-    columns = [(f"top-{k}", _per_horizon(metrics, f"top{k}")) for k in TOPK]
-    columns = [(name, values) for name, values in columns if values is not None]
+    found = [(f"top-{k}", _per_horizon(metrics, f"top{k}")) for k in TOPK]
+    columns: list[tuple[str, list[float]]] = [(name, values) for name, values in found if values is not None]
     dba = _per_horizon(metrics, "dba_per_horizon")
     if dba is not None:
         columns.append(("DBA", dba))

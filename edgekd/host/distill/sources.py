@@ -15,15 +15,18 @@ from __future__ import annotations
 
 import concurrent.futures
 from collections.abc import Iterator, Mapping, Sequence
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from edgekd.device.errors import EdgekdError
 from edgekd.host.distill import ddp
 from edgekd.host.distill.methods import TeacherCache, model_inputs
+
+if TYPE_CHECKING:
+    from edgekd.host.models.base import BeamModel
 
 Batch = dict[str, Tensor]
 
@@ -76,18 +79,14 @@ def iterate_batches(ds: Any, chunks: Sequence[np.ndarray], keys: Sequence[str], 
             yield to_tensors(arrays, keys, device)
 
 
-def _modalities(model: nn.Module) -> tuple[str, ...]:
-    return tuple(model.input_modalities)
-
-
 @torch.no_grad()
-def predict(model: nn.Module, ds: Any, indices: np.ndarray, batch_size: int, device: torch.device,
+def predict(model: BeamModel, ds: Any, indices: np.ndarray, batch_size: int, device: torch.device,
             num_workers: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Logits ``[N, H, C]`` and labels ``[N, H]`` of ``model`` (eval mode) on windows ``indices``."""
     was_training = model.training
     model.eval()
     logits, beams = [], []
-    for batch in iterate_batches(ds, batch_slices(indices, batch_size), _modalities(model), device, num_workers):
+    for batch in iterate_batches(ds, batch_slices(indices, batch_size), model.input_modalities, device, num_workers):
         logits.append(model(*model_inputs(model, batch)).float().cpu().numpy())
         beams.append(batch["beams"].cpu().numpy())
     model.train(was_training)
@@ -97,13 +96,13 @@ def predict(model: nn.Module, ds: Any, indices: np.ndarray, batch_size: int, dev
 
 
 @torch.no_grad()
-def teacher_cache(teacher: nn.Module, names: Sequence[str], ds: Any, indices: np.ndarray, batch_size: int,
+def teacher_cache(teacher: BeamModel, names: Sequence[str], ds: Any, indices: np.ndarray, batch_size: int,
                   device: torch.device, num_workers: int = 0) -> TeacherCache:
     """The features ``names`` of the (eval-mode) ``teacher`` on windows ``indices`` of ``ds``."""
     was_training = teacher.training
     teacher.eval()
     parts: dict[str, list[Tensor]] = {name: [] for name in names}
-    for batch in iterate_batches(ds, batch_slices(indices, batch_size), _modalities(teacher), device, num_workers):
+    for batch in iterate_batches(ds, batch_slices(indices, batch_size), teacher.input_modalities, device, num_workers):
         feats = teacher.forward_features(*model_inputs(teacher, batch))
         for name in names:
             parts[name].append(feats[name])
@@ -113,7 +112,7 @@ def teacher_cache(teacher: nn.Module, names: Sequence[str], ds: Any, indices: np
 
 
 @torch.no_grad()
-def hidden_state_stats(model: nn.Module, ds: Any, indices: np.ndarray, batch_size: int = 256,
+def hidden_state_stats(model: BeamModel, ds: Any, indices: np.ndarray, batch_size: int = 256,
                        device: torch.device | str = "cpu") -> dict[str, Any]:
     """Mean and (population) variance of ``features["last_hidden"]`` over windows ``indices``.
 
@@ -124,7 +123,7 @@ def hidden_state_stats(model: nn.Module, ds: Any, indices: np.ndarray, batch_siz
     model.eval()
     total = total_sq = torch.zeros(0, dtype=torch.float64)
     count = 0
-    for batch in iterate_batches(ds, batch_slices(indices, batch_size), _modalities(model), device):
+    for batch in iterate_batches(ds, batch_slices(indices, batch_size), model.input_modalities, device):
         hidden = model.forward_features(*model_inputs(model, batch))["last_hidden"].double().cpu()
         hidden = hidden.reshape(hidden.shape[0], -1)
         total = hidden.sum(0) if count == 0 else total + hidden.sum(0)
@@ -151,12 +150,12 @@ class BatchSource(Protocol):
         """``(number of batches, the batches)`` of ``epoch`` (1-based) for this rank."""
         ...
 
-    def teacher_cache(self, teacher: nn.Module, names: Sequence[str], batch_size: int,
+    def teacher_cache(self, teacher: BeamModel, names: Sequence[str], batch_size: int,
                       device: torch.device) -> TeacherCache | None:
         """The frozen teacher's features ``names`` on every training window (None: nothing to cache)."""
         ...
 
-    def hidden_state_stats(self, model: nn.Module, batch_size: int, device: torch.device) -> dict[str, Any] | None:
+    def hidden_state_stats(self, model: BeamModel, batch_size: int, device: torch.device) -> dict[str, Any] | None:
         """The trained model's last-hidden-state statistics over the training windows (None: no real windows)."""
         ...
 
@@ -184,9 +183,9 @@ class DatasetSource:
             batch["index"] = torch.from_numpy(np.asarray(chunk, dtype=np.int64)).to(self.device)
             yield batch
 
-    def teacher_cache(self, teacher: nn.Module, names: Sequence[str], batch_size: int,
+    def teacher_cache(self, teacher: BeamModel, names: Sequence[str], batch_size: int,
                       device: torch.device) -> TeacherCache | None:
         return teacher_cache(teacher, names, self.ds, self.indices, batch_size, device, self.num_workers)
 
-    def hidden_state_stats(self, model: nn.Module, batch_size: int, device: torch.device) -> dict[str, Any] | None:
+    def hidden_state_stats(self, model: BeamModel, batch_size: int, device: torch.device) -> dict[str, Any] | None:
         return hidden_state_stats(model, self.ds, self.indices, batch_size, device)

@@ -27,11 +27,11 @@ import random
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 from tqdm.auto import tqdm
 
 from edgekd.host.checkpoint import save_checkpoint
@@ -41,6 +41,9 @@ from edgekd.host.distill.losses import cross_entropy_loss, focal_loss
 from edgekd.host.distill.methods import Distiller
 from edgekd.host.distill.optim import build_optimizer, build_scheduler, check_finite, optimizer_step
 from edgekd.host.distill.sources import BatchSource, DatasetSource, predict, train_indices
+
+if TYPE_CHECKING:
+    from edgekd.host.models.base import BeamModel
 
 log = logging.getLogger(__name__)
 
@@ -203,7 +206,7 @@ class Trainer:
                 keys += [m for m in model.input_modalities if m not in keys]
         return tuple(keys)
 
-    def evaluate(self, ds, model: nn.Module | None = None) -> dict[str, Any]:
+    def evaluate(self, ds, model: BeamModel | None = None) -> dict[str, Any]:
         """Loss + accuracy metrics of the deploy model on ``ds``; ranks share the windows and gather."""
         model = model or self.distiller.deploy_model()
         mine = np.arange(len(ds))[self.dist.rank::self.dist.world_size]

@@ -7,7 +7,7 @@ generator's output only. No training input and no label is ever read.
    last hidden state over the real training set (``teacher_stats``, written by
    ``edgekd train`` or ``edgekd metadata CKPT --data D``).
 2. The generator ``z (500) -> Linear 64 -> ReLU -> Linear T*216 -> tanh`` is
-   trained against the frozen teacher with named loss terms (:func:`~edgekd.host.distill.datafree.losses.generator_loss_terms`):
+   trained against the frozen teacher with named loss terms (:func:`.losses.generator_loss_terms`):
    ``loss_metadata`` (batch mean/variance of the teacher's last hidden state vs
    the metadata), ``loss_activation`` (negative norm of a teacher activation)
    and ``loss_entropy`` (entropy of the teacher's softmax); the variant

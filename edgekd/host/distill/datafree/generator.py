@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
@@ -18,6 +18,9 @@ from edgekd.host.distill.datafree.losses import TeacherMetadata, entropy_loss, g
 from edgekd.host.distill.datafree.teacher import MODALITY, teacher_layer_features
 from edgekd.host.distill.methods import freeze
 from edgekd.host.distill.optim import build_optimizer, check_finite, optimizer_step
+
+if TYPE_CHECKING:
+    from edgekd.host.models.base import BeamModel
 
 
 class LidarGenerator(nn.Module):
@@ -66,7 +69,7 @@ class LidarGenerator(nn.Module):
 # step 2: train the generator
 
 
-def train_generator(teacher: nn.Module, metadata: TeacherMetadata | tuple[Tensor, Tensor] | None,
+def train_generator(teacher: BeamModel, metadata: TeacherMetadata | tuple[Tensor, Tensor] | None,
                     cfg: DataFreeConfig, *, seed: int, progress: bool = True,
                     log_every: int = 50) -> tuple[LidarGenerator, list[dict]]:
     """Fit a generator against the frozen ``teacher``; returns it (eval mode) and a loss history.
@@ -141,7 +144,7 @@ class SyntheticSet:
 
 
 @torch.no_grad()
-def synthesize_set(generator: LidarGenerator, teacher: nn.Module, n: int, *, seed: int,
+def synthesize_set(generator: LidarGenerator, teacher: BeamModel, n: int, *, seed: int,
                    batch_size: int = 500) -> SyntheticSet:
     """``n`` windows from fixed seeded noise, labelled by the teacher (eval mode) with its logits."""
     generator.eval()

@@ -15,7 +15,7 @@ import os
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import torch
@@ -31,6 +31,9 @@ from edgekd.host.distill.datafree.teacher import MODALITY, load_teacher
 from edgekd.host.distill.methods import TeacherCache, build_distiller
 from edgekd.host.distill.sources import batch_slices, epoch_permutation, predict
 from edgekd.host.distill.trainer import Trainer, TrainResult, accuracy_metrics, seed_everything
+
+if TYPE_CHECKING:
+    from edgekd.host.models.base import BeamModel
 
 log = logging.getLogger(__name__)
 
@@ -83,16 +86,16 @@ class SyntheticSource:
             index = torch.from_numpy(chunk)
             yield {MODALITY: synthetic.inputs[index], "teacher_logits": synthetic.teacher_logits[index]}
 
-    def teacher_cache(self, teacher: nn.Module, names: Sequence[str], batch_size: int,
+    def teacher_cache(self, teacher: BeamModel, names: Sequence[str], batch_size: int,
                       device: torch.device) -> TeacherCache | None:
         return None   # the teacher's logits travel with the synthetic set
 
-    def hidden_state_stats(self, model: nn.Module, batch_size: int, device: torch.device) -> dict[str, Any] | None:
+    def hidden_state_stats(self, model: BeamModel, batch_size: int, device: torch.device) -> dict[str, Any] | None:
         return None   # no real training window: no metadata for a later data-free run of this student
 
 
-def init_student_from_teacher(student: nn.Module, teacher: nn.Module, how: str) -> nn.Module:
-    """``teacher_embedding``: copy the teacher's first layer into the student and freeze it (see BEYOND_PAPER_OPTIONS)."""
+def init_student_from_teacher(student: BeamModel, teacher: BeamModel, how: str) -> BeamModel:
+    """``teacher_embedding``: copy the teacher's first layer into the student, frozen (see BEYOND_PAPER_OPTIONS)."""
     if how not in STUDENT_INITS:
         raise ValueError(f"student init must be one of {STUDENT_INITS}, got {how!r}")
     if how == "scratch":
@@ -109,7 +112,7 @@ def init_student_from_teacher(student: nn.Module, teacher: nn.Module, how: str) 
     return student
 
 
-def student_trainer(student: nn.Module, teacher: nn.Module, source: SyntheticSource, cfg: TrainConfig,
+def student_trainer(student: BeamModel, teacher: BeamModel, source: SyntheticSource, cfg: TrainConfig,
                     **kwargs: Any) -> Trainer:
     """The trainer for the student phase: method ``datafree`` on ``source`` (``kwargs``: out, log, meta, test)."""
     return Trainer(build_distiller("datafree", student, teacher, cfg), source, None, cfg, **kwargs)
@@ -120,9 +123,9 @@ def student_history(result: TrainResult) -> list[dict]:
     return [{"epoch": record["epoch"], **record["train"]} for record in result.history]
 
 
-def train_student(student: nn.Module, teacher: nn.Module, synthetic: SyntheticSet, cfg: TrainConfig, *,
+def train_student(student: BeamModel, teacher: BeamModel, synthetic: SyntheticSet, cfg: TrainConfig, *,
                   progress: bool | None = None,
-                  resample: Callable[[int], SyntheticSet] | None = None) -> tuple[nn.Module, list[dict]]:
+                  resample: Callable[[int], SyntheticSet] | None = None) -> tuple[BeamModel, list[dict]]:
     """Fit ``student`` to the teacher's logits on ``synthetic`` (KL or MSE, ``cfg.datafree.student_loss``).
 
     The trainer with a :class:`SyntheticSource` and no output files: Adam/AdamW at ``cfg.lr``,
@@ -147,7 +150,7 @@ def open_evaluation_split(data_path: str | os.PathLike) -> Any:
     return load_dataset(data_path, EVALUATION_SPLIT, modalities=(MODALITY,))
 
 
-def evaluate_on(model: nn.Module, ds: Any, batch_size: int = 256) -> dict[str, Any]:
+def evaluate_on(model: BeamModel, ds: Any, batch_size: int = 256) -> dict[str, Any]:
     """Top-k / DBA per horizon of ``model`` on every window of ``ds``."""
     check_model_fits_data(model, ds)
     logits, beams = predict(model, ds, np.arange(len(ds)), batch_size, torch.device("cpu"))
@@ -178,8 +181,8 @@ def student_kwargs_from_teacher(ckpt: Checkpoint, student_name: str) -> dict[str
     return {k: v for k, v in ckpt.model_kwargs.items() if k in SHAPE_KWARGS and k in accepted}
 
 
-def _make_student(student_name: str, ck: Checkpoint, teacher: nn.Module, cfg: TrainConfig,
-                  student_kwargs: Mapping[str, Any] | None) -> nn.Module:
+def _make_student(student_name: str, ck: Checkpoint, teacher: BeamModel, cfg: TrainConfig,
+                  student_kwargs: Mapping[str, Any] | None) -> BeamModel:
     from edgekd.host.models import create_model
 
     kwargs = {**student_kwargs_from_teacher(ck, student_name), **(student_kwargs or {})}
@@ -209,7 +212,7 @@ def distill_datafree(teacher_ckpt: str | os.PathLike | Checkpoint, student_name:
                      data: str | os.PathLike | None = None, student_kwargs: Mapping[str, Any] | None = None,
                      synthetic: SyntheticSet | None = None, generator: LidarGenerator | None = None,
                      generator_history: list[dict] | None = None, resume: bool | str | os.PathLike = False,
-                     log_path: str | os.PathLike | None = None) -> tuple[nn.Module, DataFreeResult]:
+                     log_path: str | os.PathLike | None = None) -> tuple[BeamModel, DataFreeResult]:
     """Data-free KD of ``student_name`` from a LiDAR teacher checkpoint (see :mod:`edgekd.host.distill.datafree`).
 
     Reads the teacher checkpoint and, only when ``data`` is given, the *test*
@@ -262,7 +265,7 @@ def distill_datafree(teacher_ckpt: str | os.PathLike | Checkpoint, student_name:
     return student.eval(), result
 
 
-def _resampler(generator: LidarGenerator | None, teacher: nn.Module,
+def _resampler(generator: LidarGenerator | None, teacher: BeamModel,
                cfg: TrainConfig) -> Callable[[int], SyntheticSet]:
     if generator is None:
         raise ValueError("resample_each_epoch needs the generator, not only a synthetic set")
@@ -272,7 +275,7 @@ def _resampler(generator: LidarGenerator | None, teacher: nn.Module,
     return resample
 
 
-def _checkpoint_meta(student: nn.Module, teacher_ck: Checkpoint, cfg: TrainConfig, synthetic: dict,
+def _checkpoint_meta(student: BeamModel, teacher_ck: Checkpoint, cfg: TrainConfig, synthetic: dict,
                      generator: LidarGenerator | None, generator_history: list[dict], test_ds: Any) -> dict[str, Any]:
     """The student checkpoint's config/data/extra: no training data (``data.train_windows`` is 0)."""
     shapes = {m: list(s) for m, s in student.input_shapes().items()}

@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 from edgekd.device.errors import EdgekdError
 from edgekd.host.checkpoint import Checkpoint, load_checkpoint
@@ -25,6 +25,10 @@ from edgekd.host.distill.datafree.losses import TeacherMetadata, needs_metadata
 from edgekd.host.distill.methods import freeze
 from edgekd.host.models.blocks import seq_apply
 
+if TYPE_CHECKING:
+    from edgekd.host.models.base import BeamModel
+    from edgekd.host.models.lidar import _LidarGRU
+
 log = logging.getLogger(__name__)
 
 MODALITY = "lidar"
@@ -32,7 +36,7 @@ MODALITY = "lidar"
 METADATA_LAYERS = ("embedding_pre", "gru_hidden")
 
 
-def teacher_layer_features(teacher: nn.Module, lidar: Tensor) -> dict[str, Tensor]:
+def teacher_layer_features(teacher: BeamModel, lidar: Tensor) -> dict[str, Tensor]:
     """The LiDAR teacher's ``forward_features`` plus the per-step features its layer metadata describes.
 
     ``embedding_pre`` ``[B, T, 64]``: the first layer before its ReLU (every unit is a
@@ -41,17 +45,17 @@ def teacher_layer_features(teacher: nn.Module, lidar: Tensor) -> dict[str, Tenso
     Recomputed from the teacher's own modules in eval mode (dropout is then the
     identity); :func:`load_teacher` checks the logits equal the teacher's.
     """
-    pre = seq_apply(teacher.embed, lidar, teacher.lidar_bins, teacher.embed.out_features)
+    gru = cast("_LidarGRU", teacher)   # the LiDAR GRU family (load_teacher checks the modality)
+    pre = seq_apply(gru.embed, lidar, gru.lidar_bins, gru.embed.out_features)
     embedding = F.relu(pre)
-    seq, last_hidden = teacher.head.gru(embedding, future_steps=teacher.horizons - 1,
-                                        future_input=F.relu(teacher.embed.bias))
-    logits = seq_apply(teacher.head.classifier, seq[:, -teacher.horizons:], teacher.hidden_size, teacher.num_beams)
+    seq, last_hidden = gru.head.gru(embedding, future_steps=gru.horizons - 1, future_input=F.relu(gru.embed.bias))
+    logits = seq_apply(gru.head.classifier, seq[:, -gru.horizons:], gru.hidden_size, gru.num_beams)
     return {"embedding": embedding, "last_hidden": last_hidden, "logits": logits,
             "embedding_pre": pre, "gru_hidden": seq}
 
 
 @torch.no_grad()
-def layer_statistics(teacher: nn.Module, batches) -> dict[str, Any]:
+def layer_statistics(teacher: BeamModel, batches) -> dict[str, Any]:
     """Per-step mean and population variance of :data:`METADATA_LAYERS` over LiDAR input ``batches``.
 
     Teacher side only: ``edgekd metadata`` (and the paper-2 teacher stage) pass the
@@ -133,7 +137,7 @@ def teacher_metadata(ckpt: Checkpoint) -> TeacherMetadata:
 
 
 def load_teacher(teacher_ckpt: str | os.PathLike | Checkpoint, cfg: DataFreeConfig
-                 ) -> tuple[Checkpoint, nn.Module, TeacherMetadata | None]:
+                 ) -> tuple[Checkpoint, BeamModel, TeacherMetadata | None]:
     """The checkpoint, the frozen LiDAR teacher and its metadata (None when the loss does not use it)."""
     ck = teacher_ckpt if isinstance(teacher_ckpt, Checkpoint) else load_checkpoint(teacher_ckpt)
     teacher = freeze(ck.build())
@@ -156,7 +160,7 @@ def load_teacher(teacher_ckpt: str | os.PathLike | Checkpoint, cfg: DataFreeConf
     return ck, teacher, metadata
 
 
-def check_layer_metadata(ck: Checkpoint, teacher: nn.Module, metadata: TeacherMetadata) -> None:
+def check_layer_metadata(ck: Checkpoint, teacher: BeamModel, metadata: TeacherMetadata) -> None:
     """The layer features reproduce the teacher's logits and have the stored metadata's shapes."""
     x = torch.rand(2, *teacher.input_shapes()[MODALITY], generator=torch.Generator().manual_seed(0)) * 4
     features = teacher_layer_features(teacher, x)
