@@ -46,7 +46,7 @@ def load_config(cls: type[T], path: str | os.PathLike | None, **overrides: Any) 
 def config_from_dict(cls: type[T], data: dict, *, source: str = "<config>", prefix: str = "") -> T:
     if not isinstance(data, dict):
         raise EdgekdError(f"expected a mapping for {cls.__name__}", file=source, field=prefix or None)
-    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    fields = {f.name: f for f in dataclasses.fields(typing.cast(Any, cls)) if f.init}
     unknown = sorted(set(data) - set(fields))
     if unknown:
         key = unknown[0]
@@ -67,13 +67,13 @@ def override(cfg: T, **flags: Any) -> T:
     if not given:
         return cfg
     hints = typing.get_type_hints(type(cfg))
-    names = {f.name for f in dataclasses.fields(cfg)}
+    names = {f.name for f in dataclasses.fields(typing.cast(Any, cfg))}
     for key in given:
         if key not in names:
             raise EdgekdError(f"unknown option '{key}' for {type(cfg).__name__}",
                               fix=f"allowed: {', '.join(sorted(names))}")
     coerced = {k: _coerce(hints[k], v, "<command line>", k) for k, v in given.items()}
-    return dataclasses.replace(cfg, **coerced)
+    return typing.cast(T, dataclasses.replace(typing.cast(Any, cfg), **coerced))
 
 
 def config_to_dict(cfg: Any) -> dict:
@@ -104,7 +104,7 @@ def _coerce(tp: Any, value: Any, source: str, field: str) -> Any:
             raise EdgekdError(f"invalid value {value!r}", file=source, field=field,
                               fix=f"choose one of: {', '.join(map(repr, args))}")
         return value
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         if isinstance(value, tp):
             return value
         return config_from_dict(tp, value, source=source, prefix=field)

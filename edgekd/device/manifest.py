@@ -238,7 +238,7 @@ def _value(tp: Any, value: Any, at: str, problems: list[str]) -> Any:
             return None
         tp = next(a for a in args if a is not type(None))
         origin, args = typing.get_origin(tp), typing.get_args(tp)
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         return _parse(tp, value, at, problems) if isinstance(value, dict) else _wrong(value, at, problems)
     if origin is list:
         if not isinstance(value, list):

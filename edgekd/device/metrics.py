@@ -134,19 +134,19 @@ def _pct(values: Sequence[float]) -> list[str]:
 def format_table2(rows: Sequence[Table2Row | Mapping[str, Any]], ks: Sequence[int] = (1, 2, 5)) -> str:
     """Markdown table: per model params (M), MACs (M), ratios to its teacher, top-k per horizon
     (% with ± std when given), and the gain in points over its baseline row when given."""
-    rows = [r if isinstance(r, Table2Row) else Table2Row(**r) for r in rows]
-    by_name = {r.name: r for r in rows}
-    for r in rows:
+    table = [r if isinstance(r, Table2Row) else Table2Row(**r) for r in rows]
+    by_name = {r.name: r for r in table}
+    for r in table:
         for ref in (r.teacher, r.baseline):
             if ref is not None and ref not in by_name:
                 raise EdgekdError(f"row '{r.name}' refers to unknown row '{ref}'", field="teacher/baseline",
                                   fix=f"known rows: {', '.join(by_name)}")
-    horizons = next((len(r.metrics[f"top{ks[0]}"]) for r in rows if f"top{ks[0]}" in r.metrics), 4)
+    horizons = next((len(r.metrics[f"top{ks[0]}"]) for r in table if f"top{ks[0]}" in r.metrics), 4)
     head = ["Model", "Params (M)", "x fewer", "MACs (M)", "MAC reduction"]
     for k in ks:
         head += [f"top-{k} t{h} (%)" for h in range(horizons)] + [f"top-{k} mean (%)"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for r in rows:
+    for r in table:
         teacher = by_name.get(r.teacher) if r.teacher else None
         cells = [r.name, f"{r.params / 1e6:.3f}",
                  f"{teacher.params / r.params:.1f}x" if teacher and r.params else "",
@@ -164,8 +164,8 @@ def format_table2(rows: Sequence[Table2Row | Mapping[str, Any]], ks: Sequence[in
                 stds = list(r.metrics_std[key]) + [float(np.mean(r.metrics_std[key]))]
                 text = [f"{t} ± {100 * s:.1f}" for t, s in zip(text, stds)]
             if base is not None and key in base.metrics:
-                ref = list(base.metrics[key]) + [float(np.mean(base.metrics[key]))]
-                text = [f"{t} ({100 * (v - b):+.1f})" for t, v, b in zip(text, values, ref)]
+                base_values = list(base.metrics[key]) + [float(np.mean(base.metrics[key]))]
+                text = [f"{t} ({100 * (v - b):+.1f})" for t, v, b in zip(text, values, base_values)]
             cells += text
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"

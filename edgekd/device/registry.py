@@ -20,7 +20,7 @@ class Registry(Generic[T]):
 
     def register(self, name: str | None = None, *, aliases: tuple[str, ...] = ()) -> Callable[[T], T]:
         def decorator(obj: T) -> T:
-            key = name or obj.__name__
+            key = name or obj.__name__  # type: ignore[attr-defined]  # classes and functions have one
             if key in self._items or key in self._aliases:
                 raise ValueError(f"{self.kind} '{key}' registered twice")
             self._items[key] = obj

@@ -176,6 +176,7 @@ class ModalityPolicy:
 
     def _decide_fixed(self, health: Mapping[str, Health], lighting: str) -> Decision:
         student = self.settings.fixed
+        assert student is not None  # only called for a fixed policy
         if self._feedable(student, health):
             if self.active == student:
                 self.frames_on_active += 1

@@ -31,7 +31,7 @@ TOOLS = ("torch", "onnx", "onnxruntime", "onnxslim", "tensorflow", "tf-keras", "
 
 
 def tool_versions() -> dict[str, str | None]:
-    versions = {}
+    versions: dict[str, str | None] = {}
     for tool in TOOLS:
         try:
             versions[tool] = importlib.metadata.version(tool)
