@@ -134,11 +134,7 @@ def compare_bundle(bundle: str | os.PathLike, data: str | os.PathLike | None = N
         "threads": settings.threads, "torch_threads": torch.get_num_threads(),
         "runs": settings.runs, "warmup": settings.warmup, "eval_windows": settings.eval_windows,
         "block": settings.block, "timing": TIMING,
-        "energy_meter": {"requested": settings.power_meter,
-                         "method": reader.method if reader is not None else "unavailable",
-                         "meter": reader.meter if reader is not None else None,
-                         "scope": reader.scope if reader is not None else None,
-                         "skipped": skipped, "seconds_per_format": settings.energy_seconds},
+        "energy_meter": _meter_record(settings, reader, skipped),
         "rows": rows,
         "acceptance_rule": settings.rule(),
         "acceptance": acceptance(rows, settings.rule()),
@@ -166,6 +162,13 @@ def compare_student(bundle: Path, name: str, entry: dict, sources: Sources, sett
     energy_blocks(cands, windows, reader, settings.energy_seconds)
     latencies = {c.key: [v / 1e6 for v in c.latencies_ns] for c in cands if c.ok and len(c.latencies_ns)}
     return summarise(cands, beams), latencies
+
+
+def _meter_record(settings: CompareSettings, reader: Any, skipped: list) -> dict[str, Any]:
+    return {"requested": settings.power_meter, "method": reader.method if reader is not None else "unavailable",
+            "meter": reader.meter if reader is not None else None,
+            "scope": reader.scope if reader is not None else None,
+            "skipped": skipped, "seconds_per_format": settings.energy_seconds}
 
 
 def _host_info() -> dict[str, Any]:
