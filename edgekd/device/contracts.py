@@ -8,7 +8,7 @@ typed schema lives beside them in :mod:`edgekd.device.manifest`.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, get_args
 
 # Lighting conditions, in the order their integer codes are stored (0 = day).
 LIGHTING: tuple[str, ...] = ("day", "dusk", "night")
@@ -21,5 +21,5 @@ RUNTIME_MODALITIES: tuple[str, ...] = ("image", "radar", "lidar")
 
 ArtifactKind = Literal["onnx_fp32", "onnx_int8_qdq", "tflite_fp32", "tflite_fp16", "tflite_int8"]
 # Every artifact kind a bundle may hold; the int8 ones are judged by the parity gate.
-ARTIFACT_KINDS: tuple[str, ...] = ("onnx_fp32", "onnx_int8_qdq", "tflite_fp32", "tflite_fp16", "tflite_int8")
+ARTIFACT_KINDS: tuple[str, ...] = get_args(ArtifactKind)
 INT8_KINDS: tuple[str, ...] = ("tflite_int8", "onnx_int8_qdq")

@@ -22,7 +22,7 @@ from typing import Literal
 import click
 
 from edgekd.device.config import config_from_dict, config_to_dict, load_yaml
-from edgekd.device.contracts import LIGHTING, MODALITIES, ArtifactKind
+from edgekd.device.contracts import LIGHTING, MODALITIES, RUNTIME_MODALITIES, ArtifactKind
 from edgekd.device.errors import EdgekdError
 from edgekd.device.registry import Registry
 
@@ -104,7 +104,7 @@ class TargetProfile:
     threads: int = 1
     precision: Literal["int8", "fp16", "fp32"] = "int8"
     int8_max_top2_drop: float = 1.0
-    students: tuple[str, ...] = ("image", "radar", "lidar")
+    students: tuple[str, ...] = RUNTIME_MODALITIES
     policy: Policy = dataclasses.field(default_factory=Policy)
     core: BoardCore | None = None
 
