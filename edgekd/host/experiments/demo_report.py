@@ -220,7 +220,7 @@ def model_cost(checkpoint: str | Path) -> tuple[int, int]:
     from edgekd.device.metrics import count_macs, count_params
     from edgekd.host.checkpoint import load_checkpoint
 
-    model = load_checkpoint(checkpoint).build().eval()
+    model: Any = load_checkpoint(checkpoint).build().eval()
     return count_params(model), count_macs(model, model.example_inputs(batch=1))
 
 

@@ -46,7 +46,9 @@ from edgekd.host.experiments.paper2_matrix import (
     PLAN_FORMAT,
     PROFILES,
     VARIANTS,
+    GeneratorLoss,
     Paper2Profile,
+    StudentLoss,
     datafree_options,
 )
 from edgekd.host.experiments.paper2_report import aggregate, write_report
@@ -87,6 +89,14 @@ class Experiment:
             if found is not None:
                 self.records[(seed, key)] = found
         return self.records.get((seed, key))
+
+    def finished(self, seed: int, key: str) -> dict:
+        """The record of a run that must have finished."""
+        rec = self.done(seed, key)
+        if rec is None:
+            raise EdgekdError(f"run {key} (seed {seed}) has no record", file=self.markers.path(f"seed{seed}/{key}"),
+                              fix="rerun the experiment into the same --out to finish it")
+        return rec
 
     def record(self, seed: int, key: str, metrics: Mapping[str, Any], seconds: float, **info: Any) -> dict:
         rec = {"seed": seed, "key": key, "seconds": round(seconds, 2),
@@ -148,7 +158,7 @@ class Experiment:
                         epochs=result.epochs_run, best_epoch=result.best_epoch)
 
     # -- data-free runs ---------------------------------------------------------------------------
-    def datafree_config(self, seed: int, variant: str, student_loss: str):
+    def datafree_config(self, seed: int, variant: GeneratorLoss, student_loss: StudentLoss):
         from edgekd.host.distill.config import DataFreeConfig
 
         p = self.profile
@@ -159,7 +169,7 @@ class Experiment:
         cfg = self.train_config(seed, p.datafree_epochs, temperature=p.datafree_temperature, datafree=df)
         return dataclasses.replace(cfg, lr=p.datafree_lr, batch_size=p.datafree_batch_size)
 
-    def datafree(self, seed: int, teacher: Path, variant: str, losses: tuple[str, ...]) -> None:
+    def datafree(self, seed: int, teacher: Path, variant: GeneratorLoss, losses: tuple[StudentLoss, ...]) -> None:
         """One generator for ``variant``, then one student per student loss on its synthetic set."""
         from edgekd.host.distill import datafree as D
 
@@ -217,8 +227,8 @@ class Experiment:
         bar.close()
         return {"best_variant": best, "seeds": seeds}
 
-    def best_variant(self, seeds: list[int]) -> str:
-        scores = {v: float(np.mean([self.done(s, f"df_{v}_kl")["top5_mean"] for s in seeds])) for v in VARIANTS}
+    def best_variant(self, seeds: list[int]) -> GeneratorLoss:
+        scores = {v: float(np.mean([self.finished(s, f"df_{v}_kl")["top5_mean"] for s in seeds])) for v in VARIANTS}
         return max(VARIANTS, key=lambda v: (scores[v], v == "metadata"))
 
 

@@ -8,10 +8,12 @@ Shared by the runner (:mod:`edgekd.host.experiments.paper2`) and the report
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, Literal
 
 PLAN_FORMAT = "edgekd-paper2-plan/1"
-VARIANTS = ("weighted", "metadata", "activation", "entropy")
+GeneratorLoss = Literal["weighted", "metadata", "activation", "entropy"]
+StudentLoss = Literal["kl", "mse"]
+VARIANTS: tuple[GeneratorLoss, ...] = ("weighted", "metadata", "activation", "entropy")
 # Acceptance (issue 4): the data-free student (metadata generator, MSE student) keeps at least this share
 # of the teacher's top-5 averaged over horizons, mean over at least MIN_SEEDS seeds.
 MIN_TOP5_RATIO = 0.90
@@ -42,7 +44,8 @@ class Paper2Profile:
     datafree_lr: float = 1e-2
     datafree_batch_size: int = 128
     resample_each_epoch: bool = True    # a fresh synthetic set every student epoch (DataFreeConfig)
-    output_mapping: str = "no_return"   # how the generator's tanh becomes a scan (DataFreeConfig.output_mapping)
+    # how the generator's tanh becomes a scan (DataFreeConfig.output_mapping)
+    output_mapping: Literal["affine", "no_return"] = "no_return"
     datafree_temperature: float = 2.0
     metadata_weight: float = 1.0   # alpha / beta / gamma of the weighted generator loss
     activation_weight: float = 0.1
