@@ -9,7 +9,7 @@ fails delivers nothing), so outages reach the runtime as staleness, as on a boar
 Outputs of :func:`write_report`: ``frames.jsonl`` (one record per frame),
 ``segments.md`` / ``segments.csv`` (per segment and per true lighting: top-1/top-5
 at t0, coverage, active students, latency p50/p99), ``switches.csv``,
-``summary.json`` and ``timeline.png``.
+``summary.json`` and (host side installed) ``timeline.png``.
 """
 
 from __future__ import annotations
@@ -339,6 +339,8 @@ def summarize(result: ReplayResult, drive: Drive, window: int, policy: str) -> d
 
 def write_report(out: str | os.PathLike, result: ReplayResult, drive: Drive, summary: dict[str, Any],
                  *, plot: bool = True) -> Path:
+    """The report files in ``out``; ``timeline.png`` only where :func:`timeline_plotter` finds the host side
+    (otherwise a warning says what is missing)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "frames.jsonl", "".join(json.dumps(r) + "\n" for r in result.records))
