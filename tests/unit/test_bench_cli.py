@@ -148,3 +148,62 @@ def test_plain_bench_imports_neither_torch_nor_tensorflow(bundle):
     assert done.returncode == 0, done.stderr
     assert "HEAVY=\n" in done.stdout, done.stdout
     assert "mJ (estimated)" in done.stdout
+
+
+def test_both_bench_commands_share_every_option():
+    # one option set (firmware_bench.options): `edgekd bench` and `python -m firmware_bench` cannot drift apart
+    from edgekd.device.bench import bench
+    from firmware_bench.__main__ import main as firmware_main
+
+    def options(command):
+        return {opt: (p.name, p.default, p.help) for p in command.params if isinstance(p, click.Option)
+                for opt in p.opts}
+
+    shared, own = options(bench), options(firmware_main)
+    for name in ("--bundle", "--student", "--backend", "--artifact", "--threads", "--providers", "--runs",
+                 "--seconds", "--warmup", "--power-meter", "--power-model", "--idle-seconds", "--op-profile",
+                 "--op-profile-tool", "--verify", "--out", "--json"):
+        assert shared[name] == own[name], name
+
+
+def test_one_resolver_for_every_bench_path():
+    # a profile's bare csv meter means auto, the flag wins, the profile fills the rest: the same rules for
+    # `edgekd bench --target` (a TargetProfile), firmware_bench (the manifest's dict) and --compare (capped threads)
+    from firmware_bench.settings import BenchSettings, resolve_settings, resolve_target
+
+    target = {"name": "lab", "threads": 64, "backend": "ort", "power_meter": "csv",
+              "execution_providers": ["CPUExecutionProvider"], "power_model": {"idle_w": 2.0, "active_w": 5.0}}
+    plain = resolve_target(target)
+    assert (plain.threads, plain.backend, plain.power_meter, plain.providers) == \
+        (64, "ort", "auto", ("CPUExecutionProvider",))
+    assert plain.power_model.idle_w == 2.0 and "lab" in plain.power_model.source
+    assert resolve_target(target, cap_threads=True).threads <= 64
+    assert resolve_target(target, threads=3, cap_threads=True).threads == 3
+    assert resolve_target(target, power_meter="rapl").power_meter == "rapl"
+    assert resolve_target({"backend": "gpu"}).backend == "tflite"
+    s = resolve_settings(BenchSettings(runs=5), target)
+    assert (s.threads, s.backend, s.power_meter, s.runs) == (64, "ort", "auto", 5)
+    profile = load_target("x86-ap")
+    assert resolve_target(profile) == resolve_target(profile.to_dict())
+
+
+def test_compare_on_a_device_only_install_says_which_extra(bundle, monkeypatch):
+    import importlib
+
+    import edgekd.device.bench as bench_mod
+
+    real = importlib.import_module
+
+    def no_host(name, *args):
+        if name.startswith("edgekd.host"):
+            raise ModuleNotFoundError("No module named 'torch'")
+        return real(name, *args)
+
+    monkeypatch.setattr(bench_mod.importlib, "import_module", no_host)
+    result = invoke("--compare", "--bundle", str(bundle))
+    assert result.exit_code == 2 and "edgekd[host]" in result.output, result.output
+
+
+def test_compare_only_flags_are_refused_in_plain_mode(bundle):
+    result = invoke("--target", "rpi5", "--bundle", str(bundle), "--min-speedup", "5")
+    assert result.exit_code == 2 and "--min-speedup only applies to --compare" in result.output
