@@ -28,12 +28,7 @@ from edgekd.host.experiments.paper1_matrix import (
     baseline_run,
     teacher_row,
 )
-from edgekd.host.experiments.writers import csv_text, grouped_bars, pyplot, save_png
-
-
-def _std(values: np.ndarray, axis: int = 0) -> np.ndarray:
-    """Sample standard deviation over seeds (0 for a single seed)."""
-    return values.std(axis=axis, ddof=1) if values.shape[axis] > 1 else np.zeros(values.shape[1:])
+from edgekd.host.experiments.writers import csv_text, grouped_bars, pyplot, save_png, std_over_seeds
 
 
 def aggregate(records: Sequence[RunRecord]) -> dict[str, dict[str, Any]]:
@@ -58,18 +53,18 @@ def aggregate(records: Sequence[RunRecord]) -> dict[str, dict[str, Any]]:
         for k in KS:
             values = np.array([runs[s].test[f"top{k}"] for s in seeds])          # [seeds, horizons]
             row["mean"][f"top{k}"] = values.mean(0).tolist()
-            row["std"][f"top{k}"] = _std(values).tolist()
+            row["std"][f"top{k}"] = std_over_seeds(values).tolist()
             row["mean"][f"top{k}_mean"] = float(values.mean(1).mean())
-            row["std"][f"top{k}_mean"] = float(_std(values.mean(1)[:, None])[0])
+            row["std"][f"top{k}_mean"] = float(std_over_seeds(values.mean(1)[:, None])[0])
             # gains: paired by seed where the baseline has that seed, else against the baseline's mean
             if base:
                 base_mean = np.mean([base[s].test[f"top{k}"] for s in base], axis=0)
                 ref = np.array([base[s].test[f"top{k}"] if s in base else base_mean for s in seeds])
                 diff = values - ref                                                 # [seeds, horizons]
                 row["gain"][f"top{k}"] = diff.mean(0).tolist()
-                row["gain_std"][f"top{k}"] = _std(diff).tolist()
+                row["gain_std"][f"top{k}"] = std_over_seeds(diff).tolist()
                 row["gain"][f"top{k}_mean"] = float(diff.mean(1).mean())
-                row["gain_std"][f"top{k}_mean"] = float(_std(diff.mean(1)[:, None])[0])
+                row["gain_std"][f"top{k}_mean"] = float(std_over_seeds(diff.mean(1)[:, None])[0])
                 row["gain_per_seed"][f"top{k}_mean"] = {int(s): float(d) for s, d in zip(seeds, diff.mean(1))}
         summary[spec.name] = row
     return summary

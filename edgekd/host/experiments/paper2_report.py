@@ -22,7 +22,7 @@ from edgekd.host.experiments.paper2_matrix import (
     datafree_options,
     figure_rows,
 )
-from edgekd.host.experiments.writers import csv_text, grouped_bars, pyplot, save_png
+from edgekd.host.experiments.writers import csv_text, grouped_bars, pyplot, save_png, std_over_seeds
 
 Done = Callable[[int, str], Any]   # (seed, run key) -> the run's record
 
@@ -33,11 +33,10 @@ def aggregate(records: list[dict]) -> dict[str, Any]:
     for metric in ("top1", "top5"):
         values = np.asarray([r[metric] for r in records], dtype=np.float64)      # [seeds, horizons]
         means = values.mean(axis=1)
-        ddof = 1 if len(records) > 1 else 0
         out[metric] = values.mean(axis=0).tolist()
-        out[f"{metric}_std"] = values.std(axis=0, ddof=ddof).tolist()
+        out[f"{metric}_std"] = std_over_seeds(values).tolist()
         out[f"{metric}_mean"] = float(means.mean())
-        out[f"{metric}_mean_std"] = float(means.std(ddof=ddof))
+        out[f"{metric}_mean_std"] = float(std_over_seeds(means[:, None])[0])
     return out
 
 

@@ -1,4 +1,4 @@
-"""CSV and PNG writing shared by the experiment reports (paper 1, paper 2, the demo)."""
+"""CSV and PNG writing (and the over-seeds std) shared by the experiment reports (paper 1, paper 2, the demo)."""
 
 from __future__ import annotations
 
@@ -28,6 +28,11 @@ def csv_text(rows: Sequence[Mapping[str, Any]] | Sequence[Sequence[Any]], header
         dict_writer.writeheader()
         dict_writer.writerows(rows)   # type: ignore[arg-type]
     return buffer.getvalue()
+
+
+def std_over_seeds(values: np.ndarray) -> np.ndarray:
+    """Sample standard deviation over axis 0 (the seeds) of ``[seeds, ...]``; 0 for a single seed."""
+    return values.std(axis=0, ddof=1) if values.shape[0] > 1 else np.zeros(values.shape[1:])
 
 
 def pyplot():
