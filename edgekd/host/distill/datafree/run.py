@@ -27,6 +27,7 @@ from edgekd.host.checkpoint import Checkpoint
 from edgekd.host.distill.checks import accepted_arguments, check_model_fits_data, prepare_threads, resume_checkpoint
 from edgekd.host.distill.config import DataFreeConfig, TrainConfig
 from edgekd.host.distill.datafree.generator import LidarGenerator, SyntheticSet, synthesize_set, train_generator
+from edgekd.host.distill.datafree.losses import TeacherMetadata
 from edgekd.host.distill.datafree.teacher import MODALITY, load_teacher
 from edgekd.host.distill.methods import TeacherCache, build_distiller
 from edgekd.host.distill.sources import batch_slices, epoch_permutation, predict
@@ -226,19 +227,16 @@ def distill_datafree(teacher_ckpt: str | os.PathLike | Checkpoint, student_name:
     """
     start = time.perf_counter()
     cfg = cfg or TrainConfig()
+    if cfg.device != "cpu":   # the generator, the synthetic set and the frozen teacher live on the CPU
+        raise EdgekdError(f"data-free KD runs on the CPU, not device '{cfg.device}'", field="device",
+                          fix="use --device cpu for --method datafree")
     prepare_threads(cfg)
     df = cfg.datafree
     test_ds = open_evaluation_split(data) if data is not None else None   # fail fast on a bad path
     ck, teacher, metadata = load_teacher(teacher_ckpt, df)
     resume_ck = resume_checkpoint(Path(out) if out else None, resume, student_name, "datafree")
-    if resume_ck is not None:
-        generator, generator_history = _resumed_generator(resume_ck)
-        synthetic = None
-    elif synthetic is None:
-        generator, generator_history = train_generator(teacher, metadata, df, seed=cfg.seed, progress=cfg.progress)
-    if synthetic is None:
-        assert generator is not None
-        synthetic = synthesize_set(generator, teacher, df.synthetic_samples, seed=cfg.seed + 1)
+    generator, generator_history, synthetic = _generator_and_set(teacher, metadata, cfg, resume_ck, synthetic,
+                                                                 generator, generator_history)
     log.info("synthetic set: %s", synthetic.summary())
     student = _make_student(student_name, ck, teacher, cfg, student_kwargs)
     metrics: dict[str, Any] = {}
@@ -249,20 +247,35 @@ def distill_datafree(teacher_ckpt: str | os.PathLike | Checkpoint, student_name:
         metrics["teacher_test"] = evaluate_on(teacher, test_ds, cfg.eval_batch_size)
     source = SyntheticSource(synthetic, batch_size=cfg.batch_size, seed=cfg.seed,
                              resample=_resampler(generator, teacher, cfg) if df.resample_each_epoch else None)
-    meta = _checkpoint_meta(student, ck, cfg, synthetic.summary(), generator, generator_history or [], test_ds)
+    meta = _checkpoint_meta(student, ck, cfg, synthetic.summary(), generator, generator_history, test_ds)
     trainer = student_trainer(student, teacher, source, cfg, test_ds=test_ds, out=out, log_path=log_path,
                               checkpoint_meta={**meta, "metrics": metrics},
-                              log_preamble=[{"phase": "generator", **r} for r in generator_history or []],
+                              log_preamble=[{"phase": "generator", **r} for r in generator_history],
                               log_tags={"phase": "student"})
     if resume_ck is not None:
         trainer.load_resume_state(resume_ck.extra["train_state"], resume_ck.state_dict)
     fitted = trainer.fit()
     result = DataFreeResult(**{f.name: getattr(fitted, f.name) for f in dataclasses.fields(TrainResult)},
                             generator_loss=df.generator_loss, student_loss=df.student_loss,
-                            generator_history=generator_history or [], student_history=student_history(fitted),
+                            generator_history=generator_history, student_history=student_history(fitted),
                             synthetic=synthetic.summary())
     result.seconds = round(time.perf_counter() - start, 3)
     return student.eval(), result
+
+
+def _generator_and_set(teacher: BeamModel, metadata: TeacherMetadata | None, cfg: TrainConfig,
+                       resume_ck: Checkpoint | None, synthetic: SyntheticSet | None, generator: LidarGenerator | None,
+                       history: list[dict] | None) -> tuple[LidarGenerator | None, list[dict], SyntheticSet]:
+    """The generator (trained now, given, or the resumed run's) and the synthetic set it makes (or was given)."""
+    if resume_ck is not None:
+        generator, history = _resumed_generator(resume_ck)
+        synthetic = None
+    elif synthetic is None:
+        generator, history = train_generator(teacher, metadata, cfg.datafree, seed=cfg.seed, progress=cfg.progress)
+    if synthetic is None:
+        assert generator is not None
+        synthetic = synthesize_set(generator, teacher, cfg.datafree.synthetic_samples, seed=cfg.seed + 1)
+    return generator, history or [], synthetic
 
 
 def _resampler(generator: LidarGenerator | None, teacher: BeamModel,
