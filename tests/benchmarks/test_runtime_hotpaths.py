@@ -1,8 +1,9 @@
 """pytest-benchmark microbenchmarks of the runtime's per-frame hot paths.
 
 On a real full-int8 TFLite model made with TensorFlow in a fixture (firmware_bench's end-to-end bundle: a
-LiDAR-shaped [1, 8, 216] -> [1, 4, 64] network): input quantisation, the interpreter invoke, output
-dequantisation, the whole call, and the modality policy's per-frame decision. Each benchmark also checks
+LiDAR-shaped [1, 8, 216] -> [1, 4, 64] network): input quantisation (fresh arrays, and the shared runner's
+preallocated path the runtime runs), the interpreter invoke, output dequantisation, the whole call, and the
+modality policy's per-frame decision. Each benchmark also checks
 its result, so a fast wrong answer fails.
 
 Run:  .venv/bin/python -m pytest tests/benchmarks/test_runtime_hotpaths.py --benchmark-enable
@@ -42,6 +43,21 @@ def test_quantize_input(benchmark, int8, window):
     assert np.array_equal(raw[0], quantize(window["lidar"], scale, zero_point))
     # dequantising gives the input back to within half a quantisation step (inside the calibrated range)
     assert np.max(np.abs(dequantize(raw[0], scale, zero_point) - window["lidar"])) <= scale / 2 + 1e-6
+
+
+def test_runner_prepare(benchmark, int8, window):
+    # the runtime's preprocess: the shared runner quantises a hub window (no batch axis) into its buffer
+    runner = int8.runner()
+    hub_window = {"lidar": window["lidar"][0]}
+    benchmark(runner.prepare, hub_window)
+    runner.invoke()
+    assert np.array_equal(runner.finish(), int8.run(window))
+
+
+def test_runner_call(benchmark, int8, window):
+    # what the runtime, firmware_bench and `bench --compare` all run per call
+    logits = benchmark(int8.runner(), window)
+    assert np.array_equal(logits, int8.run(window))
 
 
 def test_invoke(benchmark, int8, window):
