@@ -4,7 +4,10 @@ The artifacts the target uses run on the same raw (already quantised) input wind
 runner script (``runner.py``): natively with the host's interpreter, and in the emulated board environment
 (``env.py``: the board's python3.11, numpy and interpreter under qemu-user, the core pinned) on a copy of the
 bundle as the board receives it. The raw outputs are compared: bit-identical, or within a stated tolerance
-(int8: ``tolerance_lsb``; float: ``fp_rtol`` of the largest host output) with every top-1 beam the same.
+(int8: ``tolerance_lsb``; float: ``fp_rtol`` of the largest host output) with the best and the two best beams
+the same on every window and horizon. The int8 default, 2 LSB, is measured, not assumed: XNNPACK requantises
+differently on NEON and on x86, so a value on a rounding tie may land one LSB apart and grow by one more step
+through the recurrent core (BENCHMARKS.md: one window of the image student, 67 logits, 2 LSB, beams equal).
 Each result is appended to the artifact's ``board_checks`` in ``manifest.json`` (atomic rewrite).
 
 Emulation says nothing about latency (an emulated invoke is ~50-90x slower): only the outputs are checked.
@@ -39,7 +42,6 @@ from edgekd.host.boardcheck.runner import PERTURB_ENV
 
 RUNNER = Path(__file__).with_name("runner.py")
 XNNPACK_LINE = re.compile(r"XNNPACK delegate", re.IGNORECASE)
-STATUSES = ("identical", "within_tolerance", "mismatch")
 
 
 @dataclasses.dataclass
@@ -83,7 +85,7 @@ class CheckReport:
 
 
 def check_bundle(bundle_dir: str | Path, target: str | TargetProfile, *, windows: int = 64,
-                 threads: int | None = None, tolerance_lsb: int = 1, fp_rtol: float = 1e-5,
+                 threads: int | None = None, tolerance_lsb: int = 2, fp_rtol: float = 1e-5,
                  cache: Path | None = None, write_manifest: bool = True) -> CheckReport:
     """Run the target's TFLite artifacts of ``bundle_dir`` under emulation and compare with the host."""
     start = time.perf_counter()
@@ -116,7 +118,8 @@ def check_bundle(bundle_dir: str | Path, target: str | TargetProfile, *, windows
     if write_manifest:
         count = min(windows, _window_count(bundle, selected))
         record_checks(bundle.path, report, inputs=f"calibration windows (first {count}, raw quantised inputs)",
-                      tolerance=f"int8 <= {tolerance_lsb} LSB, float <= {fp_rtol:g} x max|host|, top-1 equal")
+                      tolerance=f"int8 <= {tolerance_lsb} LSB, float <= {fp_rtol:g} x max|host|, "
+                                "top-1 and top-2 beams equal")
     return report
 
 
@@ -193,7 +196,8 @@ def _compare(student: str, kind: str, work: Path, tolerance_lsb: int, fp_rtol: f
         close = float(diff.max()) <= fp_rtol * float(np.abs(host).max())
     else:
         close = float(diff.max()) <= tolerance_lsb
-    status = "identical" if identical else ("within_tolerance" if close and top1 == 1.0 else "mismatch")
+    same_beams = top1 == top2 == 1.0
+    status = "identical" if identical else ("within_tolerance" if close and same_beams else "mismatch")
     return ArtifactCheck(student, kind, int(host.shape[0]), status, float(diff.max()), int((diff != 0).sum()),
                          int(diff.size), top1, top2, board_xnnpack, host_xnnpack, round(board_s, 3))
 
