@@ -19,7 +19,7 @@ from support.export import make_dataset, train_student
 from edgekd.cli import cli
 from edgekd.device.bundle import open_bundle, verify_bundle
 from edgekd.device.errors import EdgekdError
-from edgekd.device.runtime.backends import tflite_float_ops
+from edgekd.device.runtime.backends import open_artifact, tflite_float_ops
 from edgekd.host.export import ParityGateError, export_bundle
 from edgekd.host.export.calibration import indices_digest
 from edgekd.host.export.onnx_export import export_onnx
@@ -97,7 +97,7 @@ def test_every_artifact_runs_through_the_loader_and_agrees_with_torch(x86_bundle
     with torch.no_grad():
         expected = model(torch.from_numpy(batch["lidar"])).numpy().argmax(-1)
     for kind in bundle.students["lidar"]["artifacts"]:
-        backend = bundle.open("lidar", kind)
+        backend = open_artifact(bundle.path, bundle.artifact("lidar", kind))
         got = np.stack([backend.run({"lidar": batch["lidar"][i:i + 1]})[0] for i in range(40)]).argmax(-1)
         agreement = float(np.mean(got == expected))
         assert agreement >= (0.999 if "fp32" in kind else 0.85), (kind, agreement)
@@ -210,7 +210,8 @@ def test_cli_export_verify_show_and_tamper(workdir):
     verify = runner.invoke(cli, ["bundle", "verify", str(out)])
     assert verify.exit_code == 2 and "model_int8.tflite" in verify.output
     with pytest.raises(EdgekdError, match="modified"):
-        open_bundle(out, verify=False).open("lidar", "tflite_int8")
+        bundle = open_bundle(out, verify=False)
+        open_artifact(bundle.path, bundle.artifact("lidar", "tflite_int8"))
 
     unknown = runner.invoke(cli, ["export", str(workdir / "lidar.pt"), "--target", "rpi3", "--data",
                                   str(workdir / "data"), "--out", str(workdir / "b-none")])
