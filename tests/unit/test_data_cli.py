@@ -134,7 +134,7 @@ def test_import_overwrite(scenario, imported, tmp_path):
     assert np.load(out / "frames/lidar.npy").shape[1] == 216
 
 
-# ----------------------------------------------------------------------------- synth (the simulator of edgekd.host.data.synth)
+# ------------------------------------------------------------------ synth (the simulator of edgekd.host.data.synth)
 
 SMALL = ("--windows", "40", "--image-size", "16", "--no-progress")
 

@@ -151,7 +151,8 @@ def test_pass_geometry_is_plausible():
         assert np.all((speed >= 4.9) & (speed <= 20.1))
         assert np.allclose(truth.user_xy[:, 1], truth.user_xy[0, 1])  # stays in its lane
         theta = np.degrees(np.arctan2(*truth.user_xy.T))
-        assert abs(theta[0]) > 56 and abs(theta[-1]) > 45  # the last frame is within one step of the end and np.sign(theta[0]) != np.sign(theta[-1])
+        assert abs(theta[0]) > 56 and abs(theta[-1]) > 45  # the last frame is within one step of the end
+        assert np.sign(theta[0]) != np.sign(theta[-1])  # the pass crosses the boresight
         np.testing.assert_allclose(np.diff(truth.time_s), 0.1)
 
 
