@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 from support.bundles import build_bundle
+from support.export import make_dataset
 
 from edgekd.cli import cli
 from edgekd.device.bundle import read_manifest
@@ -67,6 +68,14 @@ def test_rpi5_outputs_are_bit_identical_and_recorded(board_env, bundle):
     check.inputs = "again"
     record_checks(bundle, report, tolerance="same")  # a re-check replaces this target's entry
     assert [e["inputs"] for e in _board_checks(bundle)] == ["again"]
+
+
+def test_held_out_windows_of_a_dataset(board_env, bundle, tmp_path):
+    data = make_dataset(tmp_path / "data", drives=6, frames_per_drive=30)
+    report = check_bundle(bundle, TARGET, data=data, windows=8)
+    [check] = report.checks
+    assert check.status == "identical" and check.windows == 8
+    assert _board_checks(bundle)[0]["inputs"].startswith("held-out test windows of")
 
 
 def test_a_board_side_change_is_caught(board_env, bundle, monkeypatch):
