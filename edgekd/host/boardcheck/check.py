@@ -123,8 +123,8 @@ def check_bundle(bundle_dir: str | Path, target: str | TargetProfile, *, windows
             check.inputs = job["described"]
     report = CheckReport(profile.name, env, checks, skipped, time.perf_counter() - start)
     if write_manifest:
-        record_checks(bundle.path, report, tolerance=f"int8 <= {tolerance_lsb} LSB, float <= {fp_rtol:g} x max|host|, "
-                                "top-1 and top-2 beams equal")
+        tolerance = f"int8 <= {tolerance_lsb} LSB, float <= {fp_rtol:g} x max|host|, top-1 and top-2 beams equal"
+        record_checks(bundle.path, report, tolerance=tolerance)
     return report
 
 
