@@ -35,7 +35,8 @@ def quantize_onnx_qdq(onnx_path: str | os.PathLike, out_path: str | os.PathLike,
     ``symmetric_activations`` forces zero-point-0 activations, which TensorRT's explicit-quantisation
     path requires; asymmetric activations keep more resolution for CPU execution providers. Weights are
     per tensor except Conv weights (per output channel, see the module docstring); ORT's global
-    ``per_channel=True`` is not offered: it fails inside ORT's quantiser on the radar student.
+    ``per_channel=True`` is not offered: on the radar student it fails inside ORT 1.31's quantiser
+    (``ValueError: The truth value of an array ... is ambiguous``).
     """
     from onnxruntime.quantization import (
         CalibrationDataReader,
