@@ -18,6 +18,7 @@ from support.export import make_dataset
 from edgekd.cli import cli
 from edgekd.device.bundle import read_manifest
 from edgekd.device.targets import load_target
+from edgekd.host.boardcheck import env as env_module
 from edgekd.host.boardcheck.check import check_bundle, record_checks
 from edgekd.host.boardcheck.env import EmulationUnavailable, cpuinfo_text, ensure_env
 from edgekd.host.boardcheck.runner import PERTURB_ENV
@@ -97,6 +98,20 @@ def test_without_qemu_nothing_is_claimed(bundle, monkeypatch, tmp_path):
     assert result.exit_code == 2
     assert "apt-get install qemu-user-static" in result.output
     assert (bundle / "manifest.json").read_bytes() == before
+
+
+def test_without_network_nothing_is_claimed(bundle, monkeypatch, tmp_path):
+    """A cold cache and an unreachable package mirror: exit 2 saying what is needed; manifest untouched."""
+    if shutil.which("qemu-aarch64-static") is None:
+        pytest.skip("qemu-aarch64-static is not installed (apt-get install qemu-user-static)")
+    before = (bundle / "manifest.json").read_bytes()
+    monkeypatch.setattr(env_module, "DEBIAN_MIRROR", "http://127.0.0.1:9/debian")  # nothing listens on port 9
+    result = CliRunner().invoke(cli, ["bundle", "check", str(bundle), "--target", TARGET,
+                                      "--cache", str(tmp_path / "cold")])
+    assert result.exit_code == 2, result.output
+    assert "network access" in result.output
+    assert (bundle / "manifest.json").read_bytes() == before
+    assert list((tmp_path / "cold").iterdir()) == []  # no half-built environment left behind
 
 
 def test_target_without_a_core_is_refused(bundle):
