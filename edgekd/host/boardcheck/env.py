@@ -125,9 +125,7 @@ def _build(base: Path, arch: str, litert: str, numpy_version: str) -> None:
         _sysroot(work, arch)
         _wheels(work / "site", litert, numpy_version)
         (work / READY).write_text(f"{INTERPRETER_DIST}=={litert} numpy=={numpy_version}\n")
-        if base.exists():
-            shutil.rmtree(base)
-        os.replace(work, base)
+        _publish(work, base)
     finally:
         if work.exists():
             shutil.rmtree(work, ignore_errors=True)
@@ -213,10 +211,18 @@ def _core_view(base: Path, core: BoardCore, cores: int) -> Path:
     for name in ("possible", "present", "online"):
         (cpus / name).write_text(f"0-{cores - 1}\n" if cores > 1 else "0\n")
     view.parent.mkdir(exist_ok=True)
-    if view.exists():
-        shutil.rmtree(view)
-    os.replace(work, view)
+    _publish(work, view)
     return view
+
+
+def _publish(work: Path, dest: Path) -> None:
+    """Rename the finished ``work`` folder to ``dest``; a concurrent check that got there first wins."""
+    if dest.exists():
+        shutil.rmtree(dest, ignore_errors=True)  # stale (not ready, or another core's cpuinfo)
+    try:
+        os.replace(work, dest)
+    except OSError:  # another process published dest in between: theirs is as good as ours
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def cpuinfo_text(core: BoardCore, cores: int) -> str:
