@@ -217,8 +217,8 @@ def bench_section(bench: Mapping) -> str:
 
 def model_cost(checkpoint: str | Path) -> tuple[int, int]:
     """(parameters, MACs at batch 1) of a checkpoint's model."""
-    from edgekd.device.metrics import count_macs, count_params
     from edgekd.host.checkpoint import load_checkpoint
+    from edgekd.host.reports.model_cost import count_macs, count_params
 
     model: Any = load_checkpoint(checkpoint).build().eval()
     return count_params(model), count_macs(model, model.example_inputs(batch=1))

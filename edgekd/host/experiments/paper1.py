@@ -254,10 +254,10 @@ def run_paper1(profile: Paper1Profile, out: str | os.PathLike, data: str | os.Pa
 
 def model_costs(data: Path) -> dict[str, dict[str, int]]:
     """Params and MACs (batch 1, matmul convention and thop convention) of each model at the dataset's shapes."""
-    from edgekd.device.metrics import count_macs, count_params
     from edgekd.host.data import read_meta
     from edgekd.host.distill.api import infer_model_kwargs
     from edgekd.host.models import create_model
+    from edgekd.host.reports.model_cost import count_macs, count_params
 
     meta = read_meta(data)
     costs = {}
