@@ -207,3 +207,10 @@ def test_compare_on_a_device_only_install_says_which_extra(bundle, monkeypatch):
 def test_compare_only_flags_are_refused_in_plain_mode(bundle):
     result = invoke("--target", "rpi5", "--bundle", str(bundle), "--min-speedup", "5")
     assert result.exit_code == 2 and "--min-speedup only applies to --compare" in result.output
+
+
+def test_compare_without_pytorch_names_the_extra(bundle, monkeypatch):
+    # a device-only install ships edgekd.host.compare but not torch: exit 2 with the fix, not a traceback
+    monkeypatch.setitem(sys.modules, "torch", None)
+    result = invoke("--compare", "--bundle", str(bundle))
+    assert result.exit_code == 2 and "edgekd[host]" in result.output and "PyTorch" in result.output, result.output

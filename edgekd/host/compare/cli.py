@@ -10,11 +10,23 @@ import json
 from pathlib import Path
 from typing import Any
 
+from edgekd.device.errors import EdgekdError
 from edgekd.host.compare.markdown import to_markdown
 from edgekd.host.compare.run import compare_bundle
 from edgekd.host.compare.settings import MAX_TOP2_DROP_POINTS, MIN_SPEEDUP, CompareSettings
 from firmware_bench.options import parse_providers
 from firmware_bench.power import parse_power_model
+
+
+def require_host_extra() -> None:
+    """A device-only install ships this module but not PyTorch: say which extra to install, no traceback."""
+    try:
+        import torch  # noqa: F401
+    except ImportError as exc:
+        raise EdgekdError(f"--compare runs the PyTorch models too, and PyTorch cannot be imported here: {exc}",
+                          field="--compare",
+                          fix="pip install 'edgekd[host]' on a host machine; on a board run `edgekd bench "
+                              "--target NAME` (plain mode)") from None
 
 
 def run(bundle: Path, *, target: str | None, student: str | None, out: Path | None, as_json: bool,
@@ -28,6 +40,7 @@ def run(bundle: Path, *, target: str | None, student: str | None, out: Path | No
     Options of plain mode only (backend, artifact, seconds, idle seconds, op profile, verify) do not
     apply to a comparison and are ignored, as before.
     """
+    require_host_extra()
     settings = CompareSettings(
         runs=runs or CompareSettings.runs, warmup=warmup, eval_windows=eval_windows, block=block, threads=threads,
         providers=parse_providers(providers), power_meter=power_meter,
