@@ -8,6 +8,7 @@ commands in its own module (see ``COMMANDS``).
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import logging
 import sys
 

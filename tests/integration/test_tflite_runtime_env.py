@@ -90,12 +90,13 @@ def bundle(tmp_path_factory):
 
 def test_int8_files_give_the_same_predictions_under_tflite_runtime_2_14(bundle, tmp_path):
     from edgekd.device.bundle import open_bundle
+    from edgekd.device.runtime.backends import open_artifact
 
     python = _runtime_env()
     opened = open_bundle(bundle)
     job, expected = {}, {}
     for name in opened.students:
-        backend = opened.open(name, "tflite_int8", threads=1)
+        backend = open_artifact(opened.path, opened.artifact(name, "tflite_int8"), threads=1)
         calibration = opened.calibration_inputs(name)
         windows = [{m: calibration[m][i:i + 1] for m in calibration} for i in range(WINDOWS)]
         raw = np.stack([backend.quantize_inputs(w)[0][0] for w in windows])

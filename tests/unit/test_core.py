@@ -87,7 +87,11 @@ def test_atomic_directory_refuses_existing_without_overwrite(tmp_path):
     with pytest.raises(EdgekdError, match="--overwrite"):
         with atomic_directory(dest):
             pass
-    with atomic_directory(dest, overwrite=True) as tmp:
+    with pytest.raises(EdgekdError, match="does not look like"):  # not our kind of output: never replaced
+        with atomic_directory(dest, overwrite=True, marker="manifest.json"):
+            pass
+    (dest / "manifest.json").write_text("{}")
+    with atomic_directory(dest, overwrite=True, marker="manifest.json") as tmp:
         (tmp / "new.txt").write_text("new")
     assert sorted(p.name for p in dest.iterdir()) == ["new.txt"]
 

@@ -13,13 +13,13 @@ from hypothesis import strategies as st
 from edgekd.device.errors import EdgekdError
 from edgekd.device.metrics import (
     Table2Row,
-    count_macs,
     count_params,
     dba_score,
     evaluate_predictions,
     format_table2,
     topk_accuracy,
 )
+from edgekd.host.reports.model_cost import count_macs
 
 torch.set_num_threads(1)
 
