@@ -35,7 +35,7 @@ from edgekd.device.errors import EdgekdError
 from edgekd.device.runtime.backends import open_artifact, tflite_interpreter_class
 from firmware_bench import inputs as inputs_mod
 from firmware_bench import latency, memory, opprofile
-from firmware_bench.power import ESTIMATED, MeterOptions, PowerModel, PowerReader, choose_reader
+from firmware_bench.power import ESTIMATED, MeterOptions, PowerModel, PowerReader, choose_reader, loop_energy
 from firmware_bench.settings import (  # noqa: F401  (BACKEND_ARTIFACTS, BenchSettings: re-exported)
     BACKEND_ARTIFACTS,
     BACKEND_FORMAT,
@@ -242,15 +242,12 @@ def energy_report(reader: PowerReader | None, skipped: list[dict], energy: dict,
     if reader is None:
         report["notes"].append("no power meter readable and no power model: energy not reported")
     if reader is not None and joules is not None and runs > 0 and energy["seconds"]:
-        # The meter's window brackets the loop by a few reads; its mean power times the loop's own
-        # duration is the energy of the runs.
-        report["meter_window_s"] = reader.window_s or energy["seconds"]
-        report["mean_power_w"] = joules / report["meter_window_s"]
-        loop_joules = report["mean_power_w"] * energy["seconds"]
-        report["per_inference_mj"] = loop_joules / runs * 1e3
+        loop = loop_energy(joules, reader.window_s, energy["seconds"], runs)
+        report.update(meter_window_s=loop.meter_window_s, mean_power_w=loop.mean_power_w,
+                      per_inference_mj=loop.per_inference_mj)
         if idle.get("power_w") is not None:
             # Energy the inferences add over an idle board: what a duty-cycled deployment pays per frame.
-            above = loop_joules - idle["power_w"] * energy["seconds"]
+            above = loop.loop_joules - idle["power_w"] * energy["seconds"]
             report["above_idle_per_inference_mj"] = above / runs * 1e3
     return report
 

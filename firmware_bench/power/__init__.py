@@ -13,14 +13,23 @@ from pathlib import Path
 
 from edgekd.device.errors import EdgekdError
 from firmware_bench.power import csvlog, estimate, ina3221, rapl, rpi5_pmic, tegrastats  # noqa: F401  (register)
-from firmware_bench.power.base import ESTIMATED, METERS, MeterOptions, PowerModel, PowerReader, integrate_power
+from firmware_bench.power.base import (
+    ESTIMATED,
+    METERS,
+    LoopEnergy,
+    MeterOptions,
+    PowerModel,
+    PowerReader,
+    integrate_power,
+    loop_energy,
+)
 
 # Board meters first (a board has at most one of them), the hwmon reader before
 # the tegrastats subprocess because it costs less; the estimate last.
 AUTO_ORDER = ("ina3221", "tegrastats", "rpi5-pmic", "rapl")
 
-__all__ = ["AUTO_ORDER", "ESTIMATED", "METERS", "MeterOptions", "PowerModel", "PowerReader",
-           "choose_reader", "integrate_power", "parse_meter_spec", "parse_power_model"]
+__all__ = ["AUTO_ORDER", "ESTIMATED", "METERS", "LoopEnergy", "MeterOptions", "PowerModel", "PowerReader",
+           "choose_reader", "integrate_power", "loop_energy", "parse_meter_spec", "parse_power_model"]
 
 
 def parse_meter_spec(spec: str) -> tuple[str, Path | None]:

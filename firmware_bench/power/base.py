@@ -105,6 +105,26 @@ class PowerReader:
 METERS: Registry[type[PowerReader]] = Registry("power meter")
 
 
+@dataclasses.dataclass(frozen=True)
+class LoopEnergy:
+    """Energy of a loop of ``runs`` calls from a meter's reading around it."""
+
+    meter_window_s: float     # what the meter integrated over (it brackets the loop by a few reads)
+    mean_power_w: float
+    loop_joules: float        # mean power times the loop's own duration
+    per_inference_mj: float
+
+
+def loop_energy(joules: float, meter_window_s: float | None, loop_s: float, runs: int) -> LoopEnergy:
+    """The meter's mean power over its window times the loop's own duration, per run (mJ).
+
+    The one rule firmware_bench's timed runs and ``bench --compare``'s metered blocks both use.
+    """
+    window = meter_window_s or loop_s
+    power = joules / window
+    return LoopEnergy(window, power, power * loop_s, power * loop_s / runs * 1e3)
+
+
 def integrate_power(times: Sequence[float] | np.ndarray, watts: Sequence[float] | np.ndarray, t0: float,
                     t1: float) -> float:
     """Energy (J) over [t0, t1] of a sampled power trace, by the trapezoid rule.

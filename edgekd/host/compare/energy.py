@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from edgekd.host.compare.formats import Candidate
+from firmware_bench.power import loop_energy
 
 log = logging.getLogger(__name__)
 
@@ -42,10 +43,9 @@ def energy_blocks(candidates: Sequence[Candidate], windows: Sequence[dict[str, n
         except Exception as exc:
             cand.energy = {"method": UNAVAILABLE, "per_inference_mj": None, "error": f"{type(exc).__name__}: {exc}"}
             continue
-        window = reader.window_s or wall
-        # mean power over the meter's window times the loop's own duration: the runs' energy
+        loop = loop_energy(joules, reader.window_s, wall, runs)  # firmware_bench's rule
         cand.energy = {"method": reader.method, "meter": reader.meter, "scope": reader.scope,
-                       "per_inference_mj": joules / window * wall / runs * 1e3, "mean_power_w": joules / window,
+                       "per_inference_mj": loop.per_inference_mj, "mean_power_w": loop.mean_power_w,
                        "runs": runs, "seconds": wall, "notes": list(reader.notes)}
 
 
