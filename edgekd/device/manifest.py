@@ -95,8 +95,8 @@ class Calibration(_Entry):
     split: str
     indices_sha256: str
     count: int
-    file: str
-    sha256: str | None = None
+    file: str                             # relative to the bundle folder, like every artifact path
+    sha256: str                           # required: every file a board may open is hashed
     seed: int | None = None
     size: int | None = None
     stratify: list[str] | None = None
@@ -107,7 +107,7 @@ class Calibration(_Entry):
 class Checkpoint(_Entry):
     sha256: str
     metrics: dict[str, Any]
-    file: str | None = None
+    file: str | None = None               # the checkpoint's file name on the host (a record, never opened)
     data_fingerprint: str | None = None
 
 
@@ -173,6 +173,15 @@ def manifest_problems(data: Any) -> list[str]:
 
 
 def _student_problems(student: Student, where: str, problems: list[str]) -> None:
+    if isinstance(student.calibration, Calibration):
+        _path_problem(student.calibration.file, f"{where}.calibration.file", problems)
+        _sha256_problem(student.calibration.sha256, f"{where}.calibration.sha256", problems)
+    if isinstance(student.checkpoint, Checkpoint) and isinstance(student.checkpoint.file, str) \
+            and Path(student.checkpoint.file).name != student.checkpoint.file:
+        problems.append(f"{where}.checkpoint.file: must be a bare file name (a record of the source checkpoint)")
+    for name, value in (("window", student.window), ("horizons", student.horizons), ("num_beams", student.num_beams)):
+        if isinstance(value, int) and value <= 0:
+            problems.append(f"{where}.{name}: must be a positive integer")
     if not isinstance(student.artifacts, dict):
         return
     if "tflite_int8" not in student.artifacts:
@@ -190,8 +199,8 @@ def _artifact_problems(artifact: Artifact, kind: str, at: str, modalities: Any, 
         problems.append(f"{at}.format: must be one of {list(FORMATS)}")
     if artifact.precision not in PRECISIONS:
         problems.append(f"{at}.precision: must be one of {list(PRECISIONS)}")
-    if isinstance(artifact.path, str) and (os.path.isabs(artifact.path) or ".." in Path(artifact.path).parts):
-        problems.append(f"{at}.path: must be relative and inside the bundle")
+    _path_problem(artifact.path, f"{at}.path", problems)
+    _sha256_problem(artifact.sha256, f"{at}.sha256", problems)
     for side in ("inputs", "outputs"):
         for i, tensor in enumerate(getattr(artifact, side) or []):
             if not isinstance(tensor, TensorSpec):
@@ -206,6 +215,16 @@ def _artifact_problems(artifact: Artifact, kind: str, at: str, modalities: Any, 
     names = [t.name for t in artifact.inputs or [] if isinstance(t, TensorSpec)]
     if isinstance(modalities, list) and modalities and names and sorted(names) != sorted(modalities):
         problems.append(f"{at}.inputs: names {names} differ from the student's modalities {modalities}")
+
+
+def _path_problem(path: Any, at: str, problems: list[str]) -> None:
+    if isinstance(path, str) and (not path or os.path.isabs(path) or ".." in Path(path).parts or "\\" in path):
+        problems.append(f"{at}: must be relative and inside the bundle, got {path!r}")
+
+
+def _sha256_problem(digest: Any, at: str, problems: list[str]) -> None:
+    if isinstance(digest, str) and not (len(digest) == 64 and all(c in "0123456789abcdef" for c in digest)):
+        problems.append(f"{at}: must be 64 lowercase hex digits")
 
 
 # ------------------------------------------------------------------ dict <-> dataclass

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import sys
 from pathlib import Path
@@ -107,6 +108,10 @@ class TargetProfile:
     students: tuple[str, ...] = RUNTIME_MODALITIES
     policy: Policy = dataclasses.field(default_factory=Policy)
     core: BoardCore | None = None
+    # The public key (.pub of `edgekd bundle keygen`) every bundle run on this board must be signed
+    # with; a relative path is relative to the profile's YAML. Only the board's own profile counts:
+    # the copy recorded inside a bundle's manifest is never trusted to name its own key.
+    trusted_key: str | None = None
 
     def to_dict(self) -> dict:
         return config_to_dict(self)
@@ -120,6 +125,7 @@ def validate_profile(profile: TargetProfile, source: str) -> TargetProfile:
     def bad(field: str, what: str, fix: str) -> EdgekdError:
         return EdgekdError(what, file=source, field=field, fix=fix)
 
+    _check_finite(profile, "", source)
     if "tflite_int8" not in profile.artifacts:
         raise bad("artifacts", "every target must produce tflite_int8", "add tflite_int8 to artifacts")
     if len(set(profile.artifacts)) != len(profile.artifacts):
@@ -145,8 +151,26 @@ def validate_profile(profile: TargetProfile, source: str) -> TargetProfile:
                   "e.g. 1.0")
     if profile.power_model.idle_w < 0 or profile.power_model.active_w < profile.power_model.idle_w:
         raise bad("power_model", "need 0 <= idle_w <= active_w", "set measured board powers in watts")
+    if profile.power_model.active_w > 10_000:
+        raise bad("power_model.active_w", f"{profile.power_model.active_w} W is not a board's power",
+                  "set measured board powers in watts")
+    if profile.policy.staleness_s > 60:
+        raise bad("policy.staleness_s", f"{profile.policy.staleness_s} s would keep hour-old frames fresh",
+                  "a frame older than about one frame period is stale: e.g. 0.35")
     _validate_students(profile, source)
     return profile
+
+
+def _check_finite(obj: object, where: str, source: str) -> None:
+    """Every float in the profile is finite (YAML's .nan/.inf would make sensors never stale, budgets void)."""
+    for field in dataclasses.fields(obj):  # type: ignore[arg-type]
+        value = getattr(obj, field.name)
+        at = f"{where}.{field.name}" if where else field.name
+        if isinstance(value, float) and not math.isfinite(value):
+            raise EdgekdError(f"must be a finite number, got {value!r}", file=source, field=at,
+                              fix=f"set {at} to a number (not .nan or .inf)")
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            _check_finite(value, at, source)
 
 
 def _validate_students(profile: TargetProfile, source: str) -> None:
@@ -187,6 +211,8 @@ def load_profile_file(path: str | os.PathLike) -> TargetProfile:
     """Load and validate one profile YAML."""
     path = Path(path)
     profile = config_from_dict(TargetProfile, load_yaml(path), source=str(path))
+    if profile.trusted_key and not Path(profile.trusted_key).is_absolute():
+        profile = dataclasses.replace(profile, trusted_key=str(path.parent / profile.trusted_key))
     return validate_profile(profile, str(path))
 
 

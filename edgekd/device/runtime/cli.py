@@ -32,13 +32,37 @@ import click
 @click.option("--no-plot", is_flag=True, help="Skip the PNG timeline.")
 @click.option("--progress/--no-progress", default=False, show_default=True,
               help="Show a one-line frame counter on stderr.")
-def run(bundle_dir, drive_path, target, report_dir, policy, realtime, threads, artifact, top_k, no_plot, progress):
+@click.option("--key", "key", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Trusted public key: the bundle must be signed with it [default: the --target profile's "
+                   "trusted_key, else $EDGEKD_TRUSTED_KEY; none: the signature is not checked].")
+@click.option("--allow-degraded", is_flag=True,
+              help="Run a bundle written past a failed parity gate (degraded: true) instead of exit 2.")
+def run(bundle_dir, drive_path, target, report_dir, policy, realtime, threads, artifact, top_k, no_plot, progress,
+        key, allow_degraded):
     """Replay a recorded drive through the runtime; print per-lighting accuracy and switches."""
+    from edgekd.device.bundle import degraded_note, open_bundle
     from edgekd.device.runtime.engine import Runtime
-    from edgekd.device.runtime.replay import load_drive, replay, summarize, timeline_plotter, write_report
+    from edgekd.device.runtime.replay import (
+        drive_problems,
+        load_drive,
+        rejected_summary,
+        replay,
+        summarize,
+        timeline_plotter,
+        write_report,
+    )
+    from edgekd.device.targets import load_target
 
+    if key is None and target is not None:
+        key = load_target(target).trusted_key
+    opened = open_bundle(bundle_dir, trusted_key=key, allow_degraded=allow_degraded)
+    note = degraded_note(opened.manifest)
+    if note:
+        click.echo(f"WARNING: {note}", err=True)
     drive = load_drive(drive_path)
     runtime = Runtime.from_bundle(bundle_dir, target, policy=policy, threads=threads, kind=artifact, top_k=top_k)
+    for warning in drive_problems(runtime, drive):
+        click.echo(f"WARNING: {warning}", err=True)
     result = replay(runtime, drive, realtime=realtime, keep_records=report_dir is not None, progress=progress)
     summary = summarize(result, drive, runtime.hub.window, policy)
     summary["runtime"] = runtime.describe()
@@ -62,6 +86,9 @@ def run(bundle_dir, drive_path, target, report_dir, policy, realtime, threads, a
                f"not scored)")
     for sw in result.switches:
         click.echo(f"  t={sw['t']:.1f}s [{sw['segment']}] {sw['kind']}: {sw['from']} -> {sw['to']}: {sw['reason']}")
+    rejected = rejected_summary(result.counters["sensors"])
+    if rejected:
+        click.echo(f"WARNING: sensor frames rejected (rejected/received): {rejected}", err=True)
     if report_dir is not None:
         click.echo(f"report: {report_dir}")
         if no_timeline:

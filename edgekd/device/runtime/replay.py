@@ -24,6 +24,7 @@ import logging
 import os
 import sys
 import time
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -71,14 +72,20 @@ def load_drive(path: str | os.PathLike) -> Drive:
     try:
         with np.load(path, allow_pickle=False) as data:
             arrays = {k: data[k] for k in data.files}
-    except (OSError, ValueError) as exc:
-        raise EdgekdError(f"not a readable .npz drive: {exc}", file=path,
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        raise EdgekdError(f"not a readable .npz drive (truncated or another format): {exc}", file=path,
                           fix="record it again with `edgekd data drive`") from None
     missing = [k for k in _REQUIRED if k not in arrays]
     if missing:
         raise EdgekdError(f"drive file lacks {missing}", file=path, field=missing[0],
                           fix="record it again with `edgekd data drive`")
-    meta = json.loads(str(arrays["meta"]))
+    try:
+        meta = json.loads(str(arrays["meta"]))
+    except json.JSONDecodeError as exc:
+        raise EdgekdError(f"meta is not JSON ({exc})", file=path, field="meta",
+                          fix="record it again with `edgekd data drive`") from None
+    if not isinstance(meta, dict):
+        meta = {}
     if meta.get("format") not in DRIVE_FORMATS:
         raise EdgekdError(f"unsupported drive format {meta.get('format')!r}", file=path, field="format",
                           fix=f"record it again with `edgekd data drive` ({DRIVE_FORMAT})")
@@ -94,6 +101,41 @@ def load_drive(path: str | os.PathLike) -> Drive:
                  lighting=arrays["lighting"], weather=arrays["weather"], segment=arrays["segment"],
                  segment_names=[str(s) for s in arrays["segment_names"]], meta=meta,
                  track=arrays.get("track", np.zeros(n, dtype=np.int32)))
+
+
+def drive_problems(runtime: Any, drive: Drive) -> list[str]:
+    """Warnings about a drive the runtime can replay but not as recorded (time running backwards).
+
+    Raises :class:`EdgekdError` for a drive it cannot replay at all: frames of another shape than
+    the bundle's students take (every frame would be rejected), or non-finite times.
+    """
+    for m in runtime.hub.modalities:
+        if m not in drive.frames:
+            continue
+        expected = tuple(runtime.hub.buffers[m].frame_shape)
+        got = tuple(drive.frames[m].shape[1:])
+        if got != expected and tuple(s for s in got if s != 1) != tuple(s for s in expected if s != 1):
+            raise EdgekdError(f"{m} frames are {got}, but the bundle's students take {expected}: every frame "
+                              "would be rejected", file=drive.path, field=m,
+                              fix="record the drive from the scene the bundle was trained on (edgekd data drive "
+                                  "--scene ...), or export a bundle for this sensor")
+    if not np.isfinite(drive.time_s).all():
+        bad = np.flatnonzero(~np.isfinite(drive.time_s))
+        raise EdgekdError(f"time_s holds {len(bad)} NaN/inf value(s) (first at frame {int(bad[0])})",
+                          file=drive.path, field="time_s", fix="record the drive again with `edgekd data drive`")
+    same_track = drive.track[1:] == drive.track[:-1]
+    backwards = np.flatnonzero((np.diff(drive.time_s) < 0) & same_track) + 1
+    if len(backwards):
+        return [f"{drive.path}: time runs backwards at {len(backwards)} frame(s) (first at frame "
+                f"{int(backwards[0])}: {drive.time_s[backwards[0] - 1]:.3f} s -> {drive.time_s[backwards[0]]:.3f} s); "
+                "the runtime rejects frames older than the ones it holds"]
+    return []
+
+
+def rejected_summary(counters: dict[str, dict[str, int]]) -> str | None:
+    """'image 120/500, ...' for every sensor that had frames rejected, or None."""
+    parts = [f"{m} {c['rejected']}/{c['received']}" for m, c in counters.items() if c.get("rejected")]
+    return ", ".join(parts) if parts else None
 
 
 def _check_frame_counts(path: Path, arrays: dict[str, np.ndarray], n: int) -> None:

@@ -68,13 +68,61 @@ def bundle() -> None:
 
 @bundle.command("verify")
 @click.argument("bundle_dir", type=click.Path(file_okay=False, path_type=Path))
-def verify(bundle_dir: Path) -> None:
-    """Check the manifest schema and the sha256 of every artifact (exit 2 naming a bad artifact)."""
-    from edgekd.device.bundle import verify_bundle
+@click.option("--key", "key", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Trusted public key (.pub from `edgekd bundle keygen`): the bundle must be signed with it "
+                   "[default: $EDGEKD_TRUSTED_KEY; none: the signature is not checked].")
+@click.option("--allow-degraded", is_flag=True,
+              help="Accept a bundle written past a failed parity gate (degraded: true) instead of exit 2.")
+def verify(bundle_dir: Path, key: Path | None, allow_degraded: bool) -> None:
+    """Check the signature, the manifest schema and the sha256 of every file (exit 2 naming a bad one)."""
+    from edgekd.device.bundle import degraded_note, verify_bundle
+    from edgekd.device.signing import read_signature, trusted_key_path
 
-    manifest = verify_bundle(bundle_dir)
+    manifest = verify_bundle(bundle_dir, trusted_key=key, allow_degraded=allow_degraded)
     count = sum(len(s["artifacts"]) for s in manifest["students"].values())
-    click.echo(f"OK: {bundle_dir}: {len(manifest['students'])} student(s), {count} artifact(s), all hashes match")
+    trusted = trusted_key_path(key)
+    if trusted is not None:
+        signed = f", signature verified with {trusted}"
+    else:
+        signed = ", signed (no --key given: signature not checked)" if read_signature(bundle_dir) else ", unsigned"
+    click.echo(f"OK: {bundle_dir}: {len(manifest['students'])} student(s), {count} artifact(s), "
+               f"all hashes match{signed}")
+    note = degraded_note(manifest)
+    if note:
+        click.echo(f"WARNING: {note}", err=True)
+
+
+@bundle.command("keygen")
+@click.option("--out", "-o", "out", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="Key name: writes OUT.key (private, mode 0600; keep it on the host) and OUT.pub (for boards).")
+def keygen(out: Path) -> None:
+    """Make an Ed25519 key pair for signing bundles (never overwrites a key)."""
+    from edgekd.device.signing import generate_key_pair
+
+    private, public = out.with_name(out.name + ".key"), out.with_name(out.name + ".pub")
+    fingerprint = generate_key_pair(private, public)
+    click.echo(f"key {fingerprint}: private {private} (sign with it, keep it secret), public {public} "
+               "(give it to boards: --key, a target's trusted_key, or EDGEKD_TRUSTED_KEY)")
+
+
+@bundle.command("sign")
+@click.argument("bundle_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--key", "key", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="Private key (.key from `edgekd bundle keygen`).")
+def sign(bundle_dir: Path, key: Path) -> None:
+    """Sign BUNDLE_DIR's manifest (which holds every file's sha256) after verifying every hash."""
+    from edgekd.device.bundle import MANIFEST_NAME, parse_manifest, read_manifest_bytes, verify_files
+    from edgekd.device.errors import EdgekdError
+    from edgekd.device.signing import sign_manifest_bytes, write_signature
+
+    data = read_manifest_bytes(bundle_dir)
+    record = sign_manifest_bytes(data, key)          # the key first: a bad key changes nothing
+    verify_files(bundle_dir, parse_manifest(data, bundle_dir / MANIFEST_NAME))  # sign only an intact bundle
+    if read_manifest_bytes(bundle_dir) != data:
+        raise EdgekdError("manifest.json changed while it was being signed", file=bundle_dir / MANIFEST_NAME,
+                          fix="sign again once nothing writes the bundle")
+    write_signature(bundle_dir, record)
+    click.echo(f"signed {bundle_dir} with key {record['key_id']} (signature.json)")
 
 
 @bundle.command("show")
