@@ -54,19 +54,58 @@ def read_radar_cube(path: Path) -> np.ndarray:
 
 
 def read_lidar_scr(path: Path, bins: int = 216) -> np.ndarray:
-    """The preprocessed LiDAR scan (a ``bins``-vector in metres) from a .mat (or .npy/.txt)."""
+    """The preprocessed LiDAR scan (a ``bins``-vector in metres) from a .mat (or .npy/.txt).
+
+    The published ``unit1_lidar_SCR`` files hold ``data`` of shape ``[216, 2]``;
+    every reference loader takes column 0 (``loadmat(path)['data'][:, 0]`` in
+    AZakeri94/DF-KD-for-LiDAR-aided-Beam-Tracking, utils/data_feed.py), as here.
+    A plain 216-vector (or ``[1, 216]``) is read as it is.
+    """
     if path.suffix.lower() == ".npy":
         candidates = {"array": np.load(path, allow_pickle=False)}
     elif path.suffix.lower() == ".txt":
         candidates = {"array": read_vector_txt(path)}
     else:
         candidates = read_mat(path)
-    fitting = [np.asarray(v, dtype=np.float64).ravel() for v in candidates.values()
-               if isinstance(v, np.ndarray) and v.size == bins and v.dtype.kind in "iuf"]
-    if len(fitting) != 1:
-        raise ValueError(f"expected exactly one {bins}-value array, found "
+    if "data" in candidates:
+        candidates = {"data": candidates["data"]}
+    fitting = [_scan_column(np.asarray(v), bins) for v in candidates.values()
+               if isinstance(v, np.ndarray) and v.dtype.kind in "iuf"]
+    found = [v for v in fitting if v is not None]
+    if len(found) != 1:
+        raise ValueError(f"expected one [{bins}] or [{bins}, k] array, found "
                          f"{', '.join(f'{k} {np.shape(v)}' for k, v in candidates.items()) or 'none'}")
-    return fitting[0]
+    return found[0]
+
+
+def _scan_column(value: np.ndarray, bins: int) -> np.ndarray | None:
+    if value.size == bins:
+        return value.astype(np.float64).ravel()
+    if value.ndim == 2 and value.shape[0] == bins:
+        return value[:, 0].astype(np.float64)   # [216, k]: column 0, as the reference loaders
+    if value.ndim == 2 and value.shape[1] == bins:
+        return value[0].astype(np.float64)
+    return None
+
+
+def read_lidar_2d(path: Path) -> np.ndarray:
+    """A raw 2-D LiDAR scan ``[N, 2]`` (range in metres, angle) from a .mat (key ``data``) or .npy."""
+    if path.suffix.lower() == ".npy":
+        value = np.load(path, allow_pickle=False)
+    else:
+        arrays = read_mat(path)
+        if "data" not in arrays:
+            raise ValueError(f"no variable 'data' in the .mat file (found: {', '.join(arrays) or 'none'})")
+        value = arrays["data"]
+    value = np.asarray(value, dtype=np.float64)
+    if value.ndim != 2 or value.shape[1] != 2:
+        raise ValueError(f"expected a 2-D scan [N, 2] (range, angle), got shape {value.shape}")
+    return value
+
+
+def read_lidar_raw(path: Path) -> np.ndarray:
+    """The ``unit1_lidar`` file: a 3-D cloud ``[N, 3]`` (.ply) or a 2-D scan ``[N, 2]`` (.mat/.npy)."""
+    return read_ply_points(path) if path.suffix.lower() == ".ply" else read_lidar_2d(path)
 
 
 _PLY_TYPES = {"char": "i1", "int8": "i1", "uchar": "u1", "uint8": "u1", "short": "i2", "int16": "i2",

@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-import re
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +15,7 @@ from edgekd.device.errors import EdgekdError
 from edgekd.host.data.deepsense.convert import read_modalities
 from edgekd.host.data.deepsense.files import read_vector_txt
 from edgekd.host.data.deepsense.scenario import (
+    DOWNLOAD_FIX,
     ImportConfig,
     Problems,
     find_csv,
@@ -23,18 +23,12 @@ from edgekd.host.data.deepsense.scenario import (
     read_or_record,
     resolve,
 )
+from edgekd.host.data.deepsense.timing import timeline
 from edgekd.host.data.store import UNKNOWN, check_output, write_dataset
 
 log = logging.getLogger(__name__)
 
-
-def parse_time_of_day(text: str) -> float | None:
-    """Seconds since midnight from DeepSense time stamps such as ``11-46-30.554`` or ``11:46:30.5``."""
-    match = re.search(r"(\d{1,2})[-:](\d{1,2})[-:](\d{1,2}(?:\.\d+)?)\s*$", text)
-    if not match:
-        return None
-    hours, minutes, seconds = match.groups()
-    return int(hours) * 3600 + int(minutes) * 60 + float(seconds)
+MAX_DROPPED_LISTED = 100
 
 
 def _condition_code(text: str, names: tuple[str, ...], aliases: dict[str, str]) -> int:
@@ -58,9 +52,10 @@ def import_deepsense(scenario_dir: str | os.PathLike, out: str | os.PathLike, *,
                      overwrite: bool = False, progress: bool = False) -> Path:
     """Read a DeepSense 6G scenario folder and write an edgekd dataset at ``out``.
 
-    Raises one EdgekdError listing every missing/unreadable file (nothing is
-    written then). meta.json records the rows dropped for NaN power
-    (``dropped``), the columns used and the conditions that real data lacks.
+    Raises one EdgekdError for the layout as a whole (missing/unreadable files
+    grouped by column and kind; nothing is written then). meta.json records the
+    rows dropped for NaN power (``dropped``), the columns used, the segment
+    breaks and the conditions that real data lacks.
     """
     cfg = config or ImportConfig()
     scenario_dir = Path(scenario_dir)
@@ -71,28 +66,29 @@ def import_deepsense(scenario_dir: str | os.PathLike, out: str | os.PathLike, *,
     csv_path = find_csv(scenario_dir, csv_name)
     roles, rows = read_csv_rows(csv_path)
     _check_columns(roles, csv_path, len(rows))
-    problems = Problems(csv_path)
+    problems = Problems(csv_path, rows=len(rows))
     line_of = [i + 2 for i in range(len(rows))]  # header is line 1
 
     power, beams, keep, dropped = _read_labels(scenario_dir, roles, rows, line_of, cfg, problems)
     rows = [rows[i] for i in keep]
     lines = [line_of[i] for i in keep]
-    seq = _seq_ids(roles, rows, lines, csv_path)
-    frames, preprocessing = read_modalities(scenario_dir, roles, rows, lines, cfg, problems, progress)
-    problems.raise_if_any()
     if not rows:
+        problems.raise_if_any()
         raise EdgekdError("no rows left to import (every power vector had NaN)", file=csv_path,
                           field=roles.get("power"), fix="check the power files")
+    seq = _int_column(roles, rows, lines, csv_path, "seq")
+    frames, preprocessing = read_modalities(scenario_dir, roles, rows, lines, cfg, problems, progress)
+    problems.raise_if_any()
 
     # group by drive in order of id, keeping CSV (time) order inside a drive
     order = np.argsort(seq, kind="stable")
-    info = _frame_info(roles, rows, np.asarray(keep, dtype=np.int64), seq, order, cfg)
+    info, found = _frame_info(roles, rows, lines, np.asarray(keep, dtype=np.int64), seq, order, cfg, csv_path)
     unknown = ["los_blocked"] + [key for key in ("lighting", "weather") if np.all(info[key] == UNKNOWN)]
     extra: dict[str, Any] = {
-        "dropped": {"nan_power": len(dropped), "csv_lines": dropped[:100]},
+        "dropped": {"nan_power": len(dropped), "csv_lines": dropped[:MAX_DROPPED_LISTED]},
         "unknown_conditions": unknown,
         "deepsense": {"scenario_dir": str(scenario_dir.resolve()), "csv": csv_path.name,
-                      "rows": len(line_of), "imported": len(rows), "columns": roles,
+                      "rows": len(line_of), "imported": len(rows), "columns": roles, **found,
                       "beam_column_mismatch": _beam_mismatch(roles, rows, beams, power is not None)},
     }
     if power is None:
@@ -105,23 +101,29 @@ def import_deepsense(scenario_dir: str | os.PathLike, out: str | os.PathLike, *,
                          preprocessing=preprocessing, extra_meta=extra)
 
 
-def _frame_info(roles: dict[str, str], rows: list[dict[str, str]], keep: np.ndarray, seq: np.ndarray,
-                order: np.ndarray, cfg: ImportConfig) -> dict[str, np.ndarray]:
-    """Per-frame info in drive order: drive, contiguous segment, time, lighting/weather codes, source row."""
-    source_row = keep[order]
+def _frame_info(roles: dict[str, str], rows: list[dict[str, str]], lines: list[int], keep: np.ndarray,
+                seq: np.ndarray, order: np.ndarray, cfg: ImportConfig,
+                csv_path: Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Per-frame info in drive order (drive, segment, time, conditions, source row), and what was found."""
     drive = seq[order]
-    segment_break = np.r_[True, (np.diff(source_row) != 1) | (np.diff(drive) != 0)]
-    return {
+    index = (_int_column(roles, rows, lines, csv_path, "index") if "index" in roles else keep)[order]
+    stamps = [rows[i]["time"] for i in order] if "time" in roles else None
+    line = timeline(drive, index, stamps, roles.get("time"), cfg.frame_rate_hz, cfg.time_gap_factor)
+    info = {
         "drive": drive,
-        "segment": np.cumsum(segment_break) - 1,
-        "time_s": _times(roles, [rows[i] for i in order], drive, cfg),
+        "segment": line.segment,
+        "time_s": line.time_s,
         "lighting": np.array([_condition_code(rows[i].get("lighting", ""), LIGHTING, _LIGHTING_ALIASES)
                               for i in order], dtype=np.int8),
         "weather": np.array([_condition_code(rows[i].get("weather", ""), WEATHER, _WEATHER_ALIASES)
                              for i in order], dtype=np.int8),
         "los_blocked": np.zeros(len(order), dtype=bool),
-        "source_row": source_row,
+        "source_row": keep[order],
     }
+    found = {"segment_breaks": {"index_gaps": line.index_gaps, "time_gaps": line.time_gaps,
+                                "segments": int(line.segment.max(initial=-1)) + 1},
+             "warnings": line.warnings}
+    return info, found
 
 
 def _check_columns(roles: dict[str, str], csv_path: Path, num_rows: int) -> None:
@@ -132,8 +134,8 @@ def _check_columns(roles: dict[str, str], csv_path: Path, num_rows: int) -> None
                           fix="the CSV needs unit1_pwr_60ghz (64 powers per row) or unit1_beam (1-based)")
     if "seq" not in roles:
         raise EdgekdError("no sequence column; splits are by sequence", file=csv_path, field="seq_index",
-                          fix="add a seq_index column giving the drive of each row")
-    if not any(role in roles for role in ("image", "radar", "lidar_scr", "lidar_ply", "ue_loc")):
+                          fix=DOWNLOAD_FIX)
+    if not any(role in roles for role in ("image", "radar", "lidar_scr", "lidar_raw", "ue_loc")):
         raise EdgekdError("no sensor column", file=csv_path, field="unit1_rgb",
                           fix="the CSV needs at least one of unit1_rgb, unit1_radar, unit1_lidar(_SCR), unit2_loc")
 
@@ -162,15 +164,16 @@ def _read_labels(scenario_dir: Path, roles: dict[str, str], rows: list[dict[str,
         if vector is None:
             continue
         if vector.size != cfg.num_beams:
-            problems.add(lines[i], roles["power"], row["power"],
-                         f"expected {cfg.num_beams} powers, found {vector.size}")
+            problems.add(lines[i], roles["power"], row["power"], f"expected {cfg.num_beams} powers, "
+                                                                 f"found {vector.size}")
             continue
         power[i], readable[i] = vector, True
     nan_rows = readable & ~np.all(np.isfinite(power), axis=1)
     keep = np.flatnonzero(readable & ~nan_rows)
     dropped = [lines[i] for i in np.flatnonzero(nan_rows)]
     if dropped:
-        log.warning("dropped %d row(s) whose power vector has NaN", len(dropped))
+        log.warning("dropped %d row(s) whose power vector has NaN (CSV lines %s%s)", len(dropped),
+                    ", ".join(map(str, dropped[:10])), " ..." if len(dropped) > 10 else "")
     power = np.clip(power[keep], 0.0, None)
     return power, power.argmax(axis=1).astype(np.int64), keep.tolist(), dropped
 
@@ -189,28 +192,13 @@ def _beam_mismatch(roles: dict[str, str], rows: list[dict[str, str]], beams: np.
     return int(np.count_nonzero(np.asarray(given) != beams))
 
 
-def _seq_ids(roles: dict[str, str], rows: list[dict[str, str]], lines: list[int], csv_path: Path) -> np.ndarray:
+def _int_column(roles: dict[str, str], rows: list[dict[str, str]], lines: list[int], csv_path: Path,
+                role: str) -> np.ndarray:
     values = []
     for row, line in zip(rows, lines):
         try:
-            values.append(int(float(row["seq"])))
+            values.append(int(float(row[role])))
         except ValueError:
-            raise EdgekdError(f"line {line}: seq_index {row['seq']!r} is not an integer", file=csv_path,
-                              field=roles["seq"], fix="give every row an integer sequence id") from None
-    return np.asarray(values, dtype=np.int32)
-
-
-def _times(roles: dict[str, str], rows: list[dict[str, str]], drive: np.ndarray, cfg: ImportConfig) -> np.ndarray:
-    """Seconds since the start of each drive: from the time stamp column, else frame count / frame rate."""
-    stamps = [parse_time_of_day(row.get("time", "")) for row in rows]
-    position = np.arange(len(rows)) - np.searchsorted(drive, drive, side="left")
-    fallback = position / cfg.frame_rate_hz
-    if "time" not in roles or any(s is None for s in stamps):
-        return fallback.astype(np.float32)
-    seconds = np.asarray(stamps, dtype=np.float64)
-    first = seconds[np.searchsorted(drive, drive, side="left")]
-    since = seconds - first
-    since[since < 0] += 86400.0  # a drive across midnight
-    return since.astype(np.float32)
-
-
+            raise EdgekdError(f"line {line}: {roles[role]} {row[role]!r} is not an integer", file=csv_path,
+                              field=roles[role], fix=f"give every row an integer {roles[role]}") from None
+    return np.asarray(values, dtype=np.int64)

@@ -1,4 +1,12 @@
-"""The scenario folder: its CSV and columns, the import settings, and the problems collected on the way."""
+"""The scenario folder: its CSV and columns, the import settings, and the problems collected on the way.
+
+Layouts read (see the README, "Real DeepSense 6G data"): the scenario folders
+as DeepSense 6G publishes them, one row per frame with a ``seq_index`` column
+(``scenarioN/scenarioN.csv`` for scenarios 8 and 9, ``scenarioNN/scenarioNN_dev.csv``
+for 31-34). The ML-challenge packaging (one 5-frame window per row) and the
+per-task CSVs (``unit1_pwr_1``, ``beam_index_1``, ...) are other packagings of
+the same data; they are refused with an error naming what to download instead.
+"""
 
 from __future__ import annotations
 
@@ -13,28 +21,34 @@ from typing import Any
 from edgekd.device.errors import EdgekdError
 from edgekd.host.data.store import normalise_split
 
-MAX_LISTED = 20      # problems listed in the one error; the rest are counted
+MAX_LISTED = 3       # examples listed per kind of problem in the one error
+MAX_KINDS = 8        # kinds of problem listed; the rest are counted
 
 # role -> accepted column names (lower case, first present wins)
 COLUMNS: dict[str, tuple[str, ...]] = {
+    "index": ("index",),
     "image": ("unit1_rgb", "unit1_rgb_image"),
     "radar": ("unit1_radar",),
     "lidar_scr": ("unit1_lidar_scr",),
-    "lidar_ply": ("unit1_lidar",),
+    "lidar_raw": ("unit1_lidar",),
     "power": ("unit1_pwr_60ghz", "unit1_pwr"),
     "beam": ("unit1_beam", "unit1_beam_index"),
     "bs_loc": ("unit1_loc",),
     "ue_loc": ("unit2_loc_cal", "unit2_loc"),
     "seq": ("seq_index",),
-    "time": ("time_stamp[utc]", "timestamp", "time_stamp"),
+    "time": ("time_stamp[utc]", "time_stamp", "timestamp"),
     "lighting": ("time_of_day", "lighting"),
     "weather": ("weather",),
 }
 
+DOWNLOAD_FIX = ("download the scenario's full development folder from https://www.deepsense6g.net "
+                "(scenarioN/scenarioN.csv, or scenarioNN/scenarioNN_dev.csv for 31-34: one row per frame "
+                "with seq_index) and pass that folder")
+
 
 @dataclasses.dataclass(frozen=True)
 class ImportConfig:
-    """Preprocessing of an import; defaults match the synthetic scenario."""
+    """Preprocessing of an import; defaults match the synthetic scenario's stored shapes."""
 
     image_size: int = 64
     range_bins: int | None = None  # None: the synthetic radar's (edgekd.host.data.radar.RadarConfig); paper: 128
@@ -44,6 +58,20 @@ class ImportConfig:
     window: int = 8
     horizons: int = 4
     split: tuple[float, ...] = (0.7, 0.15, 0.15)
+    # radar chirp (DeepSense's radar example script for scenario 9: fs 5 MHz, slope 15.015 MHz/us,
+    # i.e. ~0.195 m per range bin over 256 samples); the map rows cover 0..radar_max_range_m
+    radar_sample_rate_mhz: float = 5.0
+    radar_slope_mhz_per_us: float = 15.015
+    radar_max_range_m: float = 40.0
+    # LiDAR binning to the 216-bin contract (the synthetic scan: 180 deg, 40 m)
+    lidar_fov_deg: float = 180.0
+    lidar_max_range_m: float = 40.0
+    # 3-D clouds: keep points this high above the ground (metres); the ground is the sensor
+    # height below the sensor when given, else estimated per cloud (a low percentile of z)
+    lidar_band_m: tuple[float, float] = (0.3, 2.5)
+    lidar_sensor_height_m: float | None = None
+    # a time step this many times the drive's median step starts a new segment
+    time_gap_factor: float = 2.5
 
     def __post_init__(self) -> None:
         if self.range_bins is None or self.angle_bins is None:
@@ -52,11 +80,17 @@ class ImportConfig:
             radar = RadarConfig()
             object.__setattr__(self, "range_bins", self.range_bins or radar.range_bins)
             object.__setattr__(self, "angle_bins", self.angle_bins or radar.angle_bins)
-        for name in ("image_size", "range_bins", "angle_bins", "num_beams", "frame_rate_hz", "window", "horizons"):
+        for name in ("image_size", "range_bins", "angle_bins", "num_beams", "frame_rate_hz", "window", "horizons",
+                     "radar_sample_rate_mhz", "radar_slope_mhz_per_us", "radar_max_range_m", "lidar_fov_deg",
+                     "lidar_max_range_m", "time_gap_factor"):
             value = getattr(self, name)
             if value <= 0:
                 raise EdgekdError(f"must be positive, got {value!r}", field=name,
                                   fix=f"pass a {name.replace('_', '-')} greater than 0")
+        low, high = self.lidar_band_m
+        if not low < high:
+            raise EdgekdError(f"the height band must be low < high, got {self.lidar_band_m}", field="lidar_band_m",
+                              fix="e.g. 0.3,2.5 (metres above the ground)")
         object.__setattr__(self, "split", normalise_split(self.split))
 
     @property
@@ -64,28 +98,49 @@ class ImportConfig:
         """(range bins, angle bins) of the stored radar maps (both resolved in ``__post_init__``)."""
         return int(self.range_bins or 0), int(self.angle_bins or 0)
 
+    def radar_bin_m(self, samples: int) -> float:
+        """Metres per range-FFT bin: c * fs / (2 * slope * samples)."""
+        return 299_792_458.0 * self.radar_sample_rate_mhz * 1e6 / (
+            2 * self.radar_slope_mhz_per_us * 1e12 * samples)
+
 
 class Problems:
-    """Every missing/unreadable file of an import, reported together at the end."""
+    """Every missing/unreadable file of an import, reported together at the end, grouped by kind."""
 
-    def __init__(self, csv_path: Path):
+    def __init__(self, csv_path: Path, rows: int = 0):
         self.csv_path = csv_path
-        self.items: list[tuple[str, str]] = []  # (column, message)
+        self.rows = rows
+        self.items: list[tuple[str, str, int, str]] = []  # (column, reason, line, path)
 
     def add(self, line: int, column: str, path: object, reason: str) -> None:
-        self.items.append((column, f"line {line}, {column}: {path}: {reason}"))
+        self.items.append((column, reason, line, str(path)))
 
     def raise_if_any(self) -> None:
+        """One error for the layout as a whole: per (column, reason) how many rows, and a few examples."""
         if not self.items:
             return
-        listed = "\n  - ".join(msg for _, msg in self.items[:MAX_LISTED])
-        more = f"\n  ... and {len(self.items) - MAX_LISTED} more" if len(self.items) > MAX_LISTED else ""
-        columns = sorted({col for col, _ in self.items})
-        raise EdgekdError(f"{len(self.items)} missing or unreadable file(s):\n  - {listed}{more}",
-                          file=self.csv_path, field=", ".join(columns),
-                          fix="restore these files (paths are relative to the scenario folder) "
-                              "or delete their rows from the CSV")
+        groups: dict[tuple[str, str], list[tuple[int, str]]] = {}
+        for column, reason, line, path in self.items:
+            groups.setdefault((column, _kind(reason)), []).append((line, path))
+        parts = []
+        for (column, kind), where in list(groups.items())[:MAX_KINDS]:
+            every = f"every one of the {self.rows} rows" if self.rows and len(where) == self.rows else \
+                f"{len(where)} row(s)"
+            examples = "; ".join(f"line {line}: {path}: {kind}" for line, path in where[:MAX_LISTED])
+            more = f"; ... and {len(where) - MAX_LISTED} more" if len(where) > MAX_LISTED else ""
+            parts.append(f"{column}, {every}: {examples}{more}")
+        if len(groups) > MAX_KINDS:
+            parts.append(f"... and {len(groups) - MAX_KINDS} more kinds of problem")
+        columns = sorted({col for col, *_ in self.items})
+        raise EdgekdError(f"{len(self.items)} missing or unreadable file(s), nothing written:\n  - "
+                          + "\n  - ".join(parts), file=self.csv_path, field=", ".join(columns),
+                          fix="check that the folder is a complete DeepSense scenario download (paths are "
+                              "relative to the scenario folder); restore the files or delete their rows from the CSV")
 
+
+def _kind(reason: str) -> str:
+    """A problem's reason without the per-file details (numbers, paths), so equal problems group together."""
+    return re.sub(r"'[^']*'|\"[^\"]*\"", "'…'", reason)
 
 
 def find_csv(scenario_dir: Path, csv_name: str | os.PathLike | None = None) -> Path:
@@ -95,50 +150,72 @@ def find_csv(scenario_dir: Path, csv_name: str | os.PathLike | None = None) -> P
         path = path if path.is_absolute() or path.exists() else scenario_dir / path
         if not path.is_file():
             raise EdgekdError("scenario CSV not found", file=path, field="--csv", fix="check the file name")
+        check_packaging(path, _header(path))
         return path
-    found = [p for p in sorted(scenario_dir.glob("*.csv")) if _has_label_column(p)]
+    headers = {p: _header(p) for p in sorted(scenario_dir.glob("*.csv"))}
+    found = [p for p, header in headers.items() if _is_frame_table(header)]
     if not found:
+        for path, header in headers.items():
+            check_packaging(path, header)
         raise EdgekdError("no scenario CSV with a unit1_pwr_60ghz or unit1_beam column at the top of the folder",
-                          file=scenario_dir,
-                          fix="point at the DeepSense scenario folder (the one holding scenarioN.csv)")
+                          file=scenario_dir, fix=DOWNLOAD_FIX)
     if len(found) > 1:
-        preferred = [p for p in found if re.fullmatch(r"scenario\d+\.csv", p.name, flags=re.I)]
+        preferred = [p for p in found if re.fullmatch(r"scenario\d+(_dev)?\.csv", p.name, flags=re.I)]
         if len(preferred) == 1:
             return preferred[0]
         raise EdgekdError(f"several scenario CSVs: {', '.join(p.name for p in found)}", file=scenario_dir,
                           field="--csv", fix="name the one to import with --csv")
+    check_packaging(found[0], headers[found[0]])
     return found[0]
 
 
-def _has_label_column(path: Path) -> bool:
+def _header(path: Path) -> list[str]:
     try:
         with open(path, newline="") as handle:
-            header = {h.strip().lower() for h in next(csv.reader(handle), [])}
+            return [h.strip() for h in next(csv.reader(handle), [])]
     except (OSError, UnicodeDecodeError):
-        return False
-    return bool(header & set(COLUMNS["power"] + COLUMNS["beam"]))
+        return []
+
+
+def _is_frame_table(header: list[str]) -> bool:
+    lower = {h.lower() for h in header}
+    return bool(lower & set(COLUMNS["power"] + COLUMNS["beam"]))
+
+
+def check_packaging(path: Path, header: list[str]) -> None:
+    """Refuse the packagings that are not one row per frame (challenge windows, per-task CSVs)."""
+    lower = [h.lower() for h in header]
+    numbered = sorted(h for h in lower if re.fullmatch(r"(unit\d_\w+?|beam_index|beam)_\d+", h))
+    if "ml_challenge" in path.name.lower() or any(re.fullmatch(r"unit1_rgb_\d+", h) for h in lower):
+        raise EdgekdError("this is the DeepSense ML-challenge packaging (one multi-frame window per row, "
+                          "columns such as unit1_rgb_1..5, no seq_index), not a scenario folder",
+                          file=path, field=", ".join(numbered[:4]) or None, fix=DOWNLOAD_FIX)
+    if numbered:
+        raise EdgekdError("this is a per-task CSV of a DeepSense scenario (numbered columns "
+                          f"{', '.join(numbered[:4])}: one sample of several frames per row), not the scenario "
+                          "CSV with one row per frame", file=path, field=numbered[0], fix=DOWNLOAD_FIX)
 
 
 def read_csv_rows(path: Path) -> tuple[dict[str, str], list[dict[str, str]]]:
-    """(role -> column name used, rows as dicts keyed by role) for the roles in ``COLUMNS``."""
+    """(role -> column name used, rows as dicts keyed by role) for the roles in ``COLUMNS``.
+
+    Columns are located by position, so the empty-named column of the published
+    scenario 9 CSV (``unit2_loc_cal,,unit1_beam_index``) does not shift anything.
+    """
     with open(path, newline="") as handle:
         reader = csv.reader(handle)
         header = [h.strip() for h in next(reader, [])]
         records = [r for r in reader if any(cell.strip() for cell in r)]
-    lower = {h.lower(): i for i, h in enumerate(header)}
-    roles = {}
+    lower = {h.lower(): i for i, h in enumerate(header) if h}
+    roles: dict[str, str] = {}
+    position: dict[str, int] = {}
     for role, names in COLUMNS.items():
         for name in names:
             if name in lower:
-                roles[role] = header[lower[name]]
+                roles[role], position[role] = header[lower[name]], lower[name]
                 break
-    rows = []
-    for record in records:
-        row = {}
-        for role, column in roles.items():
-            i = header.index(column)
-            row[role] = record[i].strip() if i < len(record) else ""
-        rows.append(row)
+    rows = [{role: (record[i].strip() if i < len(record) else "") for role, i in position.items()}
+            for record in records]
     return roles, rows
 
 
@@ -155,7 +232,8 @@ def read_or_record(problems: Problems, line: int, column: str, path: Path, reade
         return None
     try:
         return reader(path)
+    except EdgekdError:
+        raise  # a setting that cannot fit the data: one error for the whole import
     except Exception as exc:  # any parse failure of a user file is reported, never a traceback
         problems.add(line, column, path, f"unreadable ({type(exc).__name__}: {exc})")
         return None
-
