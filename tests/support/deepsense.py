@@ -119,26 +119,29 @@ def scr_scan(azimuth: float, distance: float, rng: np.random.Generator) -> np.nd
     return np.stack([ranges, np.linspace(-90, 90, 216)], axis=1)
 
 
-def radar_cube(azimuth: float, distance: float, shape: tuple[int, int, int], rng: np.random.Generator,
+def radar_cube(azimuth: float, distance: float, shape: tuple[int, int, int], rng: np.random.Generator | None,
                dtype=np.complex64) -> np.ndarray:
-    """A moving point target at (distance, azimuth): complex [rx, samples, chirps] with noise."""
+    """A moving point target at (distance, azimuth): complex [rx, samples, chirps], with noise unless rng is None."""
     rx, samples, chirps = shape
     k = distance / RADAR_BIN_M  # range bin
     phase = (2 * np.pi * k * np.arange(samples)[None, :, None] / samples
              + np.pi * math.sin(azimuth) * np.arange(rx)[:, None, None]
              + 2 * np.pi * 0.1 * np.arange(chirps)[None, None, :])
+    signal = (20 * np.exp(1j * phase)).astype(dtype)
+    if rng is None:
+        return signal
     noise = rng.normal(0, 0.5, (2, *shape))
-    return (20 * np.exp(1j * phase) + noise[0] + 1j * noise[1]).astype(dtype)
+    return (signal + noise[0] + 1j * noise[1]).astype(dtype)
 
 
-def _row_files(root: Path, layout: str) -> None:
+def _row_files(root: Path) -> None:
     for sub in ("unit1/camera_data", "unit1/mmWave_data", "unit1/GPS_data", "unit1/lidar_data",
                 "unit1/lidar_SCR_data", "unit1/radar_data", "unit2/GPS_data", "unit2/GPS_data_calibrated"):
         (root / sub).mkdir(parents=True, exist_ok=True)
     write_latlon(root / "unit1/GPS_data/gps_location.txt", 0.0, 0.0)
 
 
-def build_scenario9(root: Path, seq_lengths=(12, 12, 12), *, nan_rows=(), radar=True, image=True,
+def build_scenario9(root: Path, seq_lengths=(12, 12, 12), *, nan_rows=(),
                     radar_shape=(4, 256, 128), image_size=(960, 540), seed=0, scenario8=False) -> Truth:
     """``scenario9/scenario9.csv`` as [S9] (or scenario 8's, ``scenario8=True``: no radar); returns the truth.
 
@@ -148,7 +151,7 @@ def build_scenario9(root: Path, seq_lengths=(12, 12, 12), *, nan_rows=(), radar=
 
     rng = np.random.default_rng(seed)
     root.mkdir(parents=True, exist_ok=True)
-    _row_files(root, "9")
+    _row_files(root)
     header = SCENARIO8_HEADER if scenario8 else SCENARIO9_HEADER
     truth, rows, n = Truth(), [], 0
     clock = 16 * 3600 + 45 * 60 + 5.799  # [S9] first stamp 16-45-05-799
@@ -186,10 +189,9 @@ def build_scenario9(root: Path, seq_lengths=(12, 12, 12), *, nan_rows=(), radar=
             scipy.io.savemat(root / row["unit1_lidar_SCR"], {"data": scan})
             raw = np.stack([np.full(460, 30.0), np.linspace(-90, 90, 460)], axis=1)  # [I14]: data [460, 2]
             scipy.io.savemat(root / row["unit1_lidar"], {"data": raw})
-            if image:
-                row["unit1_rgb"] = f"./unit1/camera_data/image_BS2_{cam}_{hh:02d}_{mm:02d}_{int(ss):02d}.jpg"
-                write_jpeg(root / row["unit1_rgb"], azimuth, image_size)
-            if radar and not scenario8:
+            row["unit1_rgb"] = f"./unit1/camera_data/image_BS2_{cam}_{hh:02d}_{mm:02d}_{int(ss):02d}.jpg"
+            write_jpeg(root / row["unit1_rgb"], azimuth, image_size)
+            if not scenario8:
                 row["unit1_radar"] = f"./unit1/radar_data/data_{rad}_{hh:02d}_{mm:02d}_{int(ss):02d}.mat"
                 scipy.io.savemat(root / row["unit1_radar"],
                                  {"data": radar_cube(azimuth, distance, radar_shape, rng, np.complex128)})
@@ -273,7 +275,7 @@ def build_scenario3x(root: Path, seq_lengths=(12, 12, 12), *, number=32, nan_row
     truth, rows, n, index = Truth(), [], 0, 0
     clock = 11 * 3600 + 46 * 60 + 30.0
     late = 0.0  # the time of the frames removed so far
-    base_cube = radar_cube(0.0, 10.0, radar_shape, rng)
+    base_noise = (rng.normal(0, 0.5, radar_shape) + 1j * rng.normal(0, 0.5, radar_shape)).astype(np.complex64)
     for seq, length in enumerate(seq_lengths, start=1):
         clock += 40.0
         late = 0.0
@@ -284,8 +286,8 @@ def build_scenario3x(root: Path, seq_lengths=(12, 12, 12), *, number=32, nan_row
             hh, mm, ss = int(stamp // 3600), int(stamp // 60 % 60), stamp % 60
             us = int(round((ss - int(ss)) * 1e6)) % 1_000_000
             x = -30.0 + 60.0 * k / max(1, length - 1)
-            user = (x, LANES_Y_M[seq % 2])
-            other = (25.0 - 50.0 * k / max(1, length - 1), LANES_Y_M[(seq + 1) % 2])
+            user = (x, LANES_Y_M[0])  # the user's car in the near lane, another car in the far one
+            other = (25.0 - 50.0 * k / max(1, length - 1), LANES_Y_M[1])
             azimuth = math.atan2(-user[0], user[1])  # in the LiDAR's frame (see below)
             best = beam_of(azimuth)
             power = power_vector(best, rng)
@@ -304,8 +306,8 @@ def build_scenario3x(root: Path, seq_lengths=(12, 12, 12), *, number=32, nan_row
             write_power(root / row["unit1_pwr_60ghz"], power)
             write_latlon(root / row["unit2_loc"], user[0], user[1])
             write_jpeg(root / row["unit1_rgb"], azimuth, image_size)
-            cube = base_cube * np.exp(1j * (2 * np.pi * 0.01 * n)) if n > 1 else base_cube
-            np.save(root / row["unit1_radar"], cube.astype(np.complex64))
+            np.save(root / row["unit1_radar"], base_noise + radar_cube(azimuth, math.hypot(*user), radar_shape,
+                                                                       None))
             ply = root / row["unit1_lidar"]
             if cloud_pool is not None and n > cloud_pool:
                 ply.hardlink_to(root / rows[(n - 1) % cloud_pool]["unit1_lidar"])

@@ -1,4 +1,6 @@
-"""The DeepSense 6G importer on fabricated scenario folders in the real file formats."""
+"""The DeepSense 6G importer: folders in the published layouts (tests/support/deepsense.py, scenarios 9, 8
+and 32, built from the public sources cited there), and a generic folder (``build_scenario`` below: the
+per-file formats with simpler names, kept for the error and option tests and for tests/unit/test_data_cli.py)."""
 
 from __future__ import annotations
 
@@ -19,9 +21,11 @@ from edgekd.host.data.deepsense import (
     ImportConfig,
     import_deepsense,
     latlon_to_metres,
+    lidar_raw_to_bins,
     parse_time_of_day,
     read_ply_points,
 )
+from edgekd.host.data.deepsense.convert import pool_rows
 
 BS_LATLON = (33.42, -111.93)
 ALL_PARTS = ("rgb", "radar", "lidar_scr", "ply", "power", "beam", "loc")
@@ -185,8 +189,9 @@ def test_many_problems_are_capped(tmp_path):
         path.unlink()
     with pytest.raises(EdgekdError) as err:
         import_deepsense(root, tmp_path / "ds")
-    assert "30 missing" in str(err.value) and "... and 10 more" in str(err.value)
-    assert str(err.value).count("\n  - ") == 20  # the first 20 listed, the rest counted
+    text = str(err.value)
+    assert "30 missing" in text and "every one of the 30 rows" in text and "... and 27 more" in text
+    assert text.count("\n  - ") == 1 and text.count(": missing") == 3  # one kind of problem, 3 examples
 
 
 def test_beam_column_only_is_one_based(tmp_path):
@@ -204,7 +209,7 @@ def test_beam_column_only_is_one_based(tmp_path):
     cells[header.index("unit1_beam")] = "0"
     lines[1] = ",".join(cells)
     (root / "scenario8.csv").write_text("\n".join(lines) + "\n")
-    with pytest.raises(EdgekdError, match="line 2, unit1_beam: 0: beam must be 1-based"):
+    with pytest.raises(EdgekdError, match="unit1_beam, 1 row.s.: line 2: 0: beam must be 1-based"):
         import_deepsense(root, tmp_path / "ds2")
 
 
@@ -274,10 +279,16 @@ def test_import_every_modality_like_the_synthetic_path(tmp_path):
     image = camera.preprocess_image(np.asarray(Image.open(root / f"unit1/camera_data/image_{k + 1}.jpg")), 24)
     np.testing.assert_array_equal(np.load(out / "frames/image.npy")[k], image)
     cube = scipy.io.loadmat(root / f"unit1/radar_data/radar_{k + 1}.mat")["data"]
-    maps = radar.normalise_maps(radar.cube_to_maps(cube[None].astype(np.complex64), 16, 8))[0]
+    crop = math.ceil(40.0 / cfg.radar_bin_m(32))  # 40 m at the real bin size (32 samples: ~1.56 m per bin)
+    assert meta["modalities"]["radar"]["preprocessing"]["range_bins_kept"] == crop == 26
+    maps = radar.normalise_maps(pool_rows(radar.cube_to_maps(cube[None].astype(np.complex64), crop, 8), 16))[0]
     np.testing.assert_allclose(np.load(out / "frames/radar.npy")[k].astype(np.float32),
                                maps.astype(np.float32), atol=2e-3)
-    scan = lidar.points_to_bins(read_ply_points(root / f"unit1/lidar_data/lidar_{k + 1}.ply")) / 10.0
+    points = read_ply_points(root / f"unit1/lidar_data/lidar_{k + 1}.ply")
+    scan = lidar_raw_to_bins(points, cfg) / 10.0  # the height band above the estimated ground
+    ground = np.percentile(points[np.hypot(points[:, 0], points[:, 1]) <= 40, 2], 5)
+    band = (points[:, 2] >= ground + 0.3) & (points[:, 2] <= ground + 2.5)
+    np.testing.assert_allclose(scan, lidar.points_to_bins(points[band]) / 10.0, rtol=1e-6)
     np.testing.assert_allclose(np.load(out / "frames/lidar.npy")[k], scan, rtol=1e-6)
     ds = load_dataset(out, "train")
     item = ds[0]
@@ -289,8 +300,8 @@ def test_radar_bins_that_do_not_fit(tmp_path):
     root = tmp_path / "s"
     build_scenario(root, parts=("radar", "power"), seq_lengths=(12, 12, 12), radar_shape=(4, 16, 8))
     with pytest.raises(EdgekdError) as err:
-        import_deepsense(root, tmp_path / "ds", config=ImportConfig(range_bins=64, angle_bins=8))
-    assert err.value.field == "unit1_radar" and "--range-bins" in err.value.fix
+        import_deepsense(root, tmp_path / "ds", config=ImportConfig(range_bins=64, angle_bins=2))
+    assert err.value.field == "unit1_radar" and "--angle-bins" in err.value.fix
     assert not (tmp_path / "ds").exists()
 
 

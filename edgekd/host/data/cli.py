@@ -59,16 +59,35 @@ def synth(out: Path, windows: int, seed: int, image_size: int, config_path: Path
 @click.option("--image-size", type=int, default=64, show_default=True, help="Camera image side after resizing.")
 @click.option("--split", default="0.7,0.15,0.15", show_default=True, help=SPLIT_HELP)
 @click.option("--range-bins", type=int, default=None,
-              help="Radar map rows (range bins kept) [default: the synthetic radar's; paper: 128].")
+              help="Radar map rows (max-pooled over the kept range) [default: the synthetic radar's; paper: 128].")
 @click.option("--angle-bins", type=int, default=None,
               help="Radar map columns (zero-padded angle FFT) [default: the synthetic radar's; paper: 64].")
+@click.option("--radar-max-range", type=float, default=40.0, show_default=True,
+              help="Metres of range the radar maps cover (cropped at the radar's real bin size).")
+@click.option("--radar-sample-rate", type=float, default=5.0, show_default=True,
+              help="Radar ADC sample rate in MHz (DeepSense scenario 9's example script: 5).")
+@click.option("--radar-slope", type=float, default=15.015, show_default=True,
+              help="Radar chirp slope in MHz/us (DeepSense scenario 9's example script: 15.015).")
+@click.option("--lidar-band", default="0.3,2.5", show_default=True,
+              help="3-D clouds: keep points LOW,HIGH metres above the ground (removes the ground and what is "
+                   "above the road users).")
+@click.option("--lidar-sensor-height", type=float, default=None,
+              help="3-D clouds: metres from the ground up to the sensor [default: estimated per cloud].")
 @click.option("--csv", "csv_name", default=None,
               help="Scenario CSV inside SCENARIO_DIR [default: the one *.csv with power/beam columns].")
 @click.option("--overwrite", is_flag=True, help="Replace --out if it is an existing dataset.")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Show progress bars.")
 def import_deepsense_cmd(scenario_dir: Path, out: Path, image_size: int, split: str, range_bins: int | None,
-                         angle_bins: int | None, csv_name: str | None, overwrite: bool, progress: bool) -> None:
-    """Import a DeepSense 6G scenario folder (scenarioN.csv + unit folders) as a dataset."""
+                         angle_bins: int | None, radar_max_range: float, radar_sample_rate: float,
+                         radar_slope: float, lidar_band: str, lidar_sensor_height: float | None,
+                         csv_name: str | None, overwrite: bool, progress: bool) -> None:
+    """Import a DeepSense 6G scenario folder (scenarioN.csv or scenarioNN_dev.csv + unit folders) as a dataset.
+
+    Reads the scenario folders as DeepSense publishes them (scenarios 8, 9 and
+    31-34); the ML-challenge and per-task packagings are refused. Ends with a
+    sanity report: how much each modality varies and whether the beam can be
+    told from it.
+    """
     from edgekd.host.data.deepsense import ImportConfig, import_deepsense
     from edgekd.host.data.store import normalise_split
 
@@ -76,11 +95,46 @@ def import_deepsense_cmd(scenario_dir: Path, out: Path, image_size: int, split: 
     _positive(range_bins, "--range-bins", "use a positive number of range bins, e.g. 64 (paper: 128)")
     _positive(angle_bins, "--angle-bins", "use a positive number of angle bins, e.g. 32 (paper: 64)")
     config = ImportConfig(image_size=image_size, range_bins=range_bins, angle_bins=angle_bins,
-                          split=normalise_split(split))
+                          split=normalise_split(split), radar_max_range_m=radar_max_range,
+                          radar_sample_rate_mhz=radar_sample_rate, radar_slope_mhz_per_us=radar_slope,
+                          lidar_band_m=_pair(lidar_band, "--lidar-band"), lidar_sensor_height_m=lidar_sensor_height)
     started = time.perf_counter()
     path = import_deepsense(scenario_dir, out, config=config, csv_name=csv_name, overwrite=overwrite,
                             progress=progress)
     _echo_written(path, time.perf_counter() - started)
+    from edgekd.host.data.reader import sanity_report
+
+    click.echo(format_sanity(sanity_report(path)))
+
+
+def _pair(text: str, option: str) -> tuple[float, float]:
+    try:
+        low, high = (float(v) for v in text.split(","))
+    except ValueError:
+        raise EdgekdError(f"expected two numbers LOW,HIGH, got {text!r}", field=option, fix="e.g. 0.3,2.5") from None
+    return low, high
+
+
+def format_sanity(report: dict) -> str:
+    """The sanity report's lines: per modality, variation between frames and the beam's predictability."""
+    lines = [f"sanity ({report['frames_sampled']} frames; 1-NN beam within 2 on held-out drives vs the most "
+             "frequent beam):"]
+    for name, entry in report.items():
+        if not isinstance(entry, dict):
+            continue
+        text = (f"  {name:<6} spread {entry['spread']:.4g}, frame-to-frame change {entry['frame_change']:.2f} of it; "
+                f"beam {entry['beam_1nn_within2']:.2f} vs {entry['baseline_within2']:.2f}")
+        if "peak_range_row" in entry:
+            peak = entry["peak_range_row"]
+            text += f"; radar peak at range row {peak['mean']:.1f} +- {peak['std']:.1f} of {peak['rows']}"
+        if "bins_with_return" in entry:
+            text += f"; {entry['bins_with_return']:.0%} of bins with a return"
+        if entry["constant"]:
+            text += "  <- CONSTANT: this modality carries no information"
+        elif entry["uninformative"]:
+            text += "  <- the beam is no easier to tell from it than by guessing"
+        lines.append(text)
+    return "\n".join(lines)
 
 
 def _echo_written(path: Path, elapsed: float) -> None:
@@ -105,9 +159,11 @@ def _echo_written(path: Path, elapsed: float) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON instead of a table.")
 def info(dataset: Path, plot_path: Path | None, split: str, index: int | None, as_json: bool) -> None:
     """Verify a dataset's hashes and summarise it: counts per split, beams, condition mix."""
+    from edgekd.host.data.reader import sanity_report
     from edgekd.host.data.store import summarize_dataset
 
     summary = summarize_dataset(dataset, verify=True)
+    summary["sanity"] = sanity_report(dataset)
     if plot_path is not None:
         from edgekd.host.data.plot import plot_dataset
 
@@ -160,6 +216,8 @@ def format_summary(summary: dict) -> str:
         lines.append(f"dropped rows with NaN power: {summary['dropped'].get('nan_power', 0)}")
     if summary.get("unknown_conditions"):
         lines.append(f"unknown for this data: {', '.join(summary['unknown_conditions'])}")
+    if "sanity" in summary:
+        lines.append(format_sanity(summary["sanity"]))
     if "plot" in summary:
         lines.append(f"plot: {summary['plot']}")
     return "\n".join(lines)

@@ -73,10 +73,103 @@ def check_arrays(path: str | os.PathLike, meta: Mapping[str, Any] | None = None,
 
 
 def verify_dataset(path: str | os.PathLike) -> dict:
-    """Re-hash every array against meta.json; return meta or raise EdgekdError naming the bad file."""
+    """Re-hash every array and check every value against meta.json; return meta or raise naming the data.
+
+    Beyond the hashes: frames finite, beam labels in ``0..num_beams-1``, split windows inside the frames.
+    """
     meta = read_meta(path)
     check_arrays(path, meta, rehash=True)
+    check_values(path, meta)
     return meta
+
+
+_REQUIRED_META: dict[str, type | tuple[type, ...]] = {
+    "window": int, "horizons": int, "num_beams": int, "num_frames": int, "modalities": dict, "splits": dict,
+    "arrays": dict, "fingerprint": str}
+
+
+def check_meta(path: str | os.PathLike, meta: Mapping[str, Any]) -> None:
+    """The fields the loader reads are present, typed and consistent with the array shapes in meta.json."""
+    meta_path = Path(path) / "meta.json"
+    fix = _regenerate_fix(meta)
+    for key, kind in _REQUIRED_META.items():
+        value = meta.get(key)
+        if value is None:
+            raise EdgekdError(f"meta.json lacks '{key}'", file=meta_path, field=key, fix=fix)
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise EdgekdError(f"'{key}' must be {getattr(kind, '__name__', kind)}, got {value!r}", file=meta_path,
+                              field=key, fix=fix)
+        if kind is int and value <= 0:
+            raise EdgekdError(f"'{key}' must be positive, got {value}", file=meta_path, field=key, fix=fix)
+    arrays = meta["arrays"]
+    for rel, entry in arrays.items():
+        if not isinstance(entry, dict) or not isinstance(entry.get("bytes"), int) \
+                or not isinstance(entry.get("sha256"), str) or not isinstance(entry.get("shape"), list):
+            raise EdgekdError("array entry needs bytes, sha256 and shape", file=meta_path, field=f"arrays.{rel}",
+                              fix=fix)
+        if Path(rel).is_absolute() or ".." in Path(rel).parts or not rel.endswith(".npy"):
+            raise EdgekdError(f"array path {rel!r} is not a .npy file inside the dataset", file=meta_path,
+                              field=f"arrays.{rel}", fix=fix)
+    power = arrays.get("frames/power.npy", {}).get("shape")
+    if not isinstance(power, list) or len(power) != 2 or power[1] != meta["num_beams"]:
+        raise EdgekdError(f"num_beams {meta['num_beams']} does not match frames/power.npy (shape {power})",
+                          file=meta_path, field="num_beams", fix=fix)
+    for name, entry in meta["modalities"].items():
+        shape = entry.get("window_shape") if isinstance(entry, dict) else None
+        stored = arrays.get(f"frames/{name}.npy", {}).get("shape")
+        if name not in MODALITIES or not isinstance(shape, list) or not isinstance(stored, list) \
+                or shape != [meta["window"], *stored[1:]]:
+            raise EdgekdError(f"modalities.{name} does not match the stored frames (window_shape {shape}, "
+                              f"frames/{name}.npy shape {stored}, window {meta['window']})", file=meta_path,
+                              field=f"modalities.{name}", fix=fix)
+    for name, entry in meta["splits"].items():
+        rel = entry.get("file") if isinstance(entry, dict) else None
+        if rel != f"splits/{name}.npy":
+            raise EdgekdError(f"split '{name}' points at {rel!r}, not inside the dataset's splits/ folder",
+                              file=meta_path, field=f"splits.{name}.file", fix=fix)
+
+
+def check_values(path: str | os.PathLike, meta: Mapping[str, Any], *, chunk: int = 4096) -> None:
+    """Frames finite (read in chunks), beam labels in range, split windows inside the frames."""
+    path = Path(path)
+    fix = _regenerate_fix(meta)
+    beams = np.load(path / "frames/beams.npy", mmap_mode="r", allow_pickle=False)
+    bad = np.flatnonzero((np.asarray(beams) < 0) | (np.asarray(beams) >= meta["num_beams"]))
+    if len(bad):
+        raise EdgekdError(f"{len(bad)} beam label(s) outside 0..{meta['num_beams'] - 1} (rows {bad[:5].tolist()}, "
+                          f"values {np.asarray(beams)[bad[:5]].tolist()})", file=path / "frames/beams.npy",
+                          field="frames/beams", fix=fix)
+    for rel in sorted(meta["arrays"]):
+        if not (rel.startswith("frames/") or rel == "info/time_s.npy"):
+            continue
+        values = np.load(path / rel, mmap_mode="r", allow_pickle=False)
+        if values.dtype.kind != "f":
+            continue
+        rows: list[int] = []
+        for start in range(0, len(values), chunk):
+            block = np.asarray(values[start:start + chunk], dtype=np.float32)
+            block = block.reshape(len(block), -1)
+            rows.extend(start + int(r) for r in np.flatnonzero(~np.isfinite(block).all(axis=1)))
+        if rows:
+            raise EdgekdError(f"{len(rows)} frame(s) hold NaN/inf (rows {rows[:5]})", file=path / rel,
+                              field=rel[:-len(".npy")], fix=fix)
+    check_split_bounds(path, meta)
+
+
+def check_split_bounds(path: str | os.PathLike, meta: Mapping[str, Any]) -> None:
+    """Every split's window starts lie inside the frames (a window and its labels included)."""
+    path = Path(path)
+    span = int(meta["window"]) + int(meta["horizons"]) - 1
+    for name, entry in meta["splits"].items():
+        starts = np.load(path / entry["file"], allow_pickle=False)
+        if starts.dtype.kind not in "iu" or starts.ndim != 1:
+            raise EdgekdError(f"split '{name}' must hold integer window starts, got {starts.dtype} {starts.shape}",
+                              file=path / entry["file"], field=f"splits.{name}", fix=_regenerate_fix(meta))
+        bad = np.flatnonzero((starts < 0) | (starts > int(meta["num_frames"]) - span))
+        if len(bad):
+            raise EdgekdError(f"{len(bad)} window start(s) of split '{name}' lie outside the "
+                              f"{meta['num_frames']} frames (e.g. {starts[bad[:3]].tolist()})",
+                              file=path / entry["file"], field=f"splits.{name}", fix=_regenerate_fix(meta))
 
 
 class WindowDataset:
@@ -202,6 +295,9 @@ def load_dataset(path: str | os.PathLike, split: str = "train", *, verify: bool 
     """
     meta = read_meta(path)
     check_arrays(path, meta, rehash=verify)
+    check_split_bounds(path, meta)
+    if verify:
+        check_values(path, meta)
     if split not in meta.get("splits", {}):
         have = ", ".join(meta.get("splits", {})) or "none"
         raise EdgekdError(f"split {split!r} is not in this dataset (it has: {have})", file=path, field="split",
@@ -239,3 +335,74 @@ def summarize_dataset(path: str | os.PathLike, *, verify: bool = True) -> dict[s
         if key in meta:
             summary[key] = meta[key]
     return summary
+
+
+def sanity_report(path: str | os.PathLike, meta: Mapping[str, Any] | None = None, *,
+                  max_frames: int = 1500) -> dict[str, Any]:
+    """Per modality: how much the inputs vary between frames, and whether the beam is predictable from them.
+
+    On up to ``max_frames`` frames spread over the dataset: ``spread`` is the
+    mean over features (LiDAR bins, map cells, pixels) of their standard
+    deviation across frames, in stored units; ``frame_change`` the mean
+    absolute change between consecutive frames of a segment, relative to the
+    spread; ``beam_1nn_within2`` the share of frames of held-out drives whose
+    nearest frame (1-NN on standardised features) of the other drives has a
+    best beam within 2 of theirs, against ``baseline_within2`` for always the
+    most frequent beam. A modality that came out constant has spread 0 and is
+    no better than the baseline: ``constant`` / ``uninformative`` flag it.
+    """
+    path = Path(path)
+    meta = read_meta(path) if meta is None else meta
+    beams = np.load(path / "frames/beams.npy", mmap_mode="r", allow_pickle=False)
+    drive = np.asarray(np.load(path / "info/drive.npy", allow_pickle=False))
+    segment_file = path / "info/segment.npy"
+    segment = np.asarray(np.load(segment_file, allow_pickle=False)) if segment_file.is_file() else drive
+    n = len(beams)
+    pick = np.unique(np.linspace(0, n - 1, min(n, max_frames)).astype(np.int64))
+    nxt = pick[(pick + 1 < n)]
+    nxt = nxt[(segment[nxt] == segment[np.minimum(nxt + 1, n - 1)]) & (drive[nxt] == drive[np.minimum(nxt + 1, n - 1)])]
+    labels = np.asarray(beams[pick], dtype=np.int64)
+    report: dict[str, Any] = {"frames_sampled": int(len(pick))}
+    for name in (m for m in MODALITIES if m in meta["modalities"]):
+        frames = np.load(path / meta["modalities"][name]["file"], mmap_mode="r", allow_pickle=False)
+        x = _as_features(frames[pick])
+        spread = float(x.std(axis=0).mean())
+        change = float(np.abs(_as_features(frames[nxt + 1]) - _as_features(frames[nxt])).mean()) if len(nxt) else 0.0
+        entry: dict[str, Any] = {"spread": round(spread, 5),
+                                 "frame_change": round(change / spread, 4) if spread > 0 else 0.0,
+                                 "constant": bool(spread <= 1e-6 * max(1.0, float(np.abs(x).mean())))}
+        entry.update(_nearest_neighbour_beams(x, labels, drive[pick]))
+        entry["uninformative"] = entry["beam_1nn_within2"] <= entry["baseline_within2"] + 0.02
+        if name == "radar":
+            rows = np.asarray(frames[pick][:, 0], dtype=np.float32).sum(axis=-1).argmax(axis=-1)
+            entry["peak_range_row"] = {"mean": round(float(rows.mean()), 2), "std": round(float(rows.std()), 2),
+                                       "distinct": int(len(np.unique(rows))), "rows": int(frames.shape[2])}
+        if name == "lidar":
+            entry["bins_with_return"] = round(float((x > 0).mean()), 4)
+        report[name] = entry
+    return report
+
+
+def _as_features(frames: np.ndarray) -> np.ndarray:
+    x = np.asarray(frames).reshape(len(frames), -1).astype(np.float32)
+    return x / 255.0 if np.asarray(frames).dtype == np.uint8 else x
+
+
+def _nearest_neighbour_beams(x: np.ndarray, labels: np.ndarray, drive: np.ndarray,
+                             dims: int = 64) -> dict[str, float]:
+    """1-NN beam (within 2) of held-out drives (every other drive; halves of one drive) vs the most frequent."""
+    ids = np.unique(drive)
+    test = np.isin(drive, ids[1::2]) if len(ids) > 1 else np.arange(len(drive)) >= len(drive) // 2
+    if test.all() or not test.any():
+        return {"beam_1nn_within2": 0.0, "baseline_within2": 0.0}
+    std = x.std(axis=0)
+    z = (x[:, std > 0] - x[:, std > 0].mean(axis=0)) / std[std > 0]
+    if z.shape[1] > dims:  # a fixed random projection keeps distances (roughly) and the cost small
+        z = z @ np.random.default_rng(0).normal(size=(z.shape[1], dims)).astype(np.float32) / np.sqrt(dims)
+    train, held = z[~test], z[test]
+    dist = (held ** 2).sum(1)[:, None] - 2 * held @ train.T + (train ** 2).sum(1)[None, :]
+    predicted = labels[~test][dist.argmin(axis=1)] if z.shape[1] else np.full(int(test.sum()), -99)
+    majority = np.bincount(labels[~test]).argmax()
+    truth = labels[test]
+    return {"beam_1nn_within2": round(float((np.abs(predicted - truth) <= 2).mean()), 4),
+            "baseline_within2": round(float((np.abs(majority - truth) <= 2).mean()), 4)}
