@@ -13,8 +13,13 @@ Health of a modality at time ``now``:
 - *quality* in [0, 1]: image luminance x contrast (dark or foggy images score
   low), radar peak-over-floor SNR, LiDAR share of valid returns; the mean over
   the last few frames, so a single noisy frame does not move a decision;
-- a NaN/inf or wrongly shaped frame is rejected and counted; the modality is
-  unhealthy until the next good frame arrives (never a crash).
+- a frame with NaN/inf in any channel, of the wrong shape, or (given the range
+  calibration saw) in the wrong scale is rejected and counted; the modality is
+  unhealthy until the next good frame arrives (never a crash);
+- timestamps: a NaN/inf one is refused; a duplicate or slightly earlier one is
+  refused (counted, the window stays good); a jump back or forward by more than
+  the staleness limit (a clock reset, a sensor that stopped) starts a fresh
+  window, so no window spans such a gap.
 """
 
 from __future__ import annotations
@@ -99,13 +104,20 @@ class Health:
 
 
 class ModalityBuffer:
-    """The last ``window`` frames of one modality, with timestamps and per-frame quality."""
+    """The last ``window`` frames of one modality, with timestamps and per-frame quality.
 
-    def __init__(self, name: str, frame_shape: tuple[int, ...], window: int, cfg: QualityConfig):
+    ``value_range`` (lo, hi): the range calibration saw for this input (see :func:`input_ranges`);
+    a frame reaching a span beyond it is in the wrong scale (a float image in 0..255, LiDAR at
+    1e30) and is rejected rather than saturated into a confident wrong prediction.
+    """
+
+    def __init__(self, name: str, frame_shape: tuple[int, ...], window: int, cfg: QualityConfig,
+                 value_range: tuple[float, float] | None = None):
         self.name = name
         self.frame_shape = tuple(int(s) for s in frame_shape)
         self.window = int(window)
         self.cfg = cfg
+        self.value_range = value_range
         # 2T ring slots: every frame is written twice, so windows are contiguous views
         self._frames = np.zeros((2 * self.window, *self.frame_shape), dtype=np.float32)
         # plain lists: a mean over 4 Python floats is cheaper than a numpy call per frame
@@ -117,52 +129,103 @@ class ModalityBuffer:
 
     def reset(self) -> None:
         self.clear()
+        self.rejected = 0            # frames refused (NaN/inf, wrong shape or scale, bad timestamp)
+        self.received = 0
+        self.restarts = 0            # windows restarted by a gap or a clock jump
+
+    def clear(self) -> None:
+        """Drop the buffered frames and their times (a new track), keeping the counters and quality history."""
+        self.count = 0               # good frames in the current window run (saturates meaning once >= window)
+        self.head = 0                # slot of the next write (0 .. window-1)
         self.last_good_s = -math.inf
         self.last_bad_s = -math.inf
         self.last_bad_reason = ""
-        self.rejected = 0            # frames refused (NaN/inf, wrong shape)
-        self.received = 0
+        self.bad = False             # the newest frame was refused: unhealthy until the next good one
 
-    def clear(self) -> None:
-        """Drop the buffered frames (a new track), keeping the counters and the quality history."""
-        self.count = 0               # good frames received (saturates meaning once >= window)
-        self.head = 0                # slot of the next write (0 .. window-1)
+    def push(self, frame: np.ndarray, timestamp: float, *, max_gap_s: float = math.inf) -> bool:
+        """Store a frame; returns False (and counts it) when it is malformed or out of order.
 
-    def push(self, frame: np.ndarray, timestamp: float) -> bool:
-        """Store a frame; returns False (and counts it) when it is malformed."""
+        A frame more than ``max_gap_s`` after the previous one (a sensor that stopped) or before it
+        (a clock reset) starts a fresh window: no window spans a gap longer than the staleness limit.
+        A duplicate or slightly earlier timestamp is refused without marking the sensor unhealthy.
+        """
         self.received += 1
-        frame = np.asarray(frame)
+        try:
+            t = float(timestamp)
+        except (TypeError, ValueError):
+            return self._reject(math.nan, f"timestamp {timestamp!r} is not a number")
+        if not math.isfinite(t):
+            return self._reject(t, f"timestamp {t} is not finite")
+        try:
+            frame = np.asarray(frame)
+        except (TypeError, ValueError) as exc:
+            return self._reject(t, f"not an array ({exc})")
         if frame.shape != self.frame_shape:
             if frame.size == int(np.prod(self.frame_shape)) and frame.squeeze().shape == \
                     tuple(s for s in self.frame_shape if s != 1):
                 frame = frame.reshape(self.frame_shape)
             else:
-                return self._reject(timestamp, f"wrong shape {frame.shape}, expected {self.frame_shape}")
+                return self._reject(t, f"wrong shape {frame.shape}, expected {self.frame_shape}")
         if frame.dtype.kind not in "fiub":
-            return self._reject(timestamp, f"unsupported dtype {frame.dtype}")
+            return self._reject(t, f"unsupported dtype {frame.dtype}")
+        if self.count and t <= self.last_good_s and self.last_good_s - t <= max_gap_s:
+            return self._reject(t, f"timestamp {t:.3f} s not after the previous frame's {self.last_good_s:.3f} s "
+                                   "(duplicate or out of order)", unhealthy=False)
         # Slot head + T lies outside the current window view [head, head + T): fill and check the new
         # frame there, so a rejected frame never touches the window (the next push reuses the slot).
         slot = self._frames[self.head + self.window]
         if frame.dtype == np.uint8 and self._scale_uint8 is not None:
             np.multiply(frame, self._scale_uint8, out=slot)  # stored camera frames: x / 255
         else:
-            np.copyto(slot, frame, casting="unsafe")
-        # every quality function reduces over the whole frame, so NaN/inf shows up in its result
+            with np.errstate(over="ignore", invalid="ignore"):
+                np.copyto(slot, frame, casting="unsafe")
+        problem = self._value_problem(slot)
+        if problem:
+            return self._reject(t, problem)
         quality, signal = self._quality_fn(slot, self.cfg)
         if not (math.isfinite(quality) and math.isfinite(signal)):
-            return self._reject(timestamp, "NaN or inf values")
+            return self._reject(t, "NaN or inf values")
+        if self.count and abs(t - self.last_good_s) > max_gap_s:
+            self._restart(slot)      # the gap (or clock jump) ends the old window
+        return self._store(slot, t, quality, signal)
+
+    def _value_problem(self, slot: np.ndarray) -> str:
+        """Why the frame's values cannot be used ('' when they can): non-finite in any channel, or wrong scale."""
+        if self.value_range is None:
+            total = float(slot.sum())   # NaN/inf anywhere (any channel) propagate into the sum
+            return "" if math.isfinite(total) else "NaN or inf values (or values too large to add up)"
+        lo, hi = float(slot.min()), float(slot.max())
+        if not (math.isfinite(lo) and math.isfinite(hi)):
+            return "NaN or inf values"
+        cal_lo, cal_hi = self.value_range
+        span = max(cal_hi - cal_lo, 1e-6)
+        if lo < cal_lo - span or hi > cal_hi + span:
+            return (f"values in [{lo:.4g}, {hi:.4g}] far outside the range calibration saw "
+                    f"[{cal_lo:.4g}, {cal_hi:.4g}] (wrong scale or units?)")
+        return ""
+
+    def _restart(self, slot: np.ndarray) -> None:
+        staged = slot.copy()          # clear() moves head: keep the new frame
+        self.clear()
+        self.restarts += 1
+        self._frames[self.head + self.window] = staged
+
+    def _store(self, slot: np.ndarray, t: float, quality: float, signal: float) -> bool:
+        slot = self._frames[self.head + self.window]
         self._frames[self.head] = slot
         k = self.count % len(self._quality)
         self._quality[k], self._signal[k] = quality, signal
         self.head = (self.head + 1) % self.window
         self.count += 1
-        self.last_good_s = float(timestamp)
+        self.last_good_s = t
+        self.bad = False
         return True
 
-    def _reject(self, timestamp: float, reason: str) -> bool:
+    def _reject(self, timestamp: float, reason: str, *, unhealthy: bool = True) -> bool:
         self.rejected += 1
-        self.last_bad_s = float(timestamp)
+        self.last_bad_s = timestamp
         self.last_bad_reason = reason
+        self.bad = self.bad or unhealthy
         return False
 
     def window_view(self) -> np.ndarray:
@@ -174,45 +237,81 @@ class ModalityBuffer:
         n = min(self.count, len(self._quality))
         quality = sum(self._quality[:n]) / n if n else 0.0
         signal = sum(self._signal[:n]) / n if n else math.nan
-        if self.last_bad_s >= self.last_good_s and self.rejected:
+        if self.bad:
             return Health(False, 0.0, signal, age, f"bad frame ({self.last_bad_reason})")
         if self.count == 0:
             return Health(False, 0.0, signal, age, "no frame yet")
+        if not math.isfinite(now):
+            return Health(False, quality, signal, age, f"the time asked for ({now}) is not finite")
         if age > staleness_s:
             return Health(False, quality, signal, age, f"stale ({age:.2f} s)")
+        if age < -staleness_s:
+            return Health(False, quality, signal, age, f"newest frame is {-age:.2f} s in the future of the clock")
         if self.count < self.window:
             return Health(False, quality, signal, age, f"warming up ({self.count}/{self.window} frames)")
         return Health(True, quality, signal, age, "")
 
 
+def input_ranges(students: Mapping[str, Mapping]) -> dict[str, tuple[float, float]]:
+    """Per modality, the range calibration saw: the full-int8 input's representable range.
+
+    A full-int8 model's input scale and zero point are set from the calibration windows, so
+    ``[(-128 - zp) * scale, (127 - zp) * scale]`` is that range (a union over the students
+    that take the modality). ``students``: a bundle manifest's ``students``.
+    """
+    ranges: dict[str, tuple[float, float]] = {}
+    for student in students.values():
+        artifact = (student.get("artifacts") or {}).get("tflite_int8") or {}
+        for tensor in artifact.get("inputs") or []:
+            quant = tensor.get("quantization") or {}
+            scale, zero_point = quant.get("scale"), quant.get("zero_point")
+            if not (isinstance(scale, (int, float)) and isinstance(zero_point, int)) or not scale > 0:
+                continue
+            lo, hi = (-128 - zero_point) * scale, (127 - zero_point) * scale
+            old = ranges.get(tensor["name"], (lo, hi))
+            ranges[tensor["name"]] = (min(lo, old[0]), max(hi, old[1]))
+    return ranges
+
+
 class SensorHub:
-    """One :class:`ModalityBuffer` per modality; ``now`` is the newest timestamp seen."""
+    """One :class:`ModalityBuffer` per modality; ``now`` is the newest good timestamp seen.
+
+    ``ranges`` (modality -> (lo, hi), e.g. :func:`input_ranges` of the bundle) turns on the
+    wrong-scale check. Frames more than ``staleness_s`` apart never share a window.
+    """
 
     def __init__(self, frame_shapes: Mapping[str, tuple[int, ...]], window: int, *,
-                 staleness_s: float, quality: QualityConfig | None = None):
+                 staleness_s: float, quality: QualityConfig | None = None,
+                 ranges: Mapping[str, tuple[float, float]] | None = None):
+        if not (math.isfinite(float(staleness_s)) and staleness_s > 0):
+            raise ValueError(f"staleness_s must be a positive finite number, got {staleness_s!r}")
         self.cfg = quality or QualityConfig()
         self.staleness_s = float(staleness_s)
         self.window = int(window)
-        self.buffers = {name: ModalityBuffer(name, shape, window, self.cfg) for name, shape in frame_shapes.items()}
-        self.now = -math.inf
+        ranges = ranges or {}
+        self.buffers = {name: ModalityBuffer(name, shape, window, self.cfg, ranges.get(name))
+                        for name, shape in frame_shapes.items()}
         self.unknown_pushes = 0
+
+    @property
+    def now(self) -> float:
+        """The newest accepted timestamp (-inf before any): never a NaN, a refused or an unknown frame's."""
+        return max((b.last_good_s for b in self.buffers.values()), default=-math.inf)
 
     @property
     def modalities(self) -> tuple[str, ...]:
         return tuple(self.buffers)
 
     def push(self, modality: str, frame: np.ndarray, timestamp: float) -> bool:
-        """Store one frame; False when the hub does not know the modality or the frame is malformed."""
-        if timestamp > self.now:
-            self.now = float(timestamp)
+        """Store one frame; False when the hub does not know the modality or the frame is refused."""
         buffer = self.buffers.get(modality)
         if buffer is None:
             self.unknown_pushes += 1
             return False
-        return buffer.push(frame, timestamp)
+        return buffer.push(frame, timestamp, max_gap_s=self.staleness_s)
 
     def health(self, now: float | None = None) -> dict[str, Health]:
-        at = self.now if now is None else now
+        at = self.now if now is None else float(now)
         return {name: buffer.health(at, self.staleness_s) for name, buffer in self.buffers.items()}
 
     def window_of(self, modality: str) -> np.ndarray:
@@ -224,7 +323,6 @@ class SensorHub:
     def reset(self) -> None:
         for buffer in self.buffers.values():
             buffer.reset()
-        self.now = -math.inf
 
     def new_track(self) -> None:
         """A new user or pass: every window starts empty (no window may mix two tracks)."""

@@ -25,6 +25,7 @@ import dataclasses
 import logging
 import multiprocessing
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -273,7 +274,8 @@ def _render_drives(cfg: SceneConfig, seed: int, drives: list[int], workers: int)
     saved = {k: os.environ.get(k) for k in _BLAS_THREAD_VARS}
     os.environ.update({k: "1" for k in _BLAS_THREAD_VARS})
     try:
-        with concurrent.futures.ProcessPoolExecutor(workers, mp_context=ctx) as pool:
+        with concurrent.futures.ProcessPoolExecutor(workers, mp_context=ctx, initializer=die_with_parent,
+                                                    initargs=(os.getpid(),)) as pool:
             yield from pool.map(_render_one, jobs, chunksize=4)
     finally:
         for k, v in saved.items():
@@ -281,6 +283,27 @@ def _render_drives(cfg: SceneConfig, seed: int, drives: list[int], workers: int)
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+
+
+def die_with_parent(parent_pid: int) -> None:
+    """In a child process: have the kernel SIGKILL it when ``parent_pid`` dies (even by SIGKILL).
+
+    Linux ``prctl(PR_SET_PDEATHSIG, SIGKILL)``; a parent already gone by the time this runs
+    makes the child exit at once. Elsewhere a no-op (the child ends when its pipes close).
+    Used by the ``data synth`` workers and the export converter child.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    import signal
+
+    pr_set_pdeathsig = 1
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, int(signal.SIGKILL), 0, 0, 0)
+    except (OSError, AttributeError):  # no prctl in this libc: nothing to arm
+        return
+    if os.getppid() != parent_pid:
+        os._exit(1)
 
 
 _BLAS_THREAD_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")

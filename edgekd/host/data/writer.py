@@ -165,13 +165,19 @@ def _prepare_arrays(frames: Mapping[str, np.ndarray], power: np.ndarray, beams: 
 
 
 def _cast(value: np.ndarray, dtype: np.dtype, name: str) -> np.ndarray:
-    if value.dtype == dtype:
-        return value
+    """``value`` in the stored dtype; float frames must be finite after the cast (checked even when the dtype
+    already matches: NaN in a source file must never reach a dataset)."""
     if dtype == np.uint8 and value.dtype.kind == "f":
         raise ValueError(f"frames[{name!r}] must be uint8 images (0..255), got {value.dtype}")
-    out = value.astype(dtype)
-    if dtype.kind == "f" and not np.all(np.isfinite(out)):
-        raise ValueError(f"frames[{name!r}] does not fit {dtype} (overflow or NaN)")
+    out = value if value.dtype == dtype else value.astype(dtype)
+    if dtype.kind == "f":
+        flat = out.reshape(len(out), -1)
+        bad = np.flatnonzero(~np.isfinite(flat).all(axis=1))
+        if len(bad):
+            cause = "NaN/inf" if value.dtype == dtype or not np.isfinite(value).all() else f"overflow of {dtype}"
+            raise EdgekdError(f"frames[{name!r}]: {len(bad)} frame(s) hold {cause} values (rows {bad[:5].tolist()})",
+                              field=f"frames/{name}",
+                              fix="drop or repair those frames in the source data before writing the dataset")
     return out
 
 

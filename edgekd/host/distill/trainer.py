@@ -34,6 +34,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from edgekd.device.errors import EdgekdError
 from edgekd.host.checkpoint import save_checkpoint
 from edgekd.host.distill import ddp
 from edgekd.host.distill.config import TrainConfig
@@ -173,6 +174,8 @@ class Trainer:
                    disable=not (self.cfg.progress and self.dist.is_main))
         for step, batch in enumerate(batches, start=1):
             _, terms = self.module(batch)
+            if not torch.isfinite(terms["loss"]).all():
+                _check_finite_inputs(batch, f"epoch {epoch}, batch {step}")   # bad data, not a bad lr
             check_finite(terms["loss"], "training loss", f"at epoch {epoch}", field="lr",
                          fix="lower the learning rate or the distillation weights")
             optimizer_step(terms["loss"], self.optimizer, self.params, self.cfg.grad_clip)
@@ -355,3 +358,15 @@ def _jsonable(obj: Any) -> Any:
         return obj.tolist()
     return obj
 
+
+
+def _check_finite_inputs(batch: Mapping[str, Any], where: str) -> None:
+    """Name the input array (and how many windows) when a non-finite loss came from NaN/inf data."""
+    for name, value in batch.items():
+        if isinstance(value, Tensor) and value.is_floating_point() and not torch.isfinite(value).all():
+            bad = (~torch.isfinite(value.reshape(value.shape[0], -1))).any(dim=1).nonzero().flatten().tolist()
+            raise EdgekdError(f"training input '{name}' holds NaN/inf values in {len(bad)} of {value.shape[0]} "
+                              f"windows of the batch ({where}, batch positions {bad[:5]}); the loss cannot be "
+                              "finite", field=f"frames/{name}",
+                              fix="the dataset is corrupt: `edgekd data info DATA` names the rows; re-generate "
+                                  "or re-import it (the learning rate is not the cause)")

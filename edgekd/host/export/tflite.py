@@ -60,7 +60,8 @@ def convert_onnx_to_tflite(onnx_path: str | os.PathLike, work_dir: str | os.Path
     if "int8" in precisions and calibration_npz is None:
         raise ValueError("int8 conversion needs a calibration set")
     cmd = [sys.executable, "-m", "edgekd.host.export.tflite", "--onnx", str(onnx_path), "--work", str(work_dir),
-           "--inputs", ",".join(input_names), "--precisions", ",".join(precisions), "--result", str(result_path)]
+           "--inputs", ",".join(input_names), "--precisions", ",".join(precisions), "--result", str(result_path),
+           "--parent-pid", str(os.getpid())]  # the child dies with this process, even when it is SIGKILLed
     if calibration_npz is not None:
         cmd += ["--calibration", str(calibration_npz)]
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": "-1",
@@ -186,7 +187,12 @@ def _child_main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--precisions", required=True)
     parser.add_argument("--calibration")
     parser.add_argument("--result", required=True)
+    parser.add_argument("--parent-pid", type=int, default=None)
     args = parser.parse_args(argv)
+    if args.parent_pid is not None:
+        from edgekd.host.data.synth import die_with_parent
+
+        die_with_parent(args.parent_pid)
     onnx_path, work = Path(args.onnx), Path(args.work)
     input_names = args.inputs.split(",")
     precisions = args.precisions.split(",")

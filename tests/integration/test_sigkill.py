@@ -1,0 +1,85 @@
+"""SIGKILL of a parent leaves no child behind: `data synth` workers and the export converter child die with it."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux-only")
+
+
+def _wait_for_children(parent: subprocess.Popen, match: str, timeout_s: float = 90) -> list[psutil.Process]:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        assert parent.poll() is None, "the parent ended before its children started"
+        found = []
+        for child in psutil.Process(parent.pid).children(recursive=True):
+            try:
+                if match in " ".join(child.cmdline()):
+                    found.append(child)
+            except psutil.NoSuchProcess:
+                continue
+        if found:
+            return found
+        time.sleep(0.2)
+    raise AssertionError(f"no child matching {match!r} within {timeout_s} s")
+
+
+def _kill_and_check(parent: subprocess.Popen, children: list[psutil.Process], within_s: float = 5.0) -> float:
+    os.kill(parent.pid, signal.SIGKILL)
+    parent.wait(timeout=10)
+    start = time.monotonic()
+    _, alive = psutil.wait_procs(children, timeout=within_s)
+    for proc in alive:  # clean up before failing, so the test never leaves them behind either
+        proc.kill()
+    assert not alive, f"{len(alive)} child process(es) outlived their SIGKILLed parent by {within_s} s"
+    return time.monotonic() - start
+
+
+def test_sigkill_of_data_synth_takes_its_workers_along(tmp_path):
+    out = tmp_path / "data"
+    cmd = [sys.executable, "-c", "from edgekd.cli import main; main()", "data", "synth", "--windows", "30000",
+           "--out", str(out), "--no-progress"]
+    parent = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        workers = _wait_for_children(parent, "multiprocessing")
+        _kill_and_check(parent, workers)
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+    assert not out.exists()
+    again = subprocess.run([*cmd[:3], "data", "synth", "--windows", "60", "--out", str(out), "--no-progress"],
+                           cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr
+    assert not [p for p in out.parent.iterdir() if p.name.endswith(".partial")]
+
+
+def test_sigkill_of_export_takes_the_converter_child_along(tmp_path):
+    script = f"""
+import sys
+sys.path.insert(0, {str(REPO / 'tests')!r})
+from pathlib import Path
+from support.bundles import _onnx_fp32
+from edgekd.host.export.tflite import convert_onnx_to_tflite
+work = Path({str(tmp_path)!r})
+_onnx_fp32(work / "model.onnx")
+convert_onnx_to_tflite(work / "model.onnx", work / "convert", input_names=["lidar"], calibration_npz=None,
+                       precisions=["fp32"])
+"""
+    parent = subprocess.Popen([sys.executable, "-c", script], cwd=REPO, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    try:
+        converters = _wait_for_children(parent, "edgekd.host.export.tflite")
+        time.sleep(1.0)  # let the child get past its start-up (the death signal is armed there)
+        _kill_and_check(parent, converters)
+    finally:
+        if parent.poll() is None:
+            parent.kill()
