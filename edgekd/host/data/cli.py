@@ -40,16 +40,18 @@ def data() -> None:
 @click.option("--split", default="0.7,0.15,0.15", show_default=True, help=SPLIT_HELP)
 @click.option("--overwrite", is_flag=True, help="Replace --out if it is an existing dataset.")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar.")
+@click.option("--force", is_flag=True,
+              help="Simulate even when the estimated size, time or memory is beyond the sane limits.")
 def synth(out: Path, windows: int, seed: int, image_size: int, config_path: Path | None, split: str,
-          overwrite: bool, progress: bool) -> None:
-    """Simulate the synthetic V2I scenario and store it as a dataset."""
-    from edgekd.host.data.store import synthesize_dataset
+          overwrite: bool, progress: bool, force: bool) -> None:
+    """Simulate the synthetic V2I scenario and store it as a dataset (refuses a huge request unless --force)."""
+    from edgekd.host.data.writer import synthesize_dataset
 
     _positive(windows, "--windows", "ask for at least 1 window, e.g. --windows 10000")
     _positive(image_size, "--image-size", "use a positive image side, e.g. --image-size 64 (paper: 224)")
     started = time.perf_counter()
     path = synthesize_dataset(out, windows=windows, seed=seed, image_size=image_size, config_path=config_path,
-                              split=split, overwrite=overwrite, progress=progress)
+                              split=split, overwrite=overwrite, progress=progress, force=force)
     _echo_written(path, time.perf_counter() - started)
 
 
@@ -223,6 +225,22 @@ def format_summary(summary: dict) -> str:
     return "\n".join(lines)
 
 
+MAX_DRIVE_MINUTES = 240.0  # 144k frames at 10 Hz: a few GB in memory
+
+
+def _is_drive(path: Path) -> bool:
+    """A drive file of `edgekd data drive` (an .npz whose meta names the drive format)."""
+    import numpy as np
+
+    from edgekd.device.runtime.replay import DRIVE_FORMATS
+
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return json.loads(str(data["meta"])).get("format") in DRIVE_FORMATS
+    except Exception:  # unreadable, not an .npz, no meta: not ours, never replaced
+        return False
+
+
 @data.command("drive",
               short_help="Record one continuous synthetic drive (day -> night) for `edgekd run --replay`.")
 @click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path),
@@ -239,13 +257,14 @@ def drive(out: Path, seed: int, image_size: int, minutes: float, config_path: Pa
     """Record a drive: day -> fog -> flaky camera -> dusk -> night with a LiDAR failure -> night rain."""
     import numpy as np
 
+    from edgekd.device.io import check_replaceable_file
     from edgekd.host.data.drive import record_drive, write_drive
 
     _positive(image_size, "--image-size", "use a positive image side, e.g. --image-size 64")
-    if not minutes > 0:
-        raise EdgekdError(f"must be positive, got {minutes}", field="--minutes", fix="e.g. --minutes 4")
-    if out.exists() and not overwrite:
-        raise EdgekdError("drive file already exists", file=out, fix="choose another --out or pass --overwrite")
+    if not 0 < minutes <= MAX_DRIVE_MINUTES:  # False for NaN and inf too
+        raise EdgekdError(f"must be a number of minutes in (0, {MAX_DRIVE_MINUTES}], got {minutes}",
+                          field="--minutes", fix="e.g. --minutes 4 (a drive is held in memory while it is recorded)")
+    check_replaceable_file(out, overwrite=overwrite, is_own=_is_drive, what="drive file")
     started = time.perf_counter()
     arrays, meta = record_drive(minutes=minutes, seed=seed, image_size=image_size, config_path=config_path)
     write_drive(out, arrays, meta, overwrite=overwrite)

@@ -37,10 +37,31 @@ def _common_options(func=None, *, data_required: bool = True):
         click.option("--resume", is_flag=True, default=False,
                      help="Continue the interrupted/finished run saved at --out (epochs, optimizer, schedule)."),
         click.option("--no-progress", is_flag=True, default=False, help="Hide the progress bar."),
+        click.option("--overwrite", is_flag=True, default=False,
+                     help="Replace an existing --out checkpoint (only an edgekd checkpoint is ever replaced)."),
     ]
     for option in reversed(options):
         func = option(func)
     return func
+
+
+def _check_out(out: Path, *, overwrite: bool, resume: bool) -> None:
+    """A single-file --out: new, or (with --overwrite) an edgekd checkpoint; --resume continues the one there."""
+    from edgekd.device.io import check_replaceable_file
+
+    if resume:
+        return
+    check_replaceable_file(out, overwrite=overwrite, is_own=_is_checkpoint, what="checkpoint")
+
+
+def _is_checkpoint(path: Path) -> bool:
+    from edgekd.host.checkpoint import load_checkpoint
+
+    try:
+        load_checkpoint(path)
+    except Exception:  # any failure to read it as a checkpoint means: not ours, never replace it
+        return False
+    return True
 
 
 def _config(config, **flags):
@@ -61,10 +82,11 @@ def _summary(result, out: Path) -> str:
 @click.command("train")
 @click.option("--model", "model_name", required=True, help="Registered model name (see `edgekd models list`).")
 @_common_options
-def train(model_name, data, out, config, log_path, resume, **flags):
+def train(model_name, data, out, config, log_path, resume, overwrite, **flags):
     """Train a model on the labels only (a teacher, or the no-KD student baseline)."""
     from edgekd.host.distill.api import train_model
 
+    _check_out(out, overwrite=overwrite, resume=resume)
     cfg = _config(config, **flags)
     _, result = train_model(model_name, data, cfg, out=out, resume=resume, log_path=log_path)
     if result.checkpoint:
@@ -88,12 +110,13 @@ def train(model_name, data, out, config, log_path, resume, **flags):
               help="--method datafree: student loss, KL at --temperature (x T^2) or MSE between raw logits.")
 @_common_options(data_required=False)
 def distill(teacher, student, method, alpha, temperature, horizon_weights, generator_loss, student_loss, data, out,
-            config, log_path, resume, **flags):
+            config, log_path, resume, overwrite, **flags):
     """Distil a student from a teacher checkpoint with a registered KD method."""
     from edgekd.host.distill.api import distill_model
     from edgekd.host.distill.config import parse_horizon_weights
     from edgekd.host.distill.methods import KD_METHODS
 
+    _check_out(out, overwrite=overwrite, resume=resume)
     cfg = _config(config, alpha=alpha, temperature=temperature,
                   horizon_weights=parse_horizon_weights(horizon_weights), **flags)
     if KD_METHODS.resolve(method) == "datafree":
