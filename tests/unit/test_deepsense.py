@@ -5,6 +5,7 @@ per-file formats with simpler names, kept for the error and option tests and for
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -312,3 +313,200 @@ def test_scr_preferred_over_point_cloud(tmp_path):
     meta = json.loads((out / "meta.json").read_text())
     assert meta["modalities"]["lidar"]["preprocessing"]["column"] == "unit1_lidar_SCR"
     np.testing.assert_allclose(np.load(out / "frames/lidar.npy"), truth["scr"] / 10.0, rtol=1e-6)
+
+
+# --- the published layouts (tests/support/deepsense.py cites the source of every fact) -------------------
+
+
+def _power_argmax(root: Path, csv_name: str) -> dict[int, int]:
+    """CSV index -> argmax of its power file, read as paper 2's reference loader does (np.loadtxt + argmax)."""
+    with open(root / csv_name, newline="") as handle:
+        return {int(row["index"]): int(np.argmax(np.loadtxt(root / row["unit1_pwr_60ghz"][2:])))
+                for row in csv.DictReader(handle) if not np.isnan(np.loadtxt(root / row["unit1_pwr_60ghz"])).any()}
+
+
+def _assert_no_window_spans_a_gap(out: Path, csv_index: np.ndarray) -> None:
+    source_row = np.load(out / "info/source_row.npy")
+    index = csv_index[source_row]
+    for ds in _all_windows(out).values():
+        spans = ds.indices[:, None] + np.arange(ds.window + ds.horizons - 1)
+        assert np.all(np.diff(index[spans], axis=1) == 1)
+
+
+@pytest.fixture(scope="module")
+def scenario9(tmp_path_factory):
+    from support.deepsense import build_scenario9
+
+    root = tmp_path_factory.mktemp("published") / "scenario9"
+    truth = build_scenario9(root, (14, 15, 13), nan_rows=(1, 29))  # published radar [4, 256, 128], 960x540 JPEGs
+    return root, truth
+
+
+def test_scenario9_as_published(scenario9, tmp_path):
+    from support.deepsense import SCENARIO9_HEADER
+
+    root, truth = scenario9
+    assert (root / "scenario9.csv").read_text().splitlines()[0] == ",".join(SCENARIO9_HEADER)
+    out = import_deepsense(root, tmp_path / "ds", config=ImportConfig(split=(0.34, 0.33, 0.33)))
+    meta = json.loads((out / "meta.json").read_text())
+    assert set(meta["modalities"]) == {"image", "radar", "lidar", "gps"}
+    assert meta["deepsense"]["columns"]["beam"] == "unit1_beam_index"
+    assert meta["dropped"] == {"nan_power": 2, "csv_lines": [2, 30]}
+    beams = np.load(out / "frames/beams.npy")
+    index = np.asarray(truth.index)[np.load(out / "info/source_row.npy")]
+    argmax = _power_argmax(root, "scenario9.csv")
+    np.testing.assert_array_equal(beams, [argmax[i] for i in index])             # beams = argmax of the files
+    np.testing.assert_array_equal(beams, truth.kept("label") - 1)              # published label - 1, every row
+    assert meta["deepsense"]["beam_column_mismatch"] == 0
+    np.testing.assert_allclose(np.load(out / "frames/lidar.npy"), truth.kept("scr") / 10.0, rtol=1e-6)  # [DF]
+    radar = meta["modalities"]["radar"]["preprocessing"]
+    assert radar["cube_shape"] == [4, 256, 128] and radar["range_bin_m"] == pytest.approx(0.195, abs=1e-3)
+    assert 35 <= radar["max_range_m"] <= 45 and radar["slope_mhz_per_us"] == 15.015
+    time_s = np.load(out / "info/time_s.npy")
+    assert time_s[0] == 0.0 and time_s[1] == pytest.approx(0.111, abs=1e-3)
+    assert meta["deepsense"]["warnings"] == []
+    _assert_no_window_spans_a_gap(out, np.asarray(truth.index))
+    from edgekd.host.data.reader import sanity_report
+
+    report = sanity_report(out)
+    assert not any(report[m]["constant"] or report[m]["uninformative"] for m in meta["modalities"])
+
+
+def test_scenario8_as_published(tmp_path):
+    from support.deepsense import build_scenario9
+
+    root = tmp_path / "scenario8"
+    truth = build_scenario9(root, (13, 12, 12), nan_rows=(13,), scenario8=True, image_size=(96, 54))
+    out = import_deepsense(root, tmp_path / "ds", config=ImportConfig(split=(0.34, 0.33, 0.33)))
+    meta = json.loads((out / "meta.json").read_text())
+    assert set(meta["modalities"]) == {"image", "lidar", "gps"}
+    assert meta["modalities"]["lidar"]["preprocessing"]["column"] == "unit1_lidar_SCR"
+    np.testing.assert_array_equal(np.load(out / "frames/beams.npy"), truth.kept("label") - 1)
+    np.testing.assert_allclose(np.load(out / "frames/lidar.npy"), truth.kept("scr") / 10.0, rtol=1e-6)
+    assert meta["dropped"]["csv_lines"] == truth.nan_lines == [14]
+
+
+@pytest.fixture(scope="module")
+def scenario32(tmp_path_factory):
+    from support.deepsense import build_scenario3x
+
+    root = tmp_path_factory.mktemp("published") / "scenario32"
+    truth = build_scenario3x(root, (16, 30, 16), nan_rows=(4, 30), index_gaps=(22, 50), image_size=(96, 54))
+    return root, truth
+
+
+def test_scenario32_as_published(scenario32, tmp_path):
+    root, truth = scenario32
+    out = import_deepsense(root, tmp_path / "ds", config=ImportConfig(split=(0.34, 0.33, 0.33)))
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["deepsense"]["csv"] == "scenario32_dev.csv"
+    assert set(meta["modalities"]) == {"image", "radar", "lidar", "gps"}
+    assert meta["dropped"]["csv_lines"] == truth.nan_lines == [5, 31]    # literal nan rows dropped and listed
+    beams = np.load(out / "frames/beams.npy")
+    index = np.asarray(truth.index)[np.load(out / "info/source_row.npy")]
+    argmax = _power_argmax(root, "scenario32_dev.csv")
+    np.testing.assert_array_equal(beams, [argmax[i] for i in index])
+    np.testing.assert_array_equal(beams, truth.kept("label") - 1)           # unit1_beam is 1-based
+    # two published index gaps and two dropped rows: four breaks, no window across any of them
+    assert meta["deepsense"]["segment_breaks"]["index_gaps"] == 4
+    _assert_no_window_spans_a_gap(out, np.asarray(truth.index))
+    time_s = np.load(out / "info/time_s.npy")
+    assert time_s[1] - time_s[0] == pytest.approx(0.092, abs=1e-4)         # HH:MM:SS-microseconds
+    assert meta["modalities"]["radar"]["preprocessing"]["cube_shape"] == [4, 256, 250]
+
+
+def test_point_cloud_bins_move_with_the_users(scenario32, tmp_path):
+    """The 3-D cloud of a sensor above a road: with the ground (and what is above the users) removed the bins
+    spread like the synthetic scenario's; binned as they come they are a flat ground ring."""
+    from edgekd.host.data.reader import sanity_report
+    from edgekd.host.data.store import synthesize_dataset
+
+    root, _ = scenario32
+    cfg = ImportConfig(split=(0.34, 0.33, 0.33))
+    out = import_deepsense(root, tmp_path / "ds", config=cfg)
+    lidar = sanity_report(out)["lidar"]
+    synthetic = sanity_report(synthesize_dataset(tmp_path / "synth", windows=60, seed=0))["lidar"]
+    assert 0.2 < lidar["spread"] / synthetic["spread"] < 5, (lidar, synthetic)
+    assert not lidar["uninformative"] and lidar["beam_1nn_within2"] > 0.5
+    flat = import_deepsense(root, tmp_path / "flat", config=dataclasses.replace(cfg, lidar_band_m=(-50.0, 50.0)))
+    ring = sanity_report(flat)["lidar"]
+    assert ring["spread"] < 0.1 * lidar["spread"] and ring["bins_with_return"] == 1.0
+
+
+def test_time_stamps_of_both_published_formats(caplog, tmp_path):
+    assert parse_time_of_day("['16-45-05-799']") == pytest.approx(16 * 3600 + 45 * 60 + 5.799)
+    assert parse_time_of_day("11:46:30-554123") == pytest.approx(11 * 3600 + 46 * 60 + 30.554123)
+    assert parse_time_of_day("11:46:30-054123") == pytest.approx(11 * 3600 + 46 * 60 + 30.054123)
+    assert parse_time_of_day("['not a time']") is None
+    from support.deepsense import build_scenario9
+
+    root = tmp_path / "scenario8"
+    build_scenario9(root, (12, 12), scenario8=True, image_size=(48, 27))
+    text = (root / "scenario8.csv").read_text().replace("['16-4", "['16h4")
+    (root / "scenario8.csv").write_text(text)
+    out = import_deepsense(root, tmp_path / "ds", config=ImportConfig(split=(0.5, 0.5)))
+    warnings = json.loads((out / "meta.json").read_text())["deepsense"]["warnings"]
+    assert len(warnings) == 1 and "time_stamp[UTC]" in warnings[0] and "frame counts" in warnings[0]
+    assert "time_stamp[UTC]" in caplog.text
+
+
+def test_other_packagings_are_refused(tmp_path):
+    challenge = tmp_path / "challenge"
+    challenge.mkdir()
+    (challenge / "ml_challenge_dev_multi_modal.csv").write_text(
+        "index," + ",".join(f"unit1_rgb_{i}" for i in range(1, 6)) + ",unit1_beam\n1,a,b,c,d,e,3\n")
+    with pytest.raises(EdgekdError, match="ML-challenge packaging") as err:
+        import_deepsense(challenge, tmp_path / "ds")
+    assert "scenarioN.csv" in err.value.fix
+    task = tmp_path / "task"
+    task.mkdir()
+    (task / "scenario9_series_train.csv").write_text("unit1_pwr_1,unit1_pwr_2,beam_index_1\na,b,3\n")
+    with pytest.raises(EdgekdError, match="per-task CSV") as err:
+        import_deepsense(task, tmp_path / "ds")
+    assert not (tmp_path / "ds").exists()
+
+
+def test_wrong_shape_in_every_row_is_one_message(tmp_path):
+    from click.testing import CliRunner
+    from support.deepsense import build_scenario9
+
+    from edgekd.cli import cli
+
+    root = tmp_path / "scenario8"
+    build_scenario9(root, (12, 12), scenario8=True, image_size=(48, 27))
+    for path in (root / "unit1/lidar_SCR_data").glob("*.mat"):
+        scipy.io.savemat(path, {"data": np.zeros((100, 2))})
+    result = CliRunner().invoke(cli, ["data", "import-deepsense", str(root), "--out", str(tmp_path / "ds"),
+                                      "--no-progress"])
+    assert result.exit_code == 2, result.output
+    assert "every one of the 24 rows" in result.output and result.output.count("expected one [216]") == 3
+    assert not (tmp_path / "ds").exists()
+
+
+def test_constant_modality_shows_in_the_report(tmp_path):
+    from click.testing import CliRunner
+    from support.deepsense import build_scenario9
+
+    from edgekd.cli import cli
+
+    root = tmp_path / "scenario8"
+    build_scenario9(root, (12, 12, 12), scenario8=True, image_size=(48, 27))
+    scans = sorted((root / "unit1/lidar_SCR_data").glob("*.mat"))
+    for path in scans[1:]:
+        path.write_bytes(scans[0].read_bytes())
+    result = CliRunner().invoke(cli, ["data", "import-deepsense", str(root), "--out", str(tmp_path / "ds"),
+                                      "--split", "0.34,0.33,0.33", "--no-progress"])
+    assert result.exit_code == 0, result.output
+    lidar_line = next(line for line in result.output.splitlines() if line.strip().startswith("lidar"))
+    assert "CONSTANT" in lidar_line
+    info = CliRunner().invoke(cli, ["data", "info", str(tmp_path / "ds")])
+    assert info.exit_code == 0 and "CONSTANT" in info.output and "sanity" in info.output
+
+
+def test_raw_2d_scan_binned_to_the_contract():
+    scan = np.stack([np.full(460, 30.0), np.linspace(-90, 90, 460)], axis=1)  # [460, 2] (range m, angle deg)
+    scan[200:210, 0] = 6.0
+    bins = lidar_raw_to_bins(scan, ImportConfig())
+    assert bins.shape == (216,) and np.all(bins > 0)
+    near = np.flatnonzero(bins < 10)
+    assert near.size and abs(near.mean() - 210 * 216 / 460) < 3
