@@ -147,9 +147,13 @@ def _echo_written(path: Path, elapsed: float) -> None:
     splits = ", ".join(f"{name} {info['windows']}" for name, info in meta["splits"].items())
     click.echo(f"wrote {path}: {meta['num_frames']} frames in {meta['num_drives']} drives; windows: {splits}; "
                f"{size / 1e6:.1f} MB; {elapsed:.1f} s")
-    dropped = meta.get("dropped", {}).get("nan_power")
-    if dropped is not None:
-        click.echo(f"dropped {dropped} row(s) whose power vector has NaN")
+    dropped = meta.get("dropped", {})
+    if dropped.get("nan_power"):
+        lines = dropped.get("csv_lines", [])
+        click.echo(f"dropped {dropped['nan_power']} row(s) whose power vector has NaN (CSV lines "
+                   f"{', '.join(map(str, lines))}{' ...' if len(lines) < dropped['nan_power'] else ''})")
+    for warning in meta.get("deepsense", {}).get("warnings", []):
+        click.echo(f"warning: {warning}")
 
 
 @data.command("info", short_help="Verify and summarise a dataset; --plot draws it.")
