@@ -39,6 +39,7 @@ def read_meta(path: str | os.PathLike) -> dict:
         found = meta.get("format") if isinstance(meta, dict) else None
         raise EdgekdError(f"unsupported dataset format {found!r} (this edgekd reads {DATASET_FORMAT})",
                           file=meta_path, field="format", fix=_regenerate_fix(meta if isinstance(meta, dict) else {}))
+    check_meta(path, meta)
     return meta
 
 
