@@ -35,7 +35,7 @@ def parse_time_of_day(text: str) -> float | None:
     if not match:
         return None
     hours, sep, minutes, seconds, frac_sep, frac = match.groups()
-    value = int(hours) * 3600 + int(minutes) * 60 + int(seconds)
+    value = float(int(hours) * 3600 + int(minutes) * 60 + int(seconds))
     if frac:
         if frac_sep == ".":
             value += float(f"0.{frac}")
