@@ -147,7 +147,6 @@ def build_scenario9(root: Path, seq_lengths=(12, 12, 12), *, nan_rows=(),
 
     ``nan_rows``: 1-based CSV row numbers whose power file holds a literal ``nan``.
     """
-    import scipy.io
 
     rng = np.random.default_rng(seed)
     root.mkdir(parents=True, exist_ok=True)
@@ -159,8 +158,7 @@ def build_scenario9(root: Path, seq_lengths=(12, 12, 12), *, nan_rows=(),
         clock += 30.0  # the next pass starts later
         for k in range(length):
             n += 1
-            stamp = clock + 0.111 * k  # [S9] ~0.111 s apart
-            hh, mm, ss = int(stamp // 3600), int(stamp // 60 % 60), stamp % 60
+            hh, mm, ss = _hms(clock + 0.111 * k)  # [S9] ~0.111 s apart
             ms = int(round((ss - int(ss)) * 1000)) % 1000
             azimuth, distance = user_azimuth(k, length), 8.0 + 4.0 * abs(math.sin(user_azimuth(k, length)))
             best = beam_of(azimuth)
@@ -182,19 +180,8 @@ def build_scenario9(root: Path, seq_lengths=(12, 12, 12), *, nan_rows=(),
                    "unit2_direction": 0, "unit2_num_sat": 13, "unit2_sat_used": "G8 G10 G18 G23",
                    "unit2_fix_type": "3D", "unit2_DGPS": "Yes", "unit2_PDOP": 3.3, "unit2_HDOP": 1.2}
             write_power(root / row["unit1_pwr_60ghz"], power)
-            east, north = distance * math.sin(azimuth), distance * math.cos(azimuth)
-            write_latlon(root / row["unit2_loc"], east + 0.5, north + 0.5)
-            write_latlon(root / row["unit2_loc_cal"], east, north)
-            scan = scr_scan(azimuth, distance, rng)
-            scipy.io.savemat(root / row["unit1_lidar_SCR"], {"data": scan})
-            raw = np.stack([np.full(460, 30.0), np.linspace(-90, 90, 460)], axis=1)  # [I14]: data [460, 2]
-            scipy.io.savemat(root / row["unit1_lidar"], {"data": raw})
-            row["unit1_rgb"] = f"./unit1/camera_data/image_BS2_{cam}_{hh:02d}_{mm:02d}_{int(ss):02d}.jpg"
-            write_jpeg(root / row["unit1_rgb"], azimuth, image_size)
-            if not scenario8:
-                row["unit1_radar"] = f"./unit1/radar_data/data_{rad}_{hh:02d}_{mm:02d}_{int(ss):02d}.mat"
-                scipy.io.savemat(root / row["unit1_radar"],
-                                 {"data": radar_cube(azimuth, distance, radar_shape, rng, np.complex128)})
+            scan = _scenario9_sensors(root, row, azimuth, distance, rng, radar_shape, image_size,
+                                      names=(cam, rad, hh, mm, int(ss)), radar=not scenario8)
             rows.append(row)
             truth.best.append(best), truth.label.append(label), truth.seq.append(seq), truth.index.append(n)
             truth.scr.append(scan[:, 0])
@@ -203,6 +190,32 @@ def build_scenario9(root: Path, seq_lengths=(12, 12, 12), *, nan_rows=(),
     name = "scenario8" if scenario8 else "scenario9"
     _write_csv(root / f"{name}.csv", header, rows)
     return truth
+
+
+def _scenario9_sensors(root: Path, row: dict, azimuth: float, distance: float, rng: np.random.Generator,
+                       radar_shape, image_size, *, names: tuple[int, ...], radar: bool) -> np.ndarray:
+    """GPS, LiDAR (SCR and raw), camera and radar files of one scenario 8/9 row; returns the SCR data."""
+    import scipy.io
+
+    cam, rad, hh, mm, ss = names
+    east, north = distance * math.sin(azimuth), distance * math.cos(azimuth)
+    write_latlon(root / row["unit2_loc"], east + 0.5, north + 0.5)
+    write_latlon(root / row["unit2_loc_cal"], east, north)
+    scan = scr_scan(azimuth, distance, rng)
+    scipy.io.savemat(root / row["unit1_lidar_SCR"], {"data": scan})
+    raw = np.stack([np.full(460, 30.0), np.linspace(-90, 90, 460)], axis=1)  # [I14]: data [460, 2]
+    scipy.io.savemat(root / row["unit1_lidar"], {"data": raw})
+    row["unit1_rgb"] = f"./unit1/camera_data/image_BS2_{cam}_{hh:02d}_{mm:02d}_{ss:02d}.jpg"  # [S9]
+    write_jpeg(root / row["unit1_rgb"], azimuth, image_size)
+    if radar:
+        row["unit1_radar"] = f"./unit1/radar_data/data_{rad}_{hh:02d}_{mm:02d}_{ss:02d}.mat"  # [S9]
+        scipy.io.savemat(root / row["unit1_radar"],
+                         {"data": radar_cube(azimuth, distance, radar_shape, rng, np.complex128)})
+    return scan
+
+
+def _hms(stamp: float) -> tuple[int, int, float]:
+    return int(stamp // 3600), int(stamp // 60 % 60), stamp % 60
 
 
 def _write_csv(path: Path, header: list[str], rows: list[dict]) -> None:
@@ -268,13 +281,9 @@ def build_scenario3x(root: Path, seq_lengths=(12, 12, 12), *, number=32, nan_row
     """
     rng = np.random.default_rng(seed)
     root.mkdir(parents=True, exist_ok=True)
-    for sub in ("unit1/camera_data", "unit1/mmWave_data", "unit1/lidar_data", "unit1/radar_data",
-                "unit1/GPS_data", "unit2/GPS_data"):
-        (root / sub).mkdir(parents=True, exist_ok=True)
-    write_latlon(root / "unit1/GPS_data/gps_location.txt", 0.0, 0.0)
+    _row_files(root)
     truth, rows, n, index = Truth(), [], 0, 0
     clock = 11 * 3600 + 46 * 60 + 30.0
-    late = 0.0  # the time of the frames removed so far
     base_noise = (rng.normal(0, 0.5, radar_shape) + 1j * rng.normal(0, 0.5, radar_shape)).astype(np.complex64)
     for seq, length in enumerate(seq_lengths, start=1):
         clock += 40.0
@@ -282,8 +291,7 @@ def build_scenario3x(root: Path, seq_lengths=(12, 12, 12), *, number=32, nan_row
         for k in range(length):
             n += 1
             index += 1
-            stamp = clock + 0.092 * k + late
-            hh, mm, ss = int(stamp // 3600), int(stamp // 60 % 60), stamp % 60
+            hh, mm, ss = _hms(clock + 0.092 * k + late)  # [I14] ~92 ms apart; `late`: removed frames
             us = int(round((ss - int(ss)) * 1e6)) % 1_000_000
             x = -30.0 + 60.0 * k / max(1, length - 1)
             user = (x, LANES_Y_M[0])  # the user's car in the near lane, another car in the far one
@@ -308,13 +316,8 @@ def build_scenario3x(root: Path, seq_lengths=(12, 12, 12), *, number=32, nan_row
             write_jpeg(root / row["unit1_rgb"], azimuth, image_size)
             np.save(root / row["unit1_radar"], base_noise + radar_cube(azimuth, math.hypot(*user), radar_shape,
                                                                        None))
-            ply = root / row["unit1_lidar"]
-            if cloud_pool is not None and n > cloud_pool:
-                ply.hardlink_to(root / rows[(n - 1) % cloud_pool]["unit1_lidar"])
-            else:
-                # the LiDAR's x/y: the road runs along x, the sensor looks along +y (azimuth 0 = +y here)
-                cloud = point_cloud([user, other], rng, points)
-                write_ascii_ply(ply, cloud[:, [1, 0, 2]] * np.array([1.0, -1.0, 1.0]), rng)
+            pooled = rows[(n - 1) % cloud_pool]["unit1_lidar"] if cloud_pool is not None and n > cloud_pool else None
+            _write_cloud(root, row["unit1_lidar"], pooled, [user, other], rng, points)
             rows.append(row)
             truth.best.append(best), truth.label.append(label), truth.seq.append(seq), truth.index.append(index)
             if n in nan_rows:
@@ -324,3 +327,14 @@ def build_scenario3x(root: Path, seq_lengths=(12, 12, 12), *, number=32, nan_row
                 late += 3 * 0.092
     _write_csv(root / f"scenario{number}_dev.csv", SCENARIO3X_HEADER, rows)
     return truth
+
+
+def _write_cloud(root: Path, name: str, pooled: str | None, cars: list[tuple[float, float]],
+                 rng: np.random.Generator, points: int) -> None:
+    """One row's point cloud, or a hard link to ``pooled`` (an earlier row's)."""
+    if pooled is not None:
+        (root / name).hardlink_to(root / pooled)
+        return
+    # the road runs along x; the LiDAR looks along +y, so its frame (x ahead, y left) is (y, -x, z)
+    cloud = point_cloud(cars, rng, points)
+    write_ascii_ply(root / name, cloud[:, [1, 0, 2]] * np.array([1.0, -1.0, 1.0]), rng)
