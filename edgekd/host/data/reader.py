@@ -362,22 +362,26 @@ def sanity_report(path: str | os.PathLike, meta: Mapping[str, Any] | None = None
     pick = np.unique(np.linspace(0, n - 1, min(n, max_frames)).astype(np.int64))
     nxt = pick[(pick + 1 < n)]
     nxt = nxt[(segment[nxt] == segment[np.minimum(nxt + 1, n - 1)]) & (drive[nxt] == drive[np.minimum(nxt + 1, n - 1)])]
-    labels = np.asarray(beams[pick], dtype=np.int64)
     report: dict[str, Any] = {"frames_sampled": int(len(pick))}
     for name in (m for m in MODALITIES if m in meta["modalities"]):
         frames = np.load(path / meta["modalities"][name]["file"], mmap_mode="r", allow_pickle=False)
-        x = _as_features(frames[pick])
+        # at most ~20 M values per modality in memory (e.g. 400 frames of 224x224 images)
+        every = max(1, int(np.ceil(len(pick) * int(np.prod(frames.shape[1:])) / 2e7)))
+        rows, pairs = pick[::every], nxt[::every]
+        labels = np.asarray(beams[rows], dtype=np.int64)
+        x = _as_features(frames[rows])
         spread = float(x.std(axis=0).mean())
-        change = float(np.abs(_as_features(frames[nxt + 1]) - _as_features(frames[nxt])).mean()) if len(nxt) else 0.0
+        change = float(np.abs(_as_features(frames[pairs + 1]) - _as_features(frames[pairs])).mean()) \
+            if len(pairs) else 0.0
         entry: dict[str, Any] = {"spread": round(spread, 5),
                                  "frame_change": round(change / spread, 4) if spread > 0 else 0.0,
                                  "constant": bool(spread <= 1e-6 * max(1.0, float(np.abs(x).mean())))}
-        entry.update(_nearest_neighbour_beams(x, labels, drive[pick]))
+        entry.update(_nearest_neighbour_beams(x, labels, drive[rows]))
         entry["uninformative"] = entry["beam_1nn_within2"] <= entry["baseline_within2"] + 0.02
         if name == "radar":
-            rows = np.asarray(frames[pick][:, 0], dtype=np.float32).sum(axis=-1).argmax(axis=-1)
-            entry["peak_range_row"] = {"mean": round(float(rows.mean()), 2), "std": round(float(rows.std()), 2),
-                                       "distinct": int(len(np.unique(rows))), "rows": int(frames.shape[2])}
+            peak = np.asarray(frames[rows][:, 0], dtype=np.float32).sum(axis=-1).argmax(axis=-1)
+            entry["peak_range_row"] = {"mean": round(float(peak.mean()), 2), "std": round(float(peak.std()), 2),
+                                       "distinct": int(len(np.unique(peak))), "rows": int(frames.shape[2])}
         if name == "lidar":
             entry["bins_with_return"] = round(float((x > 0).mean()), 4)
         report[name] = entry
