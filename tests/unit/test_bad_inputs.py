@@ -26,7 +26,7 @@ from test_signing import make_fake_bundle, rehash
 from edgekd.cli import cli
 from edgekd.device.errors import EdgekdError
 from edgekd.device.io import sha256_file
-from edgekd.device.runtime.hub import SensorHub
+from edgekd.device.runtime.hub import RANGE_MARGIN, SensorHub, input_ranges
 from edgekd.device.signing import ENV_TRUSTED_KEY
 
 REPO = Path(__file__).resolve().parents[2]
@@ -375,7 +375,8 @@ def _small_images(arrays: dict) -> None:
 RUN_CASES = [
     Case("run-truncated-drive", _run(lambda ctx: ctx.file("d.npz", b"PK\x03\x04" + b"\x00" * 50)),
          ("d.npz", "not a readable .npz")),
-    Case("run-notes-as-drive", _run(lambda ctx: ctx.file("notes.txt")), ("notes.txt", "not a readable .npz")),
+    Case("run-notes-as-drive", _run(lambda ctx: ctx.file("notes.txt")), ("notes.txt", "not an .npz drive")),
+    Case("run-pickled-drive", _run(lambda ctx: ctx.file("p.npz", b"\x80\x04K\x01.")), ("p.npz", "not an .npz")),
     Case("run-half-a-drive", _run(lambda ctx: ctx.file("half.npz", _half(ctx))), ("half.npz", "not a readable")),
     Case("run-images-wrong-size", _run(lambda ctx: _drive_variant(ctx, _small_images)),
          ("drive.npz", "image", "(1, 32, 32)")),
@@ -466,8 +467,30 @@ def test_run_warns_when_time_runs_backwards(tmp_path, monkeypatch):
 
 # ---------------------------------------------------------------- the runtime hub under random pushes
 
+
+def test_calibration_ranges_pass_a_real_drive_and_refuse_wrong_scales():
+    """The ranges a bundle's int8 inputs encode accept every frame of a simulator drive; a float image in
+    0..255 and LiDAR at 1e30 or in metres (not m/10) are refused naming the range."""
+    from support.runtime import runtime_bundle, short_drive
+
+    students = json.loads((runtime_bundle() / "manifest.json").read_text())["students"]
+    ranges = input_ranges(students)
+    with np.load(short_drive(), allow_pickle=False) as data:
+        frames = {m: data[m] for m in ranges}
+    shapes = {m: tuple(students[m]["input_shapes"][m][1:]) for m in ranges}
+    hub = SensorHub(shapes, 8, staleness_s=0.35, ranges=ranges)
+    for i in range(len(frames["lidar"])):
+        for m in ranges:
+            assert hub.push(m, frames[m][i], 0.1 * i), (m, i, hub.buffers[m].last_bad_reason)
+    t = 0.1 * len(frames["lidar"])
+    for modality, frame in (("image", frames["image"][0].astype(np.float32)), ("lidar", np.full(216, 1e30)),
+                            ("lidar", frames["lidar"][0] * 10.0 + 20.0)):
+        t += 0.1
+        assert not hub.push(modality, frame, t)
+        assert "outside the range calibration saw" in hub.buffers[modality].last_bad_reason
+
 HUB_SHAPES = {"image": (1, 4, 4), "radar": (2, 3, 3), "lidar": (8,)}
-HUB_RANGES = {"image": (0.0, 1.0), "radar": (-1.0, 4.0), "lidar": (0.0, 1.0)}
+HUB_RANGES = {"image": (0.0, 1.0), "radar": (0.0, 2.0), "lidar": (0.0, 1.0)}
 HUB_T, HUB_STALE = 3, 0.35
 BAD_KINDS = ("nan_channel", "inf", "wrong_shape", "scale_255", "huge", "object")
 FRAME_KINDS = ("good", "good", "good", "uint8", "int16", "flat", *BAD_KINDS)
@@ -529,7 +552,8 @@ def test_hub_property_random_pushes(ops, seed):
                 continue
             stored = hub.window_of(modality)[-1].copy()
             lo, hi = HUB_RANGES[modality]
-            assert np.isfinite(stored).all() and lo - (hi - lo) <= stored.min() <= stored.max() <= hi + (hi - lo)
+            margin = RANGE_MARGIN * (hi - lo)
+            assert np.isfinite(stored).all() and lo - margin <= stored.min() <= stored.max() <= hi + margin
             run = accepted[modality]
             if run and abs(t - run[-1][0]) > HUB_STALE:
                 run.clear()

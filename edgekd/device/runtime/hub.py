@@ -33,6 +33,10 @@ import numpy as np
 # Stored radar maps are (log2(1 + |x|) - offset) / scale (edgekd.host.data.radar.normalise_maps); one unit of the
 # map is `scale` octaves of amplitude, i.e. 20 log10(2) * scale dB.
 RADAR_DB_PER_UNIT = 20.0 * math.log10(2.0) * 10.0
+# A frame is in the wrong scale when it reaches this many calibration spans beyond the range calibration
+# saw: real data exceeds a calibration set's range a little (LiDAR returns up to 2.7 spans past it on the
+# simulator's drive), a float image in 0..255 (254 spans) or LiDAR in metres instead of m/10 (26) by far.
+RANGE_MARGIN = 4.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -198,8 +202,8 @@ class ModalityBuffer:
         if not (math.isfinite(lo) and math.isfinite(hi)):
             return "NaN or inf values"
         cal_lo, cal_hi = self.value_range
-        span = max(cal_hi - cal_lo, 1e-6)
-        if lo < cal_lo - span or hi > cal_hi + span:
+        margin = RANGE_MARGIN * max(cal_hi - cal_lo, 1e-6)
+        if lo < cal_lo - margin or hi > cal_hi + margin:
             return (f"values in [{lo:.4g}, {hi:.4g}] far outside the range calibration saw "
                     f"[{cal_lo:.4g}, {cal_hi:.4g}] (wrong scale or units?)")
         return ""

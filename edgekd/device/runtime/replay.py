@@ -69,6 +69,10 @@ def load_drive(path: str | os.PathLike) -> Drive:
     path = Path(path)
     if not path.is_file():
         raise EdgekdError("drive file not found", file=path, fix="record one with `edgekd data drive --out PATH`")
+    with open(path, "rb") as handle:
+        if handle.read(4) != b"PK\x03\x04":
+            raise EdgekdError("not an .npz drive (a drive is the zip archive `edgekd data drive` writes)", file=path,
+                              field="--replay", fix="pass a drive recorded with `edgekd data drive --out PATH`")
     try:
         with np.load(path, allow_pickle=False) as data:
             arrays = {k: data[k] for k in data.files}
