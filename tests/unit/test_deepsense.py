@@ -510,3 +510,14 @@ def test_raw_2d_scan_binned_to_the_contract():
     assert bins.shape == (216,) and np.all(bins > 0)
     near = np.flatnonzero(bins < 10)
     assert near.size and abs(near.mean() - 210 * 216 / 460) < 3
+
+
+def test_heading_turns_the_field_of_view():
+    """A car 10 m along the sensor's +y axis is at the edge of the default view (centred on x) and in the middle
+    of a view centred on y (--lidar-heading 90)."""
+    ground = np.stack([np.linspace(-30, 30, 400), np.linspace(30, -30, 400), np.full(400, -4.0)], axis=1)
+    car = np.stack([np.random.default_rng(0).uniform(-1, 1, 200), np.full(200, 10.0), np.full(200, -3.0)], axis=1)
+    cloud = np.concatenate([ground, car])
+    bins = lidar_raw_to_bins(cloud, ImportConfig(lidar_heading_deg=90.0))
+    assert np.all(np.abs(bins[102:114] - 10.0) < 0.1) and np.count_nonzero(bins) == 14  # +-1 m at 10 m
+    assert np.count_nonzero(lidar_raw_to_bins(cloud, ImportConfig())[20:196]) == 0

@@ -75,6 +75,9 @@ def synth(out: Path, windows: int, seed: int, image_size: int, config_path: Path
                    "above the road users).")
 @click.option("--lidar-sensor-height", type=float, default=None,
               help="3-D clouds: metres from the ground up to the sensor [default: estimated per cloud].")
+@click.option("--lidar-heading", type=float, default=0.0, show_default=True,
+              help="Raw LiDAR: azimuth in degrees (sensor frame, x = 0, y = 90) of the centre of the 180 deg "
+                   "field of view binned.")
 @click.option("--csv", "csv_name", default=None,
               help="Scenario CSV inside SCENARIO_DIR [default: the one *.csv with power/beam columns].")
 @click.option("--overwrite", is_flag=True, help="Replace --out if it is an existing dataset.")
@@ -82,7 +85,7 @@ def synth(out: Path, windows: int, seed: int, image_size: int, config_path: Path
 def import_deepsense_cmd(scenario_dir: Path, out: Path, image_size: int, split: str, range_bins: int | None,
                          angle_bins: int | None, radar_max_range: float, radar_sample_rate: float,
                          radar_slope: float, lidar_band: str, lidar_sensor_height: float | None,
-                         csv_name: str | None, overwrite: bool, progress: bool) -> None:
+                         lidar_heading: float, csv_name: str | None, overwrite: bool, progress: bool) -> None:
     """Import a DeepSense 6G scenario folder (scenarioN.csv or scenarioNN_dev.csv + unit folders) as a dataset.
 
     Reads the scenario folders as DeepSense publishes them (scenarios 8, 9 and
@@ -99,7 +102,8 @@ def import_deepsense_cmd(scenario_dir: Path, out: Path, image_size: int, split: 
     config = ImportConfig(image_size=image_size, range_bins=range_bins, angle_bins=angle_bins,
                           split=normalise_split(split), radar_max_range_m=radar_max_range,
                           radar_sample_rate_mhz=radar_sample_rate, radar_slope_mhz_per_us=radar_slope,
-                          lidar_band_m=_pair(lidar_band, "--lidar-band"), lidar_sensor_height_m=lidar_sensor_height)
+                          lidar_band_m=_pair(lidar_band, "--lidar-band"), lidar_sensor_height_m=lidar_sensor_height,
+                          lidar_heading_deg=lidar_heading)
     started = time.perf_counter()
     path = import_deepsense(scenario_dir, out, config=config, csv_name=csv_name, overwrite=overwrite,
                             progress=progress)

@@ -94,25 +94,30 @@ def lidar_raw_to_bins(data: np.ndarray, cfg: ImportConfig) -> np.ndarray:
     """A raw ``unit1_lidar`` file in metres -> 216 bins in metres.
 
     ``[N, 2]`` (range, angle; degrees when any |angle| > 2 pi, else radians,
-    0 = straight ahead) is a 2-D scan. ``[N, 3]`` is a 3-D cloud (sensor at the
+    0 = the sensor's x axis) is a 2-D scan. ``[N, 3]`` is a 3-D cloud (sensor at the
     origin, z up): the ground and what is above the road users are removed (only
     points ``cfg.lidar_band_m`` above the ground are kept), then the nearest
-    horizontal range per azimuth bin over the field of view.
+    horizontal range per azimuth bin over the field of view (centred on
+    ``cfg.lidar_heading_deg``).
     """
     from edgekd.host.data import lidar
 
+    heading = np.deg2rad(cfg.lidar_heading_deg)
     if data.shape[1] == 2:
         rng, angle = data[:, 0], data[:, 1]
         if np.nanmax(np.abs(angle), initial=0.0) > 2 * np.pi + 1e-6:
             angle = np.deg2rad(angle)
-        points = np.stack([rng * np.cos(angle), rng * np.sin(angle)], axis=1)
+        points = np.stack([rng * np.cos(angle - heading), rng * np.sin(angle - heading)], axis=1)
         return lidar.points_to_bins(points, fov_deg=cfg.lidar_fov_deg, max_range=cfg.lidar_max_range_m)
     z_range = None
     if data.shape[1] >= 3:
         ground = ground_height(data, cfg)
         z_range = (ground + cfg.lidar_band_m[0], ground + cfg.lidar_band_m[1])
-    return lidar.points_to_bins(data[:, :3], fov_deg=cfg.lidar_fov_deg, max_range=cfg.lidar_max_range_m,
-                                z_range=z_range)
+    xyz = data[:, :3]
+    if heading:  # turn the cloud so that the field of view's centre lies along +x
+        cos, sin = np.cos(heading), np.sin(heading)
+        xyz = np.stack([cos * xyz[:, 0] + sin * xyz[:, 1], -sin * xyz[:, 0] + cos * xyz[:, 1], xyz[:, 2]], axis=1)
+    return lidar.points_to_bins(xyz, fov_deg=cfg.lidar_fov_deg, max_range=cfg.lidar_max_range_m, z_range=z_range)
 
 
 def ground_height(points: np.ndarray, cfg: ImportConfig) -> float:
@@ -149,6 +154,7 @@ def _modality_readers(roles: dict[str, str], cfg: ImportConfig) -> dict[str, tup
                                        f"{band[0]:g}..{band[1]:g} m above the ground ({ground})",
                              "load": "float32 as stored", "fov_deg": cfg.lidar_fov_deg,
                              "max_range_m": cfg.lidar_max_range_m, "band_m": list(band),
+                             "heading_deg": cfg.lidar_heading_deg,
                              "sensor_height_m": cfg.lidar_sensor_height_m})
     return readers
 

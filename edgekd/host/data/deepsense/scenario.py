@@ -66,6 +66,7 @@ class ImportConfig:
     # LiDAR binning to the 216-bin contract (the synthetic scan: 180 deg, 40 m)
     lidar_fov_deg: float = 180.0
     lidar_max_range_m: float = 40.0
+    lidar_heading_deg: float = 0.0  # azimuth of the field of view's centre in the sensor frame (x = 0, y = 90)
     # 3-D clouds: keep points this high above the ground (metres); the ground is the sensor
     # height below the sensor when given, else estimated per cloud (a low percentile of z)
     lidar_band_m: tuple[float, float] = (0.3, 2.5)
