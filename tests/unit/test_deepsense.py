@@ -521,3 +521,21 @@ def test_heading_turns_the_field_of_view():
     bins = lidar_raw_to_bins(cloud, ImportConfig(lidar_heading_deg=90.0))
     assert np.all(np.abs(bins[102:114] - 10.0) < 0.1) and np.count_nonzero(bins) == 14  # +-1 m at 10 m
     assert np.count_nonzero(lidar_raw_to_bins(cloud, ImportConfig())[20:196]) == 0
+
+
+def test_a_beam_column_that_disagrees_is_reported(tmp_path):
+    from support.deepsense import build_scenario9
+
+    root = tmp_path / "scenario8"
+    truth = build_scenario9(root, (12, 12), scenario8=True, image_size=(48, 27))
+    text = (root / "scenario8.csv").read_text().splitlines()
+    header = text[0].split(",")
+    cells = text[1].split(",")
+    cells[header.index("unit1_beam_index")] = str(truth.label[0] + 5)
+    text[1] = ",".join(cells)
+    (root / "scenario8.csv").write_text("\n".join(text) + "\n")
+    out = import_deepsense(root, tmp_path / "ds", config=ImportConfig(split=(0.5, 0.5)))
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["deepsense"]["beam_column_mismatch"] == 1
+    assert "unit1_beam_index: 1 of 24" in meta["deepsense"]["warnings"][0]
+    np.testing.assert_array_equal(np.load(out / "frames/beams.npy"), truth.kept("best"))

@@ -84,12 +84,17 @@ def import_deepsense(scenario_dir: str | os.PathLike, out: str | os.PathLike, *,
     order = np.argsort(seq, kind="stable")
     info, found = _frame_info(roles, rows, lines, np.asarray(keep, dtype=np.int64), seq, order, cfg, csv_path)
     unknown = ["los_blocked"] + [key for key in ("lighting", "weather") if np.all(info[key] == UNKNOWN)]
+    mismatch = _beam_mismatch(roles, rows, beams, power is not None)
+    if mismatch:
+        found["warnings"].append(f"column {roles['beam']}: {mismatch} of {len(rows)} row(s) disagree with the "
+                                 "argmax of the power file + 1; the labels come from the power files")
+        log.warning(found["warnings"][-1])
     extra: dict[str, Any] = {
         "dropped": {"nan_power": len(dropped), "csv_lines": dropped[:MAX_DROPPED_LISTED]},
         "unknown_conditions": unknown,
         "deepsense": {"scenario_dir": str(scenario_dir.resolve()), "csv": csv_path.name,
                       "rows": len(line_of), "imported": len(rows), "columns": roles, **found,
-                      "beam_column_mismatch": _beam_mismatch(roles, rows, beams, power is not None)},
+                      "beam_column_mismatch": mismatch},
     }
     if power is None:
         power = np.eye(cfg.num_beams, dtype=np.float32)[beams]
