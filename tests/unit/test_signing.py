@@ -146,3 +146,33 @@ def test_sign_and_verify_take_under_a_second(signed, keys):
     start = time.perf_counter()
     verify_bundle(signed, trusted_key=keys[1])
     assert time.perf_counter() - start < 1.0
+
+
+def test_edgekd_run_with_a_key_runs_a_signed_bundle_and_refuses_a_rehashed_one(tmp_path, keys):
+    import shutil
+
+    import numpy as np
+    from support.runtime import runtime_bundle, short_drive
+
+    bundle = tmp_path / "rb"
+    shutil.copytree(runtime_bundle(), bundle, copy_function=os.link)   # hard links: cheap, never written through
+    manifest_text = (bundle / "manifest.json").read_text()
+    (bundle / "manifest.json").unlink()
+    (bundle / "manifest.json").write_text(manifest_text)
+    assert CliRunner().invoke(cli, ["bundle", "sign", str(bundle), "--key", str(keys[0])]).exit_code == 0
+    with np.load(short_drive(), allow_pickle=False) as data:
+        arrays = {k: data[k] if k in ("meta", "segment_names") else data[k][:30] for k in data.files}
+    np.savez(tmp_path / "drive.npz", **arrays)
+    argv = ["run", "--bundle", str(bundle), "--replay", str(tmp_path / "drive.npz"), "--key", str(keys[1])]
+    ok = CliRunner().invoke(cli, argv)
+    assert ok.exit_code == 0, ok.output
+    # swap in another valid model (the image student's int8 file as the LiDAR one) and re-hash the manifest
+    manifest = json.loads(manifest_text)
+    lidar = manifest["students"]["lidar"]["artifacts"]["tflite_int8"]
+    (bundle / lidar["path"]).unlink()
+    shutil.copyfile(bundle / manifest["students"]["image"]["artifacts"]["tflite_int8"]["path"], bundle / lidar["path"])
+    lidar["sha256"] = sha256_file(bundle / lidar["path"])
+    (bundle / "manifest.json").unlink()
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+    refused = CliRunner().invoke(cli, argv)
+    assert refused.exit_code == 2 and "signature does not verify" in refused.output
