@@ -186,6 +186,8 @@ def _is_frame_table(header: list[str]) -> bool:
 def check_packaging(path: Path, header: list[str]) -> None:
     """Refuse the packagings that are not one row per frame (challenge windows, per-task CSVs)."""
     lower = [h.lower() for h in header]
+    if _is_frame_table(header) and "seq_index" in lower and "ml_challenge" not in path.name.lower():
+        return  # one row per frame, whatever extra (numbered) columns it has
     numbered = sorted(h for h in lower if re.fullmatch(r"(unit\d_\w+?|beam_index|beam)_\d+", h))
     if "ml_challenge" in path.name.lower() or any(re.fullmatch(r"unit1_rgb_\d+", h) for h in lower):
         raise EdgekdError("this is the DeepSense ML-challenge packaging (one multi-frame window per row, "
