@@ -76,6 +76,8 @@ def import_deepsense(scenario_dir: str | os.PathLike, out: str | os.PathLike, *,
         problems.raise_if_any()
         raise EdgekdError("no rows left to import (every power vector had NaN)", file=csv_path,
                           field=roles.get("power"), fix="check the power files")
+    if not problems.items:
+        problems.rows = len(rows)  # "every row" of the sensor files means every kept row
     seq = _int_column(roles, rows, lines, csv_path, "seq")
     frames, preprocessing = read_modalities(scenario_dir, roles, rows, lines, cfg, problems, progress)
     problems.raise_if_any()
