@@ -90,6 +90,8 @@ def test_signed_bundle_verifies_with_its_key(signed, keys):
     assert open_bundle(signed, trusted_key=keys[1]).students["lidar"]["window"] == 8
     unchecked = CliRunner().invoke(cli, ["bundle", "verify", str(signed)])
     assert unchecked.exit_code == 0 and "signature not checked" in unchecked.output
+    shown = CliRunner().invoke(cli, ["bundle", "show", str(signed)])
+    assert shown.exit_code == 0 and "signed by key" in shown.output
 
 
 def test_rehashed_tampered_bundle_is_refused(signed, keys):

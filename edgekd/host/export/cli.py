@@ -136,7 +136,12 @@ def show(bundle_dir: Path, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(manifest, indent=2))
         return
+    from edgekd.device.signing import read_signature
+
     click.echo(format_summary(manifest))
+    signature = read_signature(bundle_dir)
+    click.echo(f"signed by key {signature.get('key_id')} (check it: bundle verify --key PUB)" if signature
+               else "unsigned (sign it: edgekd bundle sign BUNDLE --key KEY)")
     if manifest.get("degraded"):
         click.echo("DEGRADED: " + "; ".join(manifest.get("degraded_reasons", [])))
 
