@@ -165,28 +165,33 @@ def test_import_lidar_gps(lidar_gps_scenario, tmp_path):
     assert time_s[0] == 0.0 and time_s[1] == pytest.approx(0.1, abs=1e-5)
 
 
-def test_one_error_lists_every_bad_file(lidar_gps_scenario, tmp_path):
-    root, _ = lidar_gps_scenario
-    broken = tmp_path / "broken"
-    build_scenario(broken, parts=("lidar_scr", "power", "beam", "loc"), seq_lengths=(14, 13, 15, 12))
-    (broken / "unit1/lidar_SCR/lidar_3.mat").unlink()
-    (broken / "unit2/GPS_data/gps_9.txt").unlink()
-    (broken / "unit1/mmWave_data/mmWave_power_11.txt").write_text("1 2 3\n")  # 3 powers, not 64
-    (broken / "unit1/lidar_SCR/lidar_20.mat").write_bytes(b"this is not a mat file")
+def test_one_error_lists_every_bad_file(tmp_path):
+    """A published scenario 8 folder with four kinds of damage: one error, grouped per column and kind."""
+    from support.deepsense import build_scenario9
+
+    broken = tmp_path / "scenario8"
+    build_scenario9(broken, (14, 13), scenario8=True, image_size=(48, 27))
+    (broken / "unit1/lidar_SCR_data/Lidar_data_2682.mat").unlink()        # CSV line 4
+    (broken / "unit2/GPS_data_calibrated/gps_location_8.txt").unlink()    # line 10
+    (broken / "unit1/mmWave_data/mmWave_power_10.txt").write_text("1\n2\n3\n")  # line 12: 3 powers, not 64
+    (broken / "unit1/lidar_SCR_data/Lidar_data_2699.mat").write_bytes(b"this is not a mat file")  # line 21
     with pytest.raises(EdgekdError) as err:
         import_deepsense(broken, tmp_path / "ds")
     text = str(err.value)
-    assert "4 missing or unreadable" in text
-    for needle in ("lidar_3.mat: missing", "gps_9.txt: missing", "expected 64 powers", "lidar_20.mat: unreadable"):
+    assert "4 missing or unreadable" in text and text.count("\n  - ") == 4
+    for needle in ("line 4: ", "Lidar_data_2682.mat: missing", "gps_location_8.txt: missing",
+                   "expected 64 powers", "Lidar_data_2699.mat: unreadable"):
         assert needle in text
     assert err.value.file.endswith("scenario8.csv") and err.value.fix
     assert not (tmp_path / "ds").exists()
 
 
 def test_many_problems_are_capped(tmp_path):
-    root = tmp_path / "s"
-    build_scenario(root, parts=("lidar_scr", "power"), seq_lengths=(15, 15))
-    for path in sorted((root / "unit1/lidar_SCR").glob("*.mat")):
+    from support.deepsense import build_scenario9
+
+    root = tmp_path / "scenario8"
+    build_scenario9(root, (15, 15), scenario8=True, image_size=(48, 27))
+    for path in sorted((root / "unit1/lidar_SCR_data").glob("*.mat")):
         path.unlink()
     with pytest.raises(EdgekdError) as err:
         import_deepsense(root, tmp_path / "ds")
