@@ -652,3 +652,65 @@ def test_engine_property_test_saw_predictions():
     if not _ENGINE_OK:
         pytest.skip("run together with test_engine_property_random_pushes")
     assert sum(_ENGINE_OK) >= 40
+
+
+# ---------------------------------------------------------------- the runtime cases, one by one
+
+
+def _full(hub: SensorHub, modality: str, start: float, n: int = HUB_T, step: float = 0.1) -> float:
+    t = start
+    for _ in range(n):
+        assert hub.push(modality, np.full(HUB_SHAPES[modality], 0.5, np.float32), t)
+        t += step
+    return t - step
+
+
+def test_radar_nan_in_the_second_channel_only_is_refused():
+    hub = SensorHub(HUB_SHAPES, HUB_T, staleness_s=HUB_STALE)
+    t = _full(hub, "radar", 0.0)
+    frame = np.full(HUB_SHAPES["radar"], 0.5, np.float32)
+    frame[1, 2, 2] = np.nan
+    assert not hub.push("radar", frame, t + 0.1)
+    assert not hub.health()["radar"].available and "NaN" in hub.health()["radar"].reason
+
+
+def test_a_future_frame_does_not_block_later_predictions():
+    hub = SensorHub(HUB_SHAPES, HUB_T, staleness_s=HUB_STALE)
+    t = _full(hub, "lidar", 0.0)
+    assert hub.push("lidar", np.full(8, 0.5, np.float32), 1e9)       # one frame stamped far in the future
+    t = _full(hub, "lidar", t + 0.1)                                  # the sensor carries on at its real time
+    assert hub.now == pytest.approx(t) and hub.health()["lidar"].available
+    hub.new_track()
+    _full(hub, "lidar", 0.0)                                          # a new track may restart its clock
+    assert hub.health()["lidar"].available
+
+
+def test_nan_duplicate_and_backwards_timestamps():
+    hub = SensorHub(HUB_SHAPES, HUB_T, staleness_s=HUB_STALE)
+    t = _full(hub, "lidar", 0.0)
+    frame = np.full(8, 0.5, np.float32)
+    assert not hub.push("lidar", frame, math.nan) and "not finite" in hub.buffers["lidar"].last_bad_reason
+    assert not hub.health(t)["lidar"].available                      # a NaN-stamped sensor is not "never stale"
+    assert hub.push("lidar", frame, t + 0.1)
+    assert not hub.push("lidar", frame, t + 0.1)                      # duplicate
+    assert not hub.push("lidar", frame, t + 0.05)                     # backwards
+    assert "out of order" in hub.buffers["lidar"].last_bad_reason
+    assert hub.health(t + 0.1)["lidar"].available                     # refused, but the window stays good
+    assert not hub.health(math.nan)["lidar"].available
+
+
+def test_a_window_never_spans_a_gap_longer_than_the_staleness_limit():
+    hub = SensorHub(HUB_SHAPES, HUB_T, staleness_s=HUB_STALE)
+    t = _full(hub, "lidar", 0.0)
+    assert hub.push("lidar", np.full(8, 0.5, np.float32), t + 10.0)  # after a 10 s gap
+    health = hub.health()["lidar"]
+    assert not health.available and "warming up (1/" in health.reason
+    assert hub.buffers["lidar"].restarts == 1
+
+
+def test_float_images_in_0_255_and_lidar_at_1e30_are_refused():
+    hub = SensorHub(HUB_SHAPES, HUB_T, staleness_s=HUB_STALE, ranges=HUB_RANGES)
+    assert not hub.push("image", np.full(HUB_SHAPES["image"], 200.0, np.float32), 0.0)
+    assert "wrong scale" in hub.buffers["image"].last_bad_reason
+    assert not hub.push("lidar", np.full(8, 1e30, np.float32), 0.0)
+    assert hub.push("image", np.full(HUB_SHAPES["image"], 200, np.uint8), 0.1)   # uint8 is scaled by 1/255
