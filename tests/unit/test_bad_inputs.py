@@ -296,6 +296,8 @@ def _truncate(path: Path) -> bool:
     return True
 
 
+_NAN_LIDAR = _edit_array("frames/lidar.npy", lambda a: a.__setitem__((3, 10), np.nan))
+
 COMMAND_CASES = [
     Case("synth-huge-windows", lambda ctx: ["data", "synth", "--windows", "100000000", "--out", str(ctx.path("ds")),
                                             "--no-progress"], ("--windows", "--force", "GB")),
@@ -325,6 +327,12 @@ COMMAND_CASES = [
     Case("train-out-is-folder", lambda ctx: [ctx.file("runs/a.txt") and "train", "--model", "lidar_student", "--data",
                                              str(ctx.dataset()), "--out", str(ctx.path("runs"))],
          ("runs", "directory")),
+    Case("evaluate-nan-frames", lambda ctx: ["evaluate", str(ctx.file("s.pt")), "--split", "train", "--data",
+                                             str(ctx.dataset(_NAN_LIDAR, rehash=True))],
+         ("frames/lidar", "NaN", "rows [3")),
+    Case("export-nan-frames", lambda ctx: ["export", str(ctx.file("s.pt")), "--target", "rpi4", "--data",
+                                           str(ctx.dataset(_NAN_LIDAR, rehash=True)), "--out", str(ctx.path("b"))],
+         ("frames/lidar", "NaN", "rows [3")),
     Case("distill-overwrite-unrelated", lambda ctx: ["distill", "--method", "kd", "--student", "lidar_student",
                                                      "--teacher", str(ctx.file("t.pt")), "--data", str(ctx.dataset()),
                                                      "--out", str(ctx.file("notes.pt")), "--overwrite"],

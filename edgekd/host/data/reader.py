@@ -141,20 +141,42 @@ def check_values(path: str | os.PathLike, meta: Mapping[str, Any], *, chunk: int
                           f"values {np.asarray(beams)[bad[:5]].tolist()})", file=path / "frames/beams.npy",
                           field="frames/beams", fix=fix)
     for rel in sorted(meta["arrays"]):
-        if not (rel.startswith("frames/") or rel == "info/time_s.npy"):
-            continue
-        values = np.load(path / rel, mmap_mode="r", allow_pickle=False)
-        if values.dtype.kind != "f":
-            continue
-        rows: list[int] = []
-        for start in range(0, len(values), chunk):
-            block = np.asarray(values[start:start + chunk], dtype=np.float32)
-            block = block.reshape(len(block), -1)
-            rows.extend(start + int(r) for r in np.flatnonzero(~np.isfinite(block).all(axis=1)))
-        if rows:
-            raise EdgekdError(f"{len(rows)} frame(s) hold NaN/inf (rows {rows[:5]})", file=path / rel,
-                              field=rel[:-len(".npy")], fix=fix)
+        if rel.startswith("frames/") or rel == "info/time_s.npy":
+            _check_finite_rows(path, meta, rel, None, chunk)
     check_split_bounds(path, meta)
+
+
+def check_split_finite(path: str | os.PathLike, split: str, modalities: Sequence[str] | None = None, *,
+                       chunk: int = 4096) -> None:
+    """The frames the windows of ``split`` read (of ``modalities``, default all) are finite: the check a
+    command runs before it trains, evaluates or calibrates on a split, so NaN never becomes a metric."""
+    path = Path(path)
+    meta = read_meta(path)
+    if split not in meta["splits"]:
+        return  # load_dataset names the missing split
+    check_split_bounds(path, meta, [split])
+    span = int(meta["window"]) + int(meta["horizons"]) - 1
+    starts = np.load(path / meta["splits"][split]["file"], allow_pickle=False)
+    rows = np.unique((starts[:, None] + np.arange(span)).reshape(-1))
+    for name in modalities if modalities is not None else list(meta["modalities"]):
+        _check_finite_rows(path, meta, f"frames/{name}.npy", rows, chunk)
+
+
+def _check_finite_rows(path: Path, meta: Mapping[str, Any], rel: str, rows: np.ndarray | None, chunk: int) -> None:
+    """Raise naming the array and the first bad rows when any frame (of ``rows``, default all) holds NaN/inf."""
+    values = np.load(path / rel, mmap_mode="r", allow_pickle=False)
+    if values.dtype.kind != "f":
+        return
+    order = np.arange(len(values)) if rows is None else rows
+    bad: list[int] = []
+    for start in range(0, len(order), chunk):
+        picked = order[start:start + chunk]
+        block = np.asarray(values[picked] if rows is not None else values[picked[0]:picked[-1] + 1],
+                           dtype=np.float32).reshape(len(picked), -1)
+        bad.extend(int(picked[r]) for r in np.flatnonzero(~np.isfinite(block).all(axis=1)))
+    if bad:
+        raise EdgekdError(f"{len(bad)} frame(s) hold NaN/inf (rows {bad[:5]})", file=path / rel,
+                          field=rel[:-len(".npy")], fix=_regenerate_fix(meta))
 
 
 def check_split_bounds(path: str | os.PathLike, meta: Mapping[str, Any], splits: Sequence[str] | None = None) -> None:

@@ -174,11 +174,13 @@ def _distill_datafree(teacher, student, cfg, data, out, *, generator_loss, stude
 def evaluate(checkpoint, data, split, plot, json_path, batch_size):
     """Per-horizon top-k accuracy and DBA of a checkpoint on one split."""
     from edgekd.device.io import atomic_write_json
+    from edgekd.host.data.reader import check_split_finite
     from edgekd.host.distill.api import evaluate_checkpoint
     from edgekd.host.distill.report import format_topk_table, plot_topk
 
     if batch_size <= 0:
         raise EdgekdError("must be positive", field="batch_size", fix="pass --batch-size 1 or more")
+    check_split_finite(data, split)   # metrics from NaN frames would be silently wrong
     metrics = evaluate_checkpoint(checkpoint, data, split, batch_size=batch_size)
     click.echo(format_topk_table(metrics))
     if plot is not None:

@@ -36,9 +36,12 @@ log = logging.getLogger(__name__)
 def export(checkpoints, target, data, out, allow_degraded, overwrite, calibration_size, eval_windows, threads,
            progress):
     """Export CHECKPOINTS (one per student) into a verified int8 deployment bundle for a target."""
+    from edgekd.host.data.reader import check_split_finite
     from edgekd.host.export.pipeline import export_bundle
 
     start = time.perf_counter()
+    for split in ("train", "test"):   # calibration and parity windows: NaN must be named, not crash a converter
+        check_split_finite(data, split)
     manifest = export_bundle(checkpoints, target, data, out, allow_degraded=allow_degraded, overwrite=overwrite,
                              calibration_size=calibration_size, eval_windows=eval_windows, threads=threads,
                              progress=progress)
