@@ -45,6 +45,15 @@ def _common_options(func=None, *, data_required: bool = True):
     return func
 
 
+def _check_data(data: Path | None) -> None:
+    """Before any epoch: the frames of the training and validation windows are finite (else name the rows)."""
+    from edgekd.host.data.reader import check_split_finite
+
+    if data is not None:
+        for split in ("train", "val"):
+            check_split_finite(data, split)
+
+
 def _check_out(out: Path, *, overwrite: bool, resume: bool) -> None:
     """A single-file --out: new, or (with --overwrite) an edgekd checkpoint; --resume continues the one there."""
     from edgekd.device.io import check_replaceable_file
@@ -87,6 +96,7 @@ def train(model_name, data, out, config, log_path, resume, overwrite, **flags):
     from edgekd.host.distill.api import train_model
 
     _check_out(out, overwrite=overwrite, resume=resume)
+    _check_data(data)
     cfg = _config(config, **flags)
     _, result = train_model(model_name, data, cfg, out=out, resume=resume, log_path=log_path)
     if result.checkpoint:
@@ -128,6 +138,7 @@ def distill(teacher, student, method, alpha, temperature, horizon_weights, gener
                           fix="drop them, or pass --method datafree")
     if data is None:
         raise EdgekdError(f"--method {method} trains on a dataset", field="data", fix="pass --data DATASET")
+    _check_data(data)
     _, result = distill_model(teacher, student, method, data, cfg, out=out, resume=resume, log_path=log_path)
     if result.checkpoint:
         click.echo(_summary(result, out))
