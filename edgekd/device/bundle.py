@@ -53,10 +53,22 @@ def parse_manifest(data: bytes, path: str | os.PathLike, *, check_schema: bool =
     return manifest
 
 
-def read_manifest(bundle_dir: str | os.PathLike, *, check_schema: bool = True) -> dict:
-    """The manifest as a dict, validated through :class:`Manifest` (unless ``check_schema`` is False)."""
-    return parse_manifest(read_manifest_bytes(bundle_dir), Path(bundle_dir) / MANIFEST_NAME,
-                          check_schema=check_schema)
+def read_manifest(bundle_dir: str | os.PathLike, *, check_schema: bool = True,
+                  trusted_key: str | os.PathLike | None = None) -> dict:
+    """The manifest as a dict, validated through :class:`Manifest` (unless ``check_schema`` is False).
+
+    Where a trusted key is configured (``trusted_key`` or ``$EDGEKD_TRUSTED_KEY``) the signature over
+    the manifest is checked first, so every reader of a bundle (``firmware_bench`` included) refuses an
+    unsigned or re-signed one; a degraded bundle is logged as a warning.
+    """
+    data = read_manifest_bytes(bundle_dir)
+    key = trusted_key_path(trusted_key)
+    if key is not None:
+        verify_manifest_bytes(bundle_dir, data, key)
+    manifest = parse_manifest(data, Path(bundle_dir) / MANIFEST_NAME, check_schema=check_schema)
+    if check_schema:
+        check_degraded(bundle_dir, manifest, None)
+    return manifest
 
 
 def read_verified_bytes(bundle_dir: str | os.PathLike, rel: str, sha256: str | None, *,

@@ -178,3 +178,19 @@ def test_edgekd_run_with_a_key_runs_a_signed_bundle_and_refuses_a_rehashed_one(t
     (bundle / "manifest.json").write_text(json.dumps(manifest))
     refused = CliRunner().invoke(cli, argv)
     assert refused.exit_code == 2 and "signature does not verify" in refused.output
+
+
+def test_firmware_bench_refuses_an_unsigned_bundle_where_a_key_is_configured(tmp_path, keys, monkeypatch):
+    from firmware_bench import run_benchmark
+
+    root = make_fake_bundle(tmp_path / "plain")
+    monkeypatch.setenv(ENV_TRUSTED_KEY, str(keys[1]))
+    with pytest.raises(EdgekdError, match="not signed"):
+        run_benchmark(root, runs=1)
+    (root / "lidar/model_int8.tflite").write_bytes(b"\x05" * 100)
+    rehash(root, lambda m: None)
+    CliRunner().invoke(cli, ["bundle", "sign", str(root), "--key", str(keys[0])])
+    (root / "lidar/model_int8.tflite").write_bytes(b"\x06" * 100)     # tampered after signing...
+    rehash(root, lambda m: None)                                         # ...and re-hashed
+    with pytest.raises(EdgekdError, match="changed after it was signed"):
+        run_benchmark(root, runs=1)
