@@ -71,6 +71,8 @@ def image_quality(frame: np.ndarray, cfg: QualityConfig) -> tuple[float, float]:
 def radar_quality(frame: np.ndarray, cfg: QualityConfig) -> tuple[float, float]:
     """``(quality, snr_db)``: the strongest cell of the range-angle map over its mean (the noise floor)."""
     range_angle = frame[0] if frame.ndim == 3 else frame
+    if frame.ndim == 3 and not math.isfinite(float(frame[1:].sum())):
+        return math.nan, math.nan   # NaN/inf in another channel (Doppler-angle) than the one scored
     snr_db = float(range_angle.max() - range_angle.mean()) * RADAR_DB_PER_UNIT
     return min(1.0, max(0.0, snr_db / cfg.radar_snr_ok_db)), snr_db
 
@@ -88,6 +90,7 @@ def neutral_quality(frame: np.ndarray, cfg: QualityConfig) -> tuple[float, float
     return (1.0, 1.0) if math.isfinite(total) else (math.nan, math.nan)
 
 
+# Each returns NaN when any value of the frame (any channel) is NaN/inf: the hub's finiteness check.
 QUALITY_FUNCTIONS: dict[str, Callable[[np.ndarray, QualityConfig], tuple[float, float]]] = {
     "image": image_quality,
     "radar": radar_quality,
@@ -196,8 +199,7 @@ class ModalityBuffer:
     def _value_problem(self, slot: np.ndarray) -> str:
         """Why the frame's values cannot be used ('' when they can): non-finite in any channel, or wrong scale."""
         if self.value_range is None:
-            total = float(slot.sum())   # NaN/inf anywhere (any channel) propagate into the sum
-            return "" if math.isfinite(total) else "NaN or inf values (or values too large to add up)"
+            return ""   # every quality function reduces over every channel: NaN/inf show up in its result
         lo, hi = float(slot.min()), float(slot.max())
         if not (math.isfinite(lo) and math.isfinite(hi)):
             return "NaN or inf values"
