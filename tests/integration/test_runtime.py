@@ -84,7 +84,7 @@ def test_a_new_track_waits_for_a_full_window_then_resumes_the_same_student(bundl
         pred = runtime.predict()
         assert not pred.ok and "warming up" in pred.reason
     for m in runtime.hub.modalities:
-        runtime.push(m, frames[m][-1], 2.0)
+        runtime.push(m, frames[m][-1], 1.0 + 0.1 * (runtime.hub.window - 1))   # no gap: the window completes
     after = runtime.predict()
     assert after.ok and after.student == before.student and not after.switched
 

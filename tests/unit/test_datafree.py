@@ -229,10 +229,24 @@ def test_student_phase_stops_on_a_non_finite_loss():
     synthetic = D.SyntheticSet(_real_like_windows(64), torch.zeros(0))
     with torch.no_grad():
         synthetic.teacher_logits = teacher(synthetic.inputs)
+    # Finite targets whose squared error overflows float32: the data is not NaN, the loss is.
+    synthetic.teacher_logits[3] = 3e38
+    cfg = TrainConfig(epochs=2, progress=False, datafree=DataFreeConfig(student_loss="mse"))
+    with pytest.raises(EdgekdError, match=r"training loss became (nan|inf) at epoch 1") as raised:
+        D.train_student(create_model("lidar_student"), teacher, synthetic, cfg)
+    assert raised.value.field == "lr"
+
+
+def test_student_phase_names_nan_teacher_outputs_not_the_learning_rate():
+    teacher = _teacher()
+    synthetic = D.SyntheticSet(_real_like_windows(64), torch.zeros(0))
+    with torch.no_grad():
+        synthetic.teacher_logits = teacher(synthetic.inputs)
     synthetic.teacher_logits[3] = float("nan")
     cfg = TrainConfig(epochs=2, progress=False, datafree=DataFreeConfig(student_loss="mse"))
-    with pytest.raises(EdgekdError, match="training loss became nan at epoch 1"):
+    with pytest.raises(EdgekdError, match="training input 'teacher_logits' holds NaN/inf values in 1 of") as raised:
         D.train_student(create_model("lidar_student"), teacher, synthetic, cfg)
+    assert raised.value.field == "frames/teacher_logits"
 
 
 # --------------------------------------------------------------------------- config
