@@ -58,7 +58,7 @@ def run_benchmark(bundle: str | os.PathLike, student: str | None = None, *,
     """
     settings = dataclasses.replace(settings or BenchSettings(), **overrides)
     bundle = Path(bundle)
-    manifest = read_manifest(bundle)
+    manifest = read_manifest(bundle, trusted_key=settings.trusted_key)
     names = [student] if student else list(manifest["students"])
     for name in names:
         if name not in manifest["students"]:

@@ -9,6 +9,7 @@ float32 array per modality).
 from __future__ import annotations
 
 import os
+import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -36,13 +37,19 @@ def load_windows(path: str | os.PathLike, input_names: Sequence[str], *,
     if not path.is_file():
         raise EdgekdError("calibration set not found", file=path, field="calibration.file",
                           fix="re-export the bundle; benchmark inputs are drawn from the calibration set")
-    with np.load(path, allow_pickle=False) as data:
-        missing = [n for n in input_names if n not in data.files]
-        if missing:
-            raise EdgekdError(f"calibration set has no arrays for inputs {missing} (it has {data.files})",
-                              file=path, field="calibration.file",
-                              fix="re-export the bundle so the calibration set holds every model input")
-        arrays = {n: np.ascontiguousarray(data[n][:max_windows], dtype=np.float32) for n in input_names}
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            missing = [n for n in input_names if n not in data.files]
+            if missing:
+                raise EdgekdError(f"calibration set has no arrays for inputs {missing} (it has {data.files})",
+                                  file=path, field="calibration.file",
+                                  fix="re-export the bundle so the calibration set holds every model input")
+            arrays = {n: np.ascontiguousarray(data[n][:max_windows], dtype=np.float32) for n in input_names}
+    except (ValueError, OSError, zipfile.BadZipFile, EOFError) as exc:
+        # object (pickled) arrays are refused, never unpickled: a calibration file must not run code
+        raise EdgekdError(f"calibration set cannot be read as plain numeric arrays: {exc}", file=path,
+                          field="calibration.file", fix="re-export the bundle (the file is corrupt or not "
+                          "edgekd's)") from None
     counts = {n: a.shape[0] for n, a in arrays.items()}
     if len(set(counts.values())) != 1 or min(counts.values()) == 0:
         raise EdgekdError(f"calibration arrays have different or zero window counts {counts}", file=path,

@@ -21,7 +21,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 METER_CHOICES = "auto|" + "|".join(n for n in METERS.names() if n != "csv") + "|csv:FILE"
 # the option values settings_from_options reads (the rest of a command's options are its own)
 SETTINGS_OPTIONS = ("backend", "artifact", "threads", "providers", "runs", "seconds", "warmup", "power_meter",
-                    "power_model", "idle_seconds", "op_profile", "op_profile_tool", "verify")
+                    "power_model", "idle_seconds", "op_profile", "op_profile_tool", "verify", "trusted_key")
 
 _OPTIONS = (
     click.option("--bundle", "bundle", required=True, type=click.Path(file_okay=False, path_type=Path),
@@ -58,6 +58,9 @@ _OPTIONS = (
                  help="TFLite benchmark_model binary for per-op times (default: benchmark_model on PATH)."),
     click.option("--verify/--no-verify", default=True, show_default=True,
                  help="Check the artifact's and calibration set's sha256 against the manifest first."),
+    click.option("--key", "trusted_key", type=click.Path(dir_okay=False), default=None,
+                 help="Trusted public key (PEM, from `edgekd bundle keygen`): refuse a bundle not signed with it. "
+                      "Default: the target profile's trusted_key, else $EDGEKD_TRUSTED_KEY; none: not checked."),
     click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
                  help="Directory for the reports (bench.json and bench.csv; with --compare "
                       "compare.json/.csv/.md/.png)."),

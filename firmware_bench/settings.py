@@ -51,6 +51,7 @@ class BenchSettings:
     max_windows: int = inputs_mod.DEFAULT_MAX_WINDOWS
     verify: bool = True
     providers: Sequence[str] | None = None
+    trusted_key: str | None = None      # the bundle must be signed with it (default: $EDGEKD_TRUSTED_KEY)
 
     def __post_init__(self) -> None:
         if self.backend is not None and self.backend not in BACKEND_ARTIFACTS:

@@ -32,7 +32,7 @@ def drive():
 
 @pytest.fixture(scope="module")
 def auto_run(bundle, drive):
-    runtime = Runtime.from_bundle(bundle, "x86-ap", threads=1)
+    runtime = Runtime.from_bundle(bundle, "x86-ap", threads=1, clock=None)
     return runtime, replay(runtime, drive)
 
 
@@ -56,7 +56,7 @@ def some_frames(bundle, runtime):
 
 
 def test_api_push_predict_returns_ranked_beams_per_horizon(bundle):
-    runtime = Runtime.from_bundle(bundle, "x86-ap", threads=1)
+    runtime = Runtime.from_bundle(bundle, "x86-ap", threads=1, clock=None)
     assert set(runtime.students) == {"image", "radar", "lidar"}
     assert {r.kind for r in runtime.students.values()} == {"tflite_int8"}  # x86-ap: TFLite int8 (XNNPACK)
     empty = runtime.predict()
@@ -71,8 +71,28 @@ def test_api_push_predict_returns_ranked_beams_per_horizon(bundle):
     json.dumps(pred.to_dict())
 
 
+def test_predict_without_now_asks_the_clock_so_stopped_sensors_go_stale(bundle):
+    """The README's call, predict() without now=: when every sensor stops, time still moves on."""
+    clock = [100.0]
+    runtime = Runtime.from_bundle(bundle, "x86-ap", threads=1, clock=lambda: clock[0])
+    feed(runtime, some_frames(bundle, runtime), t0=clock[0] - 0.7)
+    assert runtime.predict().ok
+    clock[0] += 10 * runtime.hub.staleness_s          # no frame arrives any more
+    stale = runtime.predict()
+    assert not stale.ok and "no student can be fed" in stale.reason
+
+
+def test_the_runtime_checks_inputs_against_the_range_calibration_saw(bundle):
+    runtime = Runtime.from_bundle(bundle, "x86-ap", threads=1, clock=None)
+    frames = some_frames(bundle, runtime)
+    lo, hi = runtime.hub.buffers["lidar"].value_range
+    assert hi > lo
+    assert runtime.push("lidar", frames["lidar"][0], 0.0)
+    assert not runtime.push("lidar", np.full_like(frames["lidar"][0], 1e30), 0.1)
+
+
 def test_a_new_track_waits_for_a_full_window_then_resumes_the_same_student(bundle):
-    runtime = Runtime.from_bundle(bundle, "x86-ap", threads=1)
+    runtime = Runtime.from_bundle(bundle, "x86-ap", threads=1, clock=None)
     frames = some_frames(bundle, runtime)
     feed(runtime, frames)
     before = runtime.predict()
@@ -101,7 +121,7 @@ def test_replay_starts_a_new_track_at_every_pass_and_scores_full_windows_only(au
 
 
 def test_tflite_target_runs_the_int8_tflite_artifacts(bundle):
-    runtime = Runtime.from_bundle(bundle, "rpi5", threads=1)
+    runtime = Runtime.from_bundle(bundle, "rpi5", threads=1, clock=None)
     assert {r.kind for r in runtime.students.values()} == {"tflite_int8"}
     feed(runtime, some_frames(bundle, runtime))
     assert runtime.predict().ok
@@ -139,7 +159,7 @@ def test_night_runs_radar_day_runs_image_and_switches_are_explained(auto_run, dr
 
 
 def test_fixed_image_baseline_never_switches(bundle, drive):
-    runtime = Runtime.from_bundle(bundle, "x86-ap", policy="fixed:image", threads=1)
+    runtime = Runtime.from_bundle(bundle, "x86-ap", policy="fixed:image", threads=1, clock=None)
     result = replay(runtime, drive, keep_records=False)
     assert {s for s in result.student if s is not None} == {"image"}
     assert result.switches == []
@@ -148,7 +168,7 @@ def test_fixed_image_baseline_never_switches(bundle, drive):
 
 
 def test_nan_frames_at_night_fall_back_without_losing_a_prediction(bundle):
-    runtime = Runtime.from_bundle(bundle, "x86-ap", threads=1)
+    runtime = Runtime.from_bundle(bundle, "x86-ap", threads=1, clock=None)
     frames = some_frames(bundle, runtime)
     frames["image"] = frames["image"] * 0.1          # dark: night
     feed(runtime, frames)
@@ -163,7 +183,7 @@ def test_nan_frames_at_night_fall_back_without_losing_a_prediction(bundle):
 
 
 def test_a_failing_interpreter_call_falls_back_to_the_next_student(bundle):
-    runtime = Runtime.from_bundle(bundle, "x86-ap", threads=1)
+    runtime = Runtime.from_bundle(bundle, "x86-ap", threads=1, clock=None)
     frames = some_frames(bundle, runtime)
     frames["image"] = frames["image"] * 0.1
     feed(runtime, frames)

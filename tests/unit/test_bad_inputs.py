@@ -402,6 +402,30 @@ RUN_CASES = [
 ]
 
 
+def _pickled_calibration(ctx: Ctx) -> None:
+    """A calibration set holding an object array (unpickling it could run code) with its sha256 re-recorded."""
+    root = ctx.bundle()
+    calib = root / "lidar" / "calibration.npz"
+    np.savez(calib, lidar=np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    ctx.manifest(_set(f"{_S}.calibration.sha256", sha256_file(calib)))
+
+
+def _bench(prepare: Callable[[Ctx], None] | None, *flags: str) -> Callable[[Ctx], list[str]]:
+    def argv(ctx: Ctx) -> list[str]:
+        root = ctx.bundle()
+        if prepare is not None:
+            prepare(ctx)
+        return ["bench", "--target", "x86-ap", "--bundle", str(root), "--no-op-profile", "--idle-seconds", "0",
+                *[f.format(pub=ctx.keys()[1]) for f in flags]]
+    return argv
+
+
+BENCH_CASES = [
+    Case("bench-pickled-calibration", _bench(_pickled_calibration), ("calibration.npz", "plain numeric arrays")),
+    Case("bench-unsigned-with-key", _bench(None, "--key", "{pub}"), ("not signed", "bundle sign")),
+]
+
+
 def _half(ctx: Ctx) -> bytes:
     from support.runtime import short_drive
 
@@ -409,7 +433,7 @@ def _half(ctx: Ctx) -> bytes:
     return data[: len(data) // 2]
 
 
-ALL_CASES = BUNDLE_CASES + TARGET_CASES + DATA_CASES + COMMAND_CASES + RUN_CASES
+ALL_CASES = BUNDLE_CASES + TARGET_CASES + DATA_CASES + COMMAND_CASES + RUN_CASES + BENCH_CASES
 
 
 @pytest.fixture(scope="module")

@@ -356,7 +356,7 @@ def test_scenario9_as_published(scenario9, tmp_path):
     meta = json.loads((out / "meta.json").read_text())
     assert set(meta["modalities"]) == {"image", "radar", "lidar", "gps"}
     assert meta["deepsense"]["columns"]["beam"] == "unit1_beam_index"
-    assert meta["dropped"] == {"nan_power": 2, "csv_lines": [2, 30]}
+    assert meta["dropped"] == {"nan_power": 2, "csv_lines": [2, 30], "nan_sensor": 0, "nan_sensor_csv_lines": []}
     beams = np.load(out / "frames/beams.npy")
     index = np.asarray(truth.index)[np.load(out / "info/source_row.npy")]
     argmax = _power_argmax(root, "scenario9.csv")
@@ -544,3 +544,25 @@ def test_a_beam_column_that_disagrees_is_reported(tmp_path):
     assert meta["deepsense"]["beam_column_mismatch"] == 1
     assert "unit1_beam_index: 1 of 24" in meta["deepsense"]["warnings"][0]
     np.testing.assert_array_equal(np.load(out / "frames/beams.npy"), truth.kept("best"))
+
+
+def test_a_lidar_file_with_nan_drops_its_row_and_says_which(scenario9, tmp_path):
+    """A LiDAR no-return written as NaN: the row is dropped (named in meta.json), not a refused import."""
+    import csv
+    import shutil
+
+    import scipy.io
+
+    root = tmp_path / "scenario9"
+    shutil.copytree(scenario9[0], root)
+    with open(root / "scenario9.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    target = root / rows[41]["unit1_lidar_SCR"]   # CSV line 43: the last row of the last pass (power finite)
+    scan = scipy.io.loadmat(target)["data"]
+    scan[17, 0] = np.nan
+    scipy.io.savemat(target, {"data": scan})
+    out = import_deepsense(root, tmp_path / "ds", config=ImportConfig(split=(0.34, 0.33, 0.33)))
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["dropped"]["nan_sensor"] == 1 and meta["dropped"]["nan_sensor_csv_lines"] == [43]
+    assert np.isfinite(np.load(out / "frames/lidar.npy")).all()
+    assert 41 not in set(np.load(out / "info/source_row.npy").tolist())   # source_row: 0-based CSV row

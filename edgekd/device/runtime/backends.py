@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from edgekd.device.bundle import verify_artifact_file
+from edgekd.device.bundle import read_verified_bytes
 from edgekd.device.errors import EdgekdError
 from edgekd.device.runtime.runner import (  # noqa: F401  (quantize, dequantize: re-exported)
     OrtRunner,
@@ -118,11 +118,12 @@ class TFLiteBackend(Backend):
 
     def __init__(self, path: str | os.PathLike, *, name: str | None = None, threads: int | None = None,
                  input_names: Sequence[str] | None = None, precision: str | None = None,
-                 use_xnnpack: bool = True):
+                 use_xnnpack: bool = True, content: bytes | None = None):
         self.path = Path(path)
         self.name = name or self.path.name
         cls = tflite_interpreter_class()
-        kwargs: dict[str, Any] = {"model_path": str(self.path)}
+        # content: the bytes already checked against the manifest (the file is not read a second time)
+        kwargs: dict[str, Any] = {"model_path": str(self.path)} if content is None else {"model_content": content}
         if threads:
             kwargs["num_threads"] = int(threads)
         if not use_xnnpack:
@@ -228,7 +229,7 @@ class OrtBackend(Backend):
 
     def __init__(self, path: str | os.PathLike, *, name: str | None = None, threads: int | None = None,
                  providers: Sequence[str] | None = None, input_names: Sequence[str] | None = None,
-                 precision: str = "fp32"):
+                 precision: str = "fp32", content: bytes | None = None):
         try:
             import onnxruntime as ort
         except ImportError:
@@ -248,7 +249,8 @@ class OrtBackend(Backend):
         if skipped:
             log.info("%s: execution providers not available here, skipped: %s", self.name, skipped)
         try:
-            self.session = ort.InferenceSession(str(self.path), sess_options=options, providers=wanted)
+            model = str(self.path) if content is None else content
+            self.session = ort.InferenceSession(model, sess_options=options, providers=wanted)
         except Exception as exc:  # ORT raises its own exception types
             raise EdgekdError(f"ONNX Runtime cannot load this model: {exc}", file=self.path,
                               fix="re-export the bundle") from None
@@ -279,16 +281,21 @@ class OrtBackend(Backend):
 
 def open_artifact(bundle_dir: str | os.PathLike, artifact: dict, *, threads: int | None = None,
                   providers: Sequence[str] | None = None, verify_hash: bool = True) -> Backend:
-    """Load one manifest artifact entry; refuses a file whose sha256 differs from the manifest."""
-    path = verify_artifact_file(bundle_dir, artifact) if verify_hash else Path(bundle_dir) / artifact["path"]
+    """Load one manifest artifact entry; refuses a file whose sha256 differs from the manifest.
+
+    The interpreter is given the very bytes that were hashed, so a file swapped between the check
+    and the load cannot run.
+    """
+    path = Path(bundle_dir) / artifact["path"]
+    content = read_verified_bytes(bundle_dir, artifact["path"], artifact.get("sha256")) if verify_hash else None
     names = [i["name"] for i in artifact.get("inputs", [])] or None
     label = artifact.get("path", str(path))
     if artifact.get("format") == "tflite" or path.suffix == ".tflite":
         backend: Backend = TFLiteBackend(path, name=label, threads=threads, input_names=names,
-                                         precision=artifact.get("precision"))
+                                         precision=artifact.get("precision"), content=content)
     elif artifact.get("format") == "onnx" or path.suffix == ".onnx":
         backend = OrtBackend(path, name=label, threads=threads, providers=providers, input_names=names,
-                             precision=artifact.get("precision", "fp32"))
+                             precision=artifact.get("precision", "fp32"), content=content)
     else:
         raise EdgekdError(f"unknown artifact format {artifact.get('format')!r}", file=path, field="format",
                           fix="format must be 'tflite' or 'onnx'")

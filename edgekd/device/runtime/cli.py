@@ -60,7 +60,8 @@ def run(bundle_dir, drive_path, target, report_dir, policy, realtime, threads, a
     if note:
         click.echo(f"WARNING: {note}", err=True)
     drive = load_drive(drive_path)
-    runtime = Runtime.from_bundle(bundle_dir, target, policy=policy, threads=threads, kind=artifact, top_k=top_k)
+    runtime = Runtime.from_bundle(bundle_dir, target, policy=policy, threads=threads, kind=artifact, top_k=top_k,
+                                  trusted_key=key, allow_degraded=allow_degraded)
     for warning in drive_problems(runtime, drive):
         click.echo(f"WARNING: {warning}", err=True)
     result = replay(runtime, drive, realtime=realtime, keep_records=report_dir is not None, progress=progress)

@@ -20,7 +20,7 @@ import logging
 import math
 import os
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +28,7 @@ import numpy as np
 
 from edgekd.device.errors import EdgekdError
 from edgekd.device.runtime.backends import open_artifact
-from edgekd.device.runtime.hub import Health, QualityConfig, SensorHub
+from edgekd.device.runtime.hub import Health, QualityConfig, SensorHub, input_ranges
 from edgekd.device.runtime.policy import ModalityPolicy, PolicySettings
 
 log = logging.getLogger(__name__)
@@ -135,7 +135,8 @@ class Runtime:
     """Sensor hub + policy + students (see the module doc)."""
 
     def __init__(self, students: Mapping[str, StudentRunner], hub: SensorHub, policy: ModalityPolicy, *,
-                 top_k: int = 5, horizons: int = 4, num_beams: int = 64):
+                 top_k: int = 5, horizons: int = 4, num_beams: int = 64,
+                 clock: Callable[[], float] | None = time.monotonic):
         if not students:
             raise EdgekdError("the runtime needs at least one student", fix="export a bundle with a student")
         self.students = dict(students)
@@ -144,6 +145,9 @@ class Runtime:
         self.top_k = int(top_k)
         self.horizons = horizons
         self.num_beams = num_beams
+        # predict() without now= asks this clock: when every sensor stops, time still moves on and the windows
+        # go stale. None measures time by the newest pushed timestamp (recorded time: replays, tests).
+        self.clock = clock
         self._push_s = 0.0
         self.frames = 0
         self.no_prediction = 0
@@ -154,18 +158,25 @@ class Runtime:
     def from_bundle(cls, path: str | os.PathLike, target: Any = None, *, policy: str = "auto",
                     students: Sequence[str] | None = None, kind: str | None = None, threads: int | None = None,
                     top_k: int = 5, quality: QualityConfig | None = None, verify: bool = True,
-                    **policy_overrides) -> Runtime:
+                    trusted_key: str | os.PathLike | None = None, allow_degraded: bool | None = None,
+                    clock: Callable[[], float] | None = time.monotonic, **policy_overrides) -> Runtime:
         """Open bundle ``path`` for ``target`` (name, alias, YAML path, profile; default: the bundle's own).
 
         ``policy`` is ``auto`` (switch by the profile's policy) or ``fixed:<student>``
         (the single-student baseline). ``kind`` forces one artifact kind
-        (default: what the target's backend and precision run).
+        (default: what the target's backend and precision run). The bundle must be signed with
+        ``trusted_key`` (default: the target profile's ``trusted_key``, else ``$EDGEKD_TRUSTED_KEY``).
+        ``clock`` is what ``predict()`` without ``now=`` asks (timestamps pushed must be on it;
+        ``None``: the newest pushed timestamp). Frames outside the range calibration saw are rejected.
         """
         from edgekd.device.bundle import open_bundle
         from edgekd.device.targets import load_target, profile_from_dict
 
-        bundle = open_bundle(path, verify=verify)
-        profile = profile_from_dict(bundle.target) if target is None else load_target(target)
+        requested = None if target is None else load_target(target)   # first: its trusted key guards the open
+        if trusted_key is None and requested is not None:
+            trusted_key = requested.trusted_key
+        bundle = open_bundle(path, verify=verify, trusted_key=trusted_key, allow_degraded=allow_degraded)
+        profile = requested if requested is not None else profile_from_dict(bundle.target)
         fixed = _parse_policy(policy)
         names = list(students) if students else list(bundle.students)
         for name in names:
@@ -193,11 +204,12 @@ class Runtime:
                               field="window", fix="export students trained with one window length")
         first = bundle.students[names[0]]
         settings = PolicySettings.from_profile(profile.policy, fixed=fixed, **policy_overrides)
-        hub = SensorHub(frame_shapes, windows.pop(), staleness_s=profile.policy.staleness_s, quality=quality)
+        hub = SensorHub(frame_shapes, windows.pop(), staleness_s=profile.policy.staleness_s, quality=quality,
+                        ranges=input_ranges({n: bundle.students[n] for n in names}))
         policy_obj = ModalityPolicy(settings, {n: r.modalities for n, r in runners.items()}, quality)
         log.info("runtime: %s", ", ".join(f"{n} ({r.kind})" for n, r in runners.items()))
         return cls(runners, hub, policy_obj, top_k=top_k, horizons=int(first["horizons"]),
-                   num_beams=int(first["num_beams"]))
+                   num_beams=int(first["num_beams"]), clock=clock)
 
     # ------------------------------------------------------------------ per frame
 
@@ -211,7 +223,10 @@ class Runtime:
     def predict(self, now: float | None = None) -> Prediction:
         """Choose a student, run it on the buffered windows and return the top-k beams (or why not)."""
         t_start = time.perf_counter()
-        at = self.hub.now if now is None else float(now)
+        if now is not None:
+            at = float(now)
+        else:
+            at = self.hub.now if self.clock is None else float(self.clock())
         health = self.hub.health(at)
         decision = self.policy.decide(health)
         latency = dict.fromkeys(LATENCY_KEYS, 0.0)

@@ -81,6 +81,21 @@ def import_deepsense(scenario_dir: str | os.PathLike, out: str | os.PathLike, *,
     seq = _int_column(roles, rows, lines, csv_path, "seq")
     frames, preprocessing = read_modalities(scenario_dir, roles, rows, lines, cfg, problems, progress)
     problems.raise_if_any()
+    finite = _finite_rows(frames)
+    nan_sensor = [lines[i] for i in np.flatnonzero(~finite)]
+    if nan_sensor:   # a sensor file with NaN/inf (a LiDAR no-return written as NaN): the frame cannot be used
+        log.warning("dropped %d row(s) whose sensor data has NaN/inf (CSV lines %s%s)", len(nan_sensor),
+                    ", ".join(map(str, nan_sensor[:10])), " ..." if len(nan_sensor) > 10 else "")
+        if power is not None:
+            power = power[finite]
+        beams, seq = beams[finite], seq[finite]
+        keep = [k for k, ok in zip(keep, finite) if ok]
+        rows = [r for r, ok in zip(rows, finite) if ok]
+        lines = [n for n, ok in zip(lines, finite) if ok]
+        frames = {k: v[finite] for k, v in frames.items()}
+        if not rows:
+            raise EdgekdError("no rows left to import (every row's sensor data had NaN/inf)", file=csv_path,
+                              fix="check the sensor files")
 
     # group by drive in order of id, keeping CSV (time) order inside a drive
     order = np.argsort(seq, kind="stable")
@@ -92,7 +107,8 @@ def import_deepsense(scenario_dir: str | os.PathLike, out: str | os.PathLike, *,
                                  "argmax of the power file + 1; the labels come from the power files")
         log.warning(found["warnings"][-1])
     extra: dict[str, Any] = {
-        "dropped": {"nan_power": len(dropped), "csv_lines": dropped[:MAX_DROPPED_LISTED]},
+        "dropped": {"nan_power": len(dropped), "csv_lines": dropped[:MAX_DROPPED_LISTED],
+                    "nan_sensor": len(nan_sensor), "nan_sensor_csv_lines": nan_sensor[:MAX_DROPPED_LISTED]},
         "unknown_conditions": unknown,
         "deepsense": {"scenario_dir": str(scenario_dir.resolve()), "csv": csv_path.name,
                       "rows": len(line_of), "imported": len(rows), "columns": roles, **found,
@@ -183,6 +199,18 @@ def _read_labels(scenario_dir: Path, roles: dict[str, str], rows: list[dict[str,
                     ", ".join(map(str, dropped[:10])), " ..." if len(dropped) > 10 else "")
     power = np.clip(power[keep], 0.0, None)
     return power, power.argmax(axis=1).astype(np.int64), keep.tolist(), dropped
+
+
+def _finite_rows(frames: dict[str, np.ndarray]) -> np.ndarray:
+    """Per row, True when every float sensor array of the row is finite (uint8 images always are)."""
+    count = len(next(iter(frames.values())))
+    finite = np.ones(count, dtype=bool)
+    for values in frames.values():
+        if np.issubdtype(values.dtype, np.floating):
+            for start in range(0, count, 256):   # in chunks: the frames may be a large memory map
+                chunk = np.asarray(values[start:start + 256]).reshape(min(256, count - start), -1)
+                finite[start:start + 256] &= np.isfinite(chunk).all(axis=1)
+    return finite
 
 
 def _beam_mismatch(roles: dict[str, str], rows: list[dict[str, str]], beams: np.ndarray,
