@@ -12,6 +12,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from edgekd.host.experiments.runner import SeededProfile
+
 PLAN_FORMAT = "edgekd-paper1-plan/1"
 KS = (1, 2, 5)
 # Acceptance of the issue: a distilled student gains this many top-2 points (mean over horizons) over
@@ -79,7 +81,7 @@ def teacher_row(group: str) -> str:
 
 
 @dataclasses.dataclass
-class Paper1Profile:
+class Paper1Profile(SeededProfile):
     """Everything that decides the experiment besides the seeds; loaded from YAML, unknown keys rejected.
 
     The ``*_overrides`` mappings hold :class:`~edgekd.host.distill.config.TrainConfig` keys applied on top of
@@ -135,15 +137,6 @@ class Paper1Profile:
         by_role = self.self_kd if spec.method == "self" else (self.teacher if spec.role == "teacher" else self.student)
         return {**self.common, **by_role, **self.runs.get(spec.name, {})}
 
-    def seed_list(self) -> list[int]:
-        return [self.first_seed + i for i in range(self.seeds)]
-
-    def fingerprint_fields(self) -> dict[str, Any]:
-        """What a finished run depends on (seeds and threads may change between reruns)."""
-        fields = dataclasses.asdict(self)
-        fields.pop("seeds")
-        fields.pop("threads")
-        return fields
 
 
 # the named profiles (profiles/paper1-<name>.yaml): quick fits the 2-core host in under 20 minutes, paper is

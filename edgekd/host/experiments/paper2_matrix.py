@@ -10,6 +10,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Literal
 
+from edgekd.host.experiments.runner import SeededProfile
+
 PLAN_FORMAT = "edgekd-paper2-plan/1"
 GeneratorLoss = Literal["weighted", "metadata", "activation", "entropy"]
 StudentLoss = Literal["kl", "mse"]
@@ -22,7 +24,7 @@ QUICK_LIMIT_S = 15 * 60
 
 
 @dataclasses.dataclass
-class Paper2Profile:
+class Paper2Profile(SeededProfile):
     """Everything that decides the experiment besides the seeds (YAML keys, unknown ones rejected)."""
 
     windows: int = 4000            # dataset synthesised when --data is not given (LiDAR only)
@@ -62,15 +64,6 @@ class Paper2Profile:
         if self.threads is not None and self.threads <= 0:
             raise ValueError(f"threads must be positive or null, got {self.threads}")
 
-    def seed_list(self) -> list[int]:
-        return [self.first_seed + i for i in range(self.seeds)]
-
-    def fingerprint_fields(self) -> dict[str, Any]:
-        """What a finished run depends on (seed count and threads may change between reruns)."""
-        fields = dataclasses.asdict(self)
-        fields.pop("seeds")
-        fields.pop("threads")
-        return fields
 
 # the named profiles (profiles/paper2-<name>.yaml): smoke is a tiny pass for the tests, quick runs under
 # 15 minutes on the 2-core host, paper is the paper's schedule

@@ -35,6 +35,27 @@ PROFILE_DIR = Path(__file__).parent / "profiles"
 # profiles
 
 
+class SeededProfile:
+    """What every experiment profile dataclass shares: seeds ``first_seed, first_seed + 1, ...`` and the plan
+    fields (all but ``seeds`` and ``threads``, which a rerun may change)."""
+
+    first_seed: int
+    seeds: int
+    threads: int | None
+
+    def seed_list(self) -> list[int]:
+        return [self.first_seed + i for i in range(self.seeds)]
+
+    def fingerprint_fields(self) -> dict[str, Any]:
+        """What a finished run depends on (seeds and threads may change between reruns)."""
+        import dataclasses
+
+        fields = dataclasses.asdict(self)  # type: ignore[call-overload]
+        fields.pop("seeds")
+        fields.pop("threads")
+        return fields
+
+
 def profile_path(experiment: str, name: str) -> Path:
     """The YAML file of a named profile, e.g. ``profiles/paper1-quick.yaml``."""
     return PROFILE_DIR / f"{experiment}-{name}.yaml"
