@@ -63,6 +63,11 @@ class LazyGroup(click.Group):
         except EdgekdError as exc:
             click.echo(f"error: {exc.format()}", err=True)
             ctx.exit(2)
+        except KeyboardInterrupt:   # the shell convention: 128 + SIGINT
+            click.echo("interrupted: outputs are written to a temporary name and renamed when complete, so "
+                       "nothing half-written was kept; rerun the command (the demo and reproductions resume)",
+                       err=True)
+            ctx.exit(130)
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})

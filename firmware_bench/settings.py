@@ -13,14 +13,14 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from edgekd.device.errors import EdgekdError
+from edgekd.device.targets import usable_cpus, warn_if_oversubscribed
 from firmware_bench import inputs as inputs_mod
 from firmware_bench.latency import StopRule
-from firmware_bench.power import PowerModel
+from firmware_bench.power import PowerModel, check_meter_spec
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +67,8 @@ class BenchSettings:
             StopRule(self.runs, self.seconds)
         except ValueError as exc:
             raise EdgekdError(str(exc), field="--runs/--seconds", fix="give a positive number") from None
+        if self.power_meter is not None:
+            check_meter_spec(self.power_meter)   # before anything is loaded or measured
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,11 +82,6 @@ class TargetSettings:
     power_model: PowerModel | None
 
 
-def usable_cpus() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1
 
 
 def target_power_model(target: Mapping[str, Any]) -> PowerModel | None:
@@ -118,8 +115,10 @@ def resolve_target(target: Any, *, threads: int | None = None, backend: str | No
     if threads is None and cap_threads:
         threads = min(int(profile.get("threads") or 1), usable_cpus())
     profile_backend = profile.get("backend")
+    chosen = threads or profile.get("threads")
+    warn_if_oversubscribed(chosen, profile.get("name"))
     return TargetSettings(
-        threads=threads or profile.get("threads"),
+        threads=chosen,
         backend=backend or (profile_backend if profile_backend in BACKEND_ARTIFACTS else "tflite"),
         providers=tuple(providers or profile.get("execution_providers") or ()) or None,
         power_meter=resolve_meter(power_meter, profile),

@@ -173,6 +173,19 @@ def remove_stale_partials(dest: Path) -> list[Path]:
     return removed
 
 
+@contextlib.contextmanager
+def scratch_directory(prefix: str) -> Iterator[Path]:
+    """A temporary folder ``$TMPDIR/<prefix><pid>-*``, removed on exit; first removes the folders of this
+    prefix whose process is gone (a SIGKILLed run cannot clean up after itself)."""
+    root = Path(tempfile.gettempdir())
+    for leftover in root.glob(f"{prefix}*"):
+        match = re.fullmatch(rf"{re.escape(prefix)}(\d+)-\w+", leftover.name)
+        if match and leftover.is_dir() and not _pid_alive(int(match.group(1))):
+            shutil.rmtree(leftover, ignore_errors=True)
+    with tempfile.TemporaryDirectory(prefix=f"{prefix}{os.getpid()}-") as scratch:
+        yield Path(scratch)
+
+
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)

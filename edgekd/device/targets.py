@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import math
 import os
 import sys
@@ -26,6 +27,8 @@ from edgekd.device.config import config_from_dict, config_to_dict, load_yaml
 from edgekd.device.contracts import LIGHTING, MODALITIES, RUNTIME_MODALITIES, ArtifactKind
 from edgekd.device.errors import EdgekdError
 from edgekd.device.registry import Registry
+
+log = logging.getLogger(__name__)
 
 # A student is named by its modality, or "fusion" for a model that takes several.
 STUDENT_NAMES: tuple[str, ...] = (*MODALITIES, "fusion")
@@ -291,3 +294,19 @@ def _plain(obj):
     if isinstance(obj, (list, tuple)):
         return [_plain(v) for v in obj]
     return obj
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity mask), else the machine's count."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def warn_if_oversubscribed(threads: int | None, profile_name: str | None) -> None:
+    """Say so when a profile's thread count exceeds this host's CPUs (e.g. jetson's 6 on a 2-core box)."""
+    if threads and int(threads) > usable_cpus():
+        log.warning("%d interpreter threads on %d usable CPU(s) here (profile %r): the threads share cores and "
+                    "the latency is not the board's; pass --threads %d to measure on this host",
+                    int(threads), usable_cpus(), profile_name, usable_cpus())

@@ -89,11 +89,16 @@ def load_checkpoint(path: str | os.PathLike, *, expect_model: str | None = None)
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for a bad file
-        raise EdgekdError(f"not a readable checkpoint ({type(exc).__name__})", file=path,
+        reason = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+        raise EdgekdError(f"not a readable PyTorch checkpoint ({reason})", file=path,
                           fix="pass a .pt written by `edgekd train` or `edgekd distill`") from None
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
         raise EdgekdError("not an edgekd checkpoint (missing or unknown 'format')", file=path, field="format",
                           fix="pass a .pt written by `edgekd train` or `edgekd distill`")
+    missing = [key for key in ("model", "model_kwargs", "state_dict") if key not in payload]
+    if missing:
+        raise EdgekdError(f"checkpoint lacks {missing}", file=path, field=missing[0],
+                          fix="the file is damaged or was edited: re-train or re-distill it")
     if expect_model is not None and payload["model"] != expect_model:
         raise EdgekdError(f"checkpoint holds model '{payload['model']}', expected '{expect_model}'",
                           file=path, field="model", fix=f"pass a checkpoint of '{expect_model}'")

@@ -44,6 +44,17 @@ def parse_meter_spec(spec: str) -> tuple[str, Path | None]:
     return spec, None
 
 
+def check_meter_spec(spec: str) -> tuple[str, Path | None]:
+    """:func:`parse_meter_spec`, and a ``csv:FILE`` the user named must exist: a missing log is a typo or a
+    meter not started, and must not turn silently into an estimate."""
+    name, path = parse_meter_spec(spec)
+    if path is not None and not path.is_file():
+        raise EdgekdError("the power meter's log file does not exist", file=path, field="--power-meter",
+                          fix="start the external meter's logging first (rows of time, watts), check the "
+                              "path, or use --power-meter auto")
+    return name, path
+
+
 def parse_power_model(text: str, *, source: str = "--power-model") -> PowerModel:
     """``"idle_w,active_w"`` -> PowerModel."""
     parts = text.split(",")
@@ -63,7 +74,7 @@ def choose_reader(spec: str, options: MeterOptions) -> tuple[PowerReader | None,
     Returns (None, skipped) when nothing is available, not even the estimate
     (no power model): energy is then reported as unavailable, never as 0.
     """
-    name, path = parse_meter_spec(spec)
+    name, path = check_meter_spec(spec)
     if path is not None:
         options = dataclasses.replace(options, csv_path=path)
     if name == "auto":

@@ -83,3 +83,25 @@ convert_onnx_to_tflite(work / "model.onnx", work / "convert", input_names=["lida
     finally:
         if parent.poll() is None:
             parent.kill()
+
+
+def test_ctrl_c_exits_130_and_keeps_nothing_half_written(tmp_path):
+    out = tmp_path / "data"
+    cmd = [sys.executable, "-c", "from edgekd.cli import main; main()", "data", "synth", "--windows", "30000",
+           "--out", str(out), "--no-progress"]
+    # a session of its own: Ctrl-C in a terminal signals the whole foreground process group, workers included
+    parent = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              start_new_session=True)
+    try:
+        workers = _wait_for_children(parent, "multiprocessing")
+        time.sleep(2.0)   # the workers are rendering
+        os.killpg(parent.pid, signal.SIGINT)
+        _, stderr = parent.communicate(timeout=60)
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+    assert parent.returncode == 130, stderr[-2000:]
+    assert "interrupted" in stderr and "Traceback" not in stderr
+    _, alive = psutil.wait_procs(workers, timeout=10)
+    assert not alive
+    assert not out.exists() and not [p for p in tmp_path.iterdir() if p.name.endswith(".partial")]

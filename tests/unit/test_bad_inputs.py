@@ -333,6 +333,12 @@ COMMAND_CASES = [
     Case("export-nan-frames", lambda ctx: ["export", str(ctx.file("s.pt")), "--target", "rpi4", "--data",
                                            str(ctx.dataset(_NAN_LIDAR, rehash=True)), "--out", str(ctx.path("b"))],
          ("frames/lidar", "NaN", "rows [3")),
+    Case("export-teacher-checkpoint", lambda ctx: ["export", str(_teacher_checkpoint(ctx)), "--target", "rpi4",
+                                                   "--data", str(ctx.dataset()), "--out", str(ctx.path("b"))],
+         ("t.pt", "teacher checkpoint", "lidar_teacher", "distill")),
+    Case("export-notes-as-checkpoint", lambda ctx: ["export", str(ctx.file("notes.pt")), "--target", "rpi4",
+                                                    "--data", str(ctx.dataset()), "--out", str(ctx.path("b"))],
+         ("notes.pt", "not a readable PyTorch checkpoint")),
     Case("train-nan-frames", lambda ctx: ["train", "--model", "lidar_student", "--out", str(ctx.path("s.pt")),
                                           "--data", str(ctx.dataset(_NAN_LIDAR, rehash=True))],
          ("frames/lidar", "NaN", "rows [3")),
@@ -416,14 +422,26 @@ def _bench(prepare: Callable[[Ctx], None] | None, *flags: str) -> Callable[[Ctx]
         if prepare is not None:
             prepare(ctx)
         return ["bench", "--target", "x86-ap", "--bundle", str(root), "--no-op-profile", "--idle-seconds", "0",
-                *[f.format(pub=ctx.keys()[1]) for f in flags]]
+                *[f.format(pub=ctx.keys()[1], root=ctx.root) for f in flags]]
     return argv
 
 
 BENCH_CASES = [
     Case("bench-pickled-calibration", _bench(_pickled_calibration), ("calibration.npz", "plain numeric arrays")),
     Case("bench-unsigned-with-key", _bench(None, "--key", "{pub}"), ("not signed", "bundle sign")),
+    Case("bench-power-log-missing", _bench(None, "--power-meter", "csv:{root}/no-such-log.csv"),
+         ("no-such-log.csv", "--power-meter", "does not exist")),
+    Case("bench-no-such-bundle", lambda ctx: ["bench", "--target", "x86-ap", "--bundle", str(ctx.path("nowhere"))],
+         ("nowhere", "no such bundle folder")),
 ]
+
+
+def _teacher_checkpoint(ctx: Ctx) -> Path:
+    """A real (untrained) LiDAR teacher checkpoint, written by edgekd's own writer: the format is ours."""
+    from edgekd.host.checkpoint import save_checkpoint
+    from edgekd.host.models import create_model
+
+    return save_checkpoint(ctx.path("t.pt"), create_model("lidar_teacher"))
 
 
 def _half(ctx: Ctx) -> bytes:

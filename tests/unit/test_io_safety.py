@@ -102,3 +102,22 @@ def test_leftovers_of_a_killed_writer_are_removed_by_the_next_run(tmp_path):
     with atomic_directory(dest) as tmp:
         (tmp / "manifest.json").write_text("{}")
     assert not leftover.exists() and dest.is_dir()
+
+
+def test_scratch_directory_removes_the_leftovers_of_dead_runs_only(tmp_path, monkeypatch):
+    import tempfile
+
+    from edgekd.device.io import scratch_directory
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead_pid = int(gone.stdout)   # that process has exited: its PID names no live process (barring reuse)
+    stale = tmp_path / f"edgekd-export-{dead_pid}-abc123"
+    live = tmp_path / f"edgekd-export-{os.getppid()}-def456"   # a concurrent run: never touched
+    other = tmp_path / "edgekd-export-logs"                      # not a scratch folder
+    for folder in (stale, live, other):
+        (folder / "work").mkdir(parents=True)
+    with scratch_directory("edgekd-export-") as scratch:
+        assert scratch.is_dir() and scratch.name.startswith(f"edgekd-export-{os.getpid()}-")
+        assert not stale.exists() and live.exists() and other.exists()
+    assert not scratch.exists()

@@ -151,8 +151,10 @@ def test_meter_spec_parsing():
     assert parse_meter_spec("rapl") == ("rapl", None)
     with pytest.raises(EdgekdError):
         parse_meter_spec("csv:")
-    reader, skipped = choose_reader("csv:/no/such/log.csv", MeterOptions())
-    assert reader is None and "not found" in skipped[0]["reason"] and skipped[1]["meter"] == "estimate"
+    # a log file the user named must exist: a typo must not turn into an estimate
+    with pytest.raises(EdgekdError, match="log file does not exist") as raised:
+        choose_reader("csv:/no/such/log.csv", MeterOptions())
+    assert raised.value.field == "--power-meter" and str(raised.value.file) == "/no/such/log.csv"
 
 
 # ----------------------------------------------------------------------------- estimate and auto

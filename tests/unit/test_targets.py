@@ -124,3 +124,13 @@ def test_cli_list_show_and_unknown():
     assert "cpu:" in runner.invoke(cli, ["targets", "show", "rpi4"]).output
     unknown = runner.invoke(cli, ["targets", "show", "nope"])
     assert unknown.exit_code == 2 and "known targets" in unknown.output and "x86-ap" in unknown.output
+
+
+def test_a_profile_with_more_threads_than_this_host_has_cpus_is_named(caplog):
+    from edgekd.device.targets import usable_cpus, warn_if_oversubscribed
+
+    with caplog.at_level("WARNING", logger="edgekd.device.targets"):
+        warn_if_oversubscribed(usable_cpus() + 4, "jetson-orin-nano")
+        warn_if_oversubscribed(usable_cpus(), "x86-ap")
+    assert len(caplog.records) == 1
+    assert "jetson-orin-nano" in caplog.text and f"--threads {usable_cpus()}" in caplog.text

@@ -170,7 +170,7 @@ class Runtime:
         ``None``: the newest pushed timestamp). Frames outside the range calibration saw are rejected.
         """
         from edgekd.device.bundle import open_bundle
-        from edgekd.device.targets import load_target, profile_from_dict
+        from edgekd.device.targets import load_target, profile_from_dict, warn_if_oversubscribed
 
         requested = None if target is None else load_target(target)   # first: its trusted key guards the open
         if trusted_key is None and requested is not None:
@@ -178,6 +178,7 @@ class Runtime:
         bundle = open_bundle(path, verify=verify, trusted_key=trusted_key, allow_degraded=allow_degraded)
         profile = requested if requested is not None else profile_from_dict(bundle.target)
         fixed = _parse_policy(policy)
+        warn_if_oversubscribed(threads or profile.threads, profile.name)
         names = list(students) if students else list(bundle.students)
         for name in names:
             bundle.artifact(name, "tflite_int8")  # raises naming the bundle's students

@@ -274,15 +274,50 @@ def _render_drives(cfg: SceneConfig, seed: int, drives: list[int], workers: int)
     saved = {k: os.environ.get(k) for k in _BLAS_THREAD_VARS}
     os.environ.update({k: "1" for k in _BLAS_THREAD_VARS})
     try:
-        with concurrent.futures.ProcessPoolExecutor(workers, mp_context=ctx, initializer=die_with_parent,
-                                                    initargs=(os.getpid(),)) as pool:
-            yield from pool.map(_render_one, jobs, chunksize=4)
+        pool = concurrent.futures.ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init,
+                                                      initargs=(os.getpid(),))
+        try:
+            with _workers_ignore_ctrl_c():   # the workers are spawned inside map(): they inherit SIG_IGN
+                results = pool.map(_render_one, jobs, chunksize=4)
+            yield from results
+        except BaseException:
+            # Ctrl-C, an error or a consumer that stopped: drop the queued drives (a plain `with` would
+            # render every one of them before letting the interrupt through)
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
+        pool.shutdown()
     finally:
         for k, v in saved.items():
             if v is None:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+
+
+@contextlib.contextmanager
+def _workers_ignore_ctrl_c():
+    """SIGINT ignored while child processes are started (an ignored signal stays ignored across exec, so a
+    Ctrl-C during a worker's start-up imports prints no traceback); the parent's handler comes back after."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _worker_init(parent_pid: int) -> None:
+    """A render worker: dies with the parent, and leaves Ctrl-C to it (the parent cancels the queue;
+    a worker interrupted mid-drive would only print a traceback)."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    die_with_parent(parent_pid)
 
 
 def die_with_parent(parent_pid: int) -> None:

@@ -15,7 +15,6 @@ import dataclasses
 import logging
 import os
 import shutil
-import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -25,7 +24,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from edgekd.device.errors import EdgekdError
-from edgekd.device.io import atomic_directory, atomic_write_json, sha256_file
+from edgekd.device.io import atomic_directory, atomic_write_json, scratch_directory, sha256_file
 
 if TYPE_CHECKING:
     from edgekd.host.checkpoint import Checkpoint
@@ -68,9 +67,14 @@ def eval_positions(n: int, count: int | None) -> np.ndarray:
 
 def export_bundle(checkpoints: Sequence[str | os.PathLike], target, data: str | os.PathLike,
                   out: str | os.PathLike, *, allow_degraded: bool = False, overwrite: bool = False,
-                  calibration_size: int | None = None, eval_windows: int | None = 300,
-                  threads: int = 1, keep_work: bool = False, progress: bool = True) -> dict:
+                  calibration_size: int | None = None, eval_windows: int | None = None,
+                  threads: int = 1, keep_work: bool = False, progress: bool = True,
+                  explain: bool = False) -> dict:
     """Export ``checkpoints`` for ``target`` (name, alias, YAML path or profile) into bundle ``out``.
+
+    ``eval_windows``: held-out windows the parity gate scores (None: every test window; the CLI and the demo
+    default to that, so both give the same verdict). ``explain``: add the per-tensor int8-vs-float error
+    report of every int8 TFLite file (``explain.explain_int8``) to the parity entry and the log.
 
     Returns the manifest. Raises :class:`ParityGateError` when the gate fails
     (unless ``allow_degraded``) and :class:`EdgekdError` for every other failure;
@@ -97,11 +101,11 @@ def export_bundle(checkpoints: Sequence[str | os.PathLike], target, data: str | 
     failures: list[str] = []
     reports: dict[str, str] = {}
     with atomic_directory(out, overwrite=overwrite, what="bundle directory", marker="manifest.json") as bundle_dir, \
-            tempfile.TemporaryDirectory(prefix="edgekd-export-") as scratch:
+            scratch_directory("edgekd-export-") as scratch:
         for s in students:
             entry, report = _export_student(s, profile, train, test, bundle_dir, Path(scratch) / s.name,
                                              calibration_size=calibration_size, eval_windows=eval_windows,
-                                             threads=threads, progress=progress)
+                                             threads=threads, progress=progress, explain=explain)
             manifest["students"][s.name] = entry
             failures += report.failures
             reports[s.name] = report.table()
@@ -136,6 +140,11 @@ def _load_students(checkpoints: Sequence[str | os.PathLike], profile) -> list[St
     students: list[StudentSource] = []
     for path in checkpoints:
         ckpt = load_checkpoint(path)
+        if ckpt.model_name.endswith("_teacher"):   # a teacher is 24-32x the student: never the board's model
+            raise EdgekdError(f"this is a teacher checkpoint (model '{ckpt.model_name}'), not a student",
+                              file=path, field="model",
+                              fix="export the distilled student (`edgekd distill ... --out student.pt`); "
+                                  "teachers stay on the host")
         model = cast("BeamModel", ckpt.build())  # checked below: it declares input_modalities
         modalities = tuple(getattr(model, "input_modalities", ()))
         if not modalities:
@@ -209,7 +218,7 @@ class _OnnxResult:
 
 
 def _export_student(s: StudentSource, profile, train, test, bundle_dir: Path, work: Path, *,
-                    calibration_size, eval_windows, threads, progress=True):
+                    calibration_size, eval_windows, threads, progress=True, explain=False):
     work.mkdir(parents=True, exist_ok=True)
     sdir = bundle_dir / s.name
     sdir.mkdir(parents=True, exist_ok=True)
@@ -229,6 +238,11 @@ def _export_student(s: StudentSource, profile, train, test, bundle_dir: Path, wo
         positions = eval_positions(len(test), eval_windows)
         batch = test.batch(positions)
         logits = _evaluate_artifacts(files, {m: batch[m] for m in s.modalities}, s.modalities, threads)
+    if explain:
+        from edgekd.host.export.explain import explain_int8
+
+        with stages.stage("explain"):   # the calibration windows: what the converter's ranges came from
+            explained = explain_int8(files["tflite_int8"], onnx.path, calibration.windows(), s.modalities)
     stages.close()
     report = _parity_stage(s, logits, batch["beams"], work, budget_points=profile.int8_max_top2_drop)
     artifacts = _artifact_entries(s, shipped, report, bundle_dir, steps=int(train.window + train.horizons - 1))
@@ -239,6 +253,8 @@ def _export_student(s: StudentSource, profile, train, test, bundle_dir: Path, wo
     entry["parity"] = {**report.to_dict(), "torch_vs_onnx_max_abs": onnx.parity_torch_ort,
                        "eval_split": test.split, "eval_windows": int(len(positions)),
                        "int8_size_ratio_vs_fp32_tflite": round(sizes["tflite_fp32"] / sizes["tflite_int8"], 2)}
+    if explain:
+        entry["parity"]["explain"] = {"tflite_int8": explained}
     entry["export_seconds"] = stages.timings
     return entry, report
 
