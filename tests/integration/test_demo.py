@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import sys
+import time
 
 import pytest
 import torch
@@ -118,3 +122,37 @@ def test_profiles_load_and_validate():
         DemoProfile(kd_method="fitnet")
     with pytest.raises(ValueError, match="lidar_student"):
         DemoProfile(lidar_student="fitnet")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux-only")
+def test_sigkill_during_the_demo_export_leaves_nothing_behind_and_resume_finishes(smoke_demo, tmp_path):
+    """A demo killed in its export stage (the converter child running): no process outlives it, and
+    `--resume` finishes the run and removes the killed run's .partial bundle and scratch folder."""
+    from support.processes import kill_and_check, wait_for_children
+
+    out = tmp_path / "run"
+    shutil.copytree(smoke_demo[0], out)
+    for stage in ("export", "replay", "bench", "report"):   # as if the run had got as far as the students
+        (out / "stages" / f"{stage}.json").unlink()
+    shutil.rmtree(out / "bundle")
+    scratch_root = tmp_path / "tmp"
+    scratch_root.mkdir()
+    env = {**os.environ, "TMPDIR": str(scratch_root)}
+    cmd = [sys.executable, "-c", "from edgekd.cli import main; main()", "demo", "--profile", "smoke",
+           "--out", str(out), "--no-progress", "--resume"]
+    parent = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    try:
+        converters = wait_for_children(parent, "edgekd.host.export.tflite", timeout_s=240)
+        time.sleep(1.0)   # past the converter's start-up, where its death signal is armed
+        kill_and_check(parent, converters)
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+    assert [p for p in out.iterdir() if p.name.endswith(".partial")], "the kill left no .partial bundle to clean"
+    assert [p for p in scratch_root.iterdir() if p.name.startswith("edgekd-export-")]
+    again = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "export: finished" in again.stdout and (out / "bundle" / "manifest.json").is_file()
+    assert not [p for p in out.iterdir() if p.name.endswith(".partial")]
+    leftovers = [p for p in scratch_root.iterdir() if p.name.startswith("edgekd-export-")]
+    assert all(p.name == "edgekd-export-logs" for p in leftovers), leftovers

@@ -11,37 +11,10 @@ from pathlib import Path
 
 import psutil
 import pytest
+from support.processes import kill_and_check, wait_for_children
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux-only")
-
-
-def _wait_for_children(parent: subprocess.Popen, match: str, timeout_s: float = 90) -> list[psutil.Process]:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        assert parent.poll() is None, "the parent ended before its children started"
-        found = []
-        for child in psutil.Process(parent.pid).children(recursive=True):
-            try:
-                if match in " ".join(child.cmdline()):
-                    found.append(child)
-            except psutil.NoSuchProcess:
-                continue
-        if found:
-            return found
-        time.sleep(0.2)
-    raise AssertionError(f"no child matching {match!r} within {timeout_s} s")
-
-
-def _kill_and_check(parent: subprocess.Popen, children: list[psutil.Process], within_s: float = 5.0) -> float:
-    os.kill(parent.pid, signal.SIGKILL)
-    parent.wait(timeout=10)
-    start = time.monotonic()
-    _, alive = psutil.wait_procs(children, timeout=within_s)
-    for proc in alive:  # clean up before failing, so the test never leaves them behind either
-        proc.kill()
-    assert not alive, f"{len(alive)} child process(es) outlived their SIGKILLed parent by {within_s} s"
-    return time.monotonic() - start
 
 
 def test_sigkill_of_data_synth_takes_its_workers_along(tmp_path):
@@ -50,8 +23,8 @@ def test_sigkill_of_data_synth_takes_its_workers_along(tmp_path):
            "--out", str(out), "--no-progress"]
     parent = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        workers = _wait_for_children(parent, "multiprocessing")
-        _kill_and_check(parent, workers)
+        workers = wait_for_children(parent, "multiprocessing")
+        kill_and_check(parent, workers)
     finally:
         if parent.poll() is None:
             parent.kill()
@@ -77,9 +50,9 @@ convert_onnx_to_tflite(work / "model.onnx", work / "convert", input_names=["lida
     parent = subprocess.Popen([sys.executable, "-c", script], cwd=REPO, stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL)
     try:
-        converters = _wait_for_children(parent, "edgekd.host.export.tflite")
+        converters = wait_for_children(parent, "edgekd.host.export.tflite")
         time.sleep(1.0)  # let the child get past its start-up (the death signal is armed there)
-        _kill_and_check(parent, converters)
+        kill_and_check(parent, converters)
     finally:
         if parent.poll() is None:
             parent.kill()
@@ -93,7 +66,7 @@ def test_ctrl_c_exits_130_and_keeps_nothing_half_written(tmp_path):
     parent = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                               start_new_session=True)
     try:
-        workers = _wait_for_children(parent, "multiprocessing")
+        workers = wait_for_children(parent, "multiprocessing")
         time.sleep(2.0)   # the workers are rendering
         os.killpg(parent.pid, signal.SIGINT)
         _, stderr = parent.communicate(timeout=60)
