@@ -168,7 +168,64 @@ def distill_model(teacher_ckpt: str | os.PathLike | None, student_name: str | No
               "data": _data_record(train, student.input_modalities,
                                    len(train_indices(len(train), cfg.max_train_windows)))}
     result = _run(distiller, train, val, test, cfg, out, log_path, record, resume_ckpt, info)
+    if distiller.cfg.qat.enabled:
+        return _qat_phase(distiller, result, train, val, test, out, log_path, record, info)
     return distiller.deploy_model(), result
+
+
+def _qat_phase(distiller: Distiller, float_result: TrainResult, train: Any, val: Any, test: Any,
+               out: str | os.PathLike | None, log_path: str | os.PathLike | None, record: dict[str, Any],
+               info: ddp.DistInfo) -> tuple[BeamModel, TrainResult]:
+    """``--qat``: fine-tune the best float student with fake quantisation (edgekd.host.distill.qat), same method
+    and loss, then save the float student with the fine-tuned weights at ``out`` (the float run's checkpoint
+    is replaced; its metrics stay in the checkpoint as ``float_run``)."""
+    import copy
+    import time
+
+    from edgekd.host.checkpoint import save_checkpoint
+    from edgekd.host.distill.qat import fake_quant_count, prepare_qat, strip_qat
+
+    if info.world_size > 1:
+        raise EdgekdError("--qat runs on one process", field="qat", fix="run the QAT fine-tune without torchrun")
+    start = time.perf_counter()
+    float_cfg = distiller.cfg
+    epochs = float_cfg.qat.epochs_after(float_cfg.epochs)
+    float_student = distiller.deploy_model()           # the best-on-val weights (Trainer._finish loaded them)
+    prepared = prepare_qat(float_student)
+    distiller.student = prepared                       # the same method, loss, teacher and teacher cache
+    qat_cfg = dataclasses.replace(float_cfg, epochs=epochs, lr=float_cfg.lr * float_cfg.qat.lr_scale,
+                                  cache_teacher=False, patience=max(epochs, 1))
+    distiller.cfg = qat_cfg
+    base = log_path if log_path is not None else (Path(out).with_suffix(".log.jsonl") if out is not None else None)
+    qat_log = Path(base).with_suffix(".qat.jsonl") if base is not None else None
+    trainer = Trainer(distiller, train, val, qat_cfg, test_ds=test, out=None, log_path=qat_log,
+                      checkpoint_meta={}, dist=info, log_tags={"phase": "qat"})
+    qat_result = trainer.fit()
+    deployed = strip_qat(prepared, copy.deepcopy(float_student))
+    seconds = time.perf_counter() - start
+    cost = seconds / max(float_result.seconds, 1e-9)
+    qat_record: dict[str, Any] = {"epochs": epochs, "lr": qat_cfg.lr, "seconds": round(seconds, 2),
+                  "float_run_seconds": float_result.seconds,
+                  "cost_vs_float_run": round(cost, 3),
+                  "fake_quant_modules": fake_quant_count(prepared),
+                  "fake_quant_val": qat_result.metrics.get("val"), "fake_quant_test": qat_result.metrics.get("test")}
+    evaluator = Trainer(distiller, train, val, float_cfg, dist=info)
+    metrics: dict[str, Any] = {"best_epoch": float_result.best_epoch, "qat": qat_record,
+                               "float_run": {k: float_result.metrics.get(k) for k in ("val", "test")}}
+    if val is not None and len(val):
+        metrics["val"] = evaluator.evaluate(val, deployed)
+    if test is not None and len(test):
+        metrics["test"] = evaluator.evaluate(test, deployed)
+    distiller.student, distiller.cfg = deployed, float_cfg
+    if out is not None and info.is_main:
+        config = {**record["config"], "qat": {"epochs": epochs, "lr": qat_cfg.lr}}
+        save_checkpoint(out, deployed, config=config, data=record["data"], metrics=metrics,
+                        teacher_stats=float_result.teacher_stats, extra={"qat": qat_record})
+    log.info("QAT: %d epochs in %.1f s (%.0f%% of the float run's %.1f s)", epochs, seconds,
+             100 * cost, float_result.seconds)
+    result = dataclasses.replace(float_result, metrics=metrics, history=float_result.history + qat_result.history,
+                                 seconds=round(float_result.seconds + seconds, 3))
+    return deployed, result
 
 
 def _student_name(method: str, student_name: str | None, teacher_ck: Checkpoint | None) -> str:

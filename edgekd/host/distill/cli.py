@@ -84,8 +84,11 @@ def _summary(result, out: Path) -> str:
     test = result.metrics.get("test") or result.metrics.get("val") or {}
     split = "test" if "test" in result.metrics else "val"
     top1 = " ".join(f"{v:.3f}" for v in test.get("top1", []))
+    qat = result.metrics.get("qat")
+    extra = (f"; QAT {qat['epochs']} epochs in {qat['seconds']:.1f}s (+{100 * qat['cost_vs_float_run']:.0f}% of "
+             f"the float run)" if qat else "")
     return (f"wrote {out} ({result.method}, {result.epochs_run} epochs, best {result.best_epoch}, "
-            f"{result.seconds:.1f}s); {split} top-1 t0..t3: {top1}")
+            f"{result.seconds:.1f}s{extra}); {split} top-1 t0..t3: {top1}")
 
 
 @click.command("train")
@@ -118,9 +121,15 @@ def train(model_name, data, out, config, log_path, resume, overwrite, **flags):
                    "gamma*entropy; default from the config: weighted).")
 @click.option("--student-loss", type=click.Choice(["kl", "mse"]), default=None,
               help="--method datafree: student loss, KL at --temperature (x T^2) or MSE between raw logits.")
+@click.option("--qat", is_flag=True, default=False,
+              help="After the float run, fine-tune the student with fake quantisation that models the exported "
+                   "full-int8 graph (torch.ao; per-tensor activations, per-channel conv / per-tensor dense "
+                   "weights, the logits as exported); the checkpoint exports through the same path.")
+@click.option("--qat-epochs", type=click.IntRange(min=1), default=None,
+              help="QAT fine-tune epochs (default: the config's qat.epochs, else 15% of --epochs).")
 @_common_options(data_required=False)
-def distill(teacher, student, method, alpha, temperature, horizon_weights, generator_loss, student_loss, data, out,
-            config, log_path, resume, overwrite, **flags):
+def distill(teacher, student, method, alpha, temperature, horizon_weights, generator_loss, student_loss, qat,
+            qat_epochs, data, out, config, log_path, resume, overwrite, **flags):
     """Distil a student from a teacher checkpoint with a registered KD method."""
     from edgekd.host.distill.api import distill_model
     from edgekd.host.distill.config import parse_horizon_weights
@@ -129,7 +138,18 @@ def distill(teacher, student, method, alpha, temperature, horizon_weights, gener
     _check_out(out, overwrite=overwrite, resume=resume)
     cfg = _config(config, alpha=alpha, temperature=temperature,
                   horizon_weights=parse_horizon_weights(horizon_weights), **flags)
+    if qat or qat_epochs is not None:
+        import dataclasses
+
+        cfg = dataclasses.replace(cfg, qat=dataclasses.replace(
+            cfg.qat, enabled=True, epochs=qat_epochs if qat_epochs is not None else cfg.qat.epochs))
+    if cfg.qat.enabled and resume:
+        raise EdgekdError("--resume does not continue a QAT fine-tune", field="qat",
+                          fix="rerun without --resume (or resume the float run without --qat, then rerun with --qat)")
     if KD_METHODS.resolve(method) == "datafree":
+        if cfg.qat.enabled:
+            raise EdgekdError("--qat does not apply to --method datafree", field="qat",
+                              fix="distil the data-free student without --qat")
         _distill_datafree(teacher, student, cfg, data, out, generator_loss=generator_loss, student_loss=student_loss,
                           alpha=alpha, resume=resume, log_path=log_path)
         return

@@ -83,6 +83,28 @@ class DataFreeConfig:
 
 
 @dataclasses.dataclass
+class QatConfig:
+    """Quantisation-aware fine-tuning after the float run (``edgekd distill --qat``; edgekd.host.distill.qat).
+
+    The best float student is fine-tuned for ``epochs`` more epochs with torch.ao fake quantisation that
+    models the exported int8 graph, at ``lr_scale`` x the run's learning rate (cosine to 0), with the same
+    KD method and loss; the saved checkpoint is the float student with the fine-tuned weights."""
+
+    enabled: bool = False
+    epochs: int | None = None       # None: 15% of the float run's epochs (at least 1)
+    lr_scale: float = 0.1
+
+    def __post_init__(self) -> None:
+        if self.epochs is not None and self.epochs <= 0:
+            raise ValueError(f"qat.epochs must be positive or null, got {self.epochs}")
+        if not self.lr_scale > 0:
+            raise ValueError(f"qat.lr_scale must be positive, got {self.lr_scale}")
+
+    def epochs_after(self, float_epochs: int) -> int:
+        return self.epochs if self.epochs is not None else max(1, round(0.15 * float_epochs))
+
+
+@dataclasses.dataclass
 class TrainConfig:
     """Everything that decides a training run (teacher, no-KD baseline or distillation)."""
 
@@ -125,6 +147,7 @@ class TrainConfig:
     # (same targets: eval mode, no augmentation); False = a teacher forward pass per batch.
     cache_teacher: bool = True
     datafree: DataFreeConfig = dataclasses.field(default_factory=DataFreeConfig)
+    qat: QatConfig = dataclasses.field(default_factory=QatConfig)
     # execution
     device: str = "cpu"
     threads: int | None = None

@@ -28,13 +28,18 @@ log = logging.getLogger(__name__)
 @click.option("--overwrite", is_flag=True, help="Replace an existing bundle directory.")
 @click.option("--calibration-size", type=click.IntRange(min=1), default=None,
               help="Calibration windows per student (default: the recipe's size, calibration/<student>.yaml).")
-@click.option("--eval-windows", type=click.IntRange(min=1), default=300, show_default=True,
-              help="Held-out test windows each artifact is scored on by the parity gate.")
+@click.option("--eval-windows", type=click.IntRange(min=1), default=None,
+              help="Held-out test windows each artifact is scored on by the parity gate, spread evenly over the "
+                   "split [default: every test window, as `edgekd demo`: one gate, one evaluation set].")
+@click.option("--explain", is_flag=True,
+              help="Per tensor of each int8 TFLite file: the int8-vs-float error on the calibration windows "
+                   "(RMS and max as a share of the range), ranked, named by the student's layer; printed and "
+                   "stored in the manifest's parity entry.")
 @click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True,
               help="Threads for torch and the interpreters during export.")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar per student.")
-def export(checkpoints, target, data, out, allow_degraded, overwrite, calibration_size, eval_windows, threads,
-           progress):
+def export(checkpoints, target, data, out, allow_degraded, overwrite, calibration_size, eval_windows, explain,
+           threads, progress):
     """Export CHECKPOINTS (one per student) into a verified int8 deployment bundle for a target."""
     from edgekd.host.data.reader import check_split_finite
     from edgekd.host.export.pipeline import export_bundle
@@ -44,8 +49,15 @@ def export(checkpoints, target, data, out, allow_degraded, overwrite, calibratio
         check_split_finite(data, split)
     manifest = export_bundle(checkpoints, target, data, out, allow_degraded=allow_degraded, overwrite=overwrite,
                              calibration_size=calibration_size, eval_windows=eval_windows, threads=threads,
-                             progress=progress)
+                             progress=progress, explain=explain)
     click.echo(format_summary(manifest))
+    if explain:
+        from edgekd.host.export.explain import format_explain
+
+        for name, student in manifest["students"].items():
+            report = student["parity"].get("explain", {}).get("tflite_int8")
+            if report:
+                click.echo(format_explain(name, report))
     if manifest.get("degraded"):
         click.echo("DEGRADED: " + "; ".join(manifest["degraded_reasons"]), err=True)
     click.echo(f"bundle written to {out} in {time.perf_counter() - start:.0f} s")
