@@ -51,6 +51,8 @@ def test_smoke_demo_runs_every_stage_and_writes_the_report(smoke_demo):
     manifest = json.loads((out / "bundle" / "manifest.json").read_text())
     assert set(manifest["students"]) == {"image", "radar", "lidar"}
     assert all("tflite_int8" in s["artifacts"] for s in manifest["students"].values())
+    # a degraded bundle is said on the console, not in report.md only (and only a degraded one)
+    assert ("WARNING: bundle is DEGRADED" in output) == bool(manifest["degraded"]), output[-2000:]
     # the data-free student never read a training window; the KD one is deployed and both are reported
     ck = torch.load(out / "students" / "lidar_student_datafree.pt", weights_only=True)
     assert ck["config"]["method"] == "datafree" and ck["data"]["train_windows"] == 0

@@ -356,7 +356,19 @@ def run_demo(out: str | os.PathLike, profile: DemoProfile, target: str = "x86-ap
     for index, stage in enumerate(STAGES, start=1):
         demo.run_stage(index, stage, STAGE_BODIES[stage])
     echo(f"demo finished in {time.perf_counter() - started:.0f} s (this invocation)")
+    _say_if_degraded(demo, echo)
     return demo.path("report.md")
+
+
+def _say_if_degraded(demo: Demo, echo: Callable[[str], None]) -> None:
+    """A bundle past a failed parity gate must not be visible in report.md only."""
+    from edgekd.device.bundle import degraded_note, open_bundle
+
+    export = demo.finished("export") or {}
+    if export.get("degraded"):
+        note = degraded_note(open_bundle(demo.output("export", "bundle"), verify=False,
+                                         allow_degraded=True).manifest)
+        echo(f"WARNING: {note} (report section 4); `edgekd run` refuses it unless --allow-degraded")
 
 
 @click.command("demo", context_settings={"help_option_names": ["-h", "--help"]})
