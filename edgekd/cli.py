@@ -32,6 +32,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "run": ("edgekd.device.runtime.cli:run", "Run the multi-student runtime on a recorded drive."),
     "bench": ("edgekd.device.bench:bench", "Benchmark latency, memory and energy of a bundle."),
     "demo": ("edgekd.host.experiments.demo:demo", "The whole pipeline on the embedded default scenario."),
+    "fleet": ("edgekd.host.fleet.cli:fleet", "Distilling topologies across a simulated fleet of APs (Flower)."),
 }
 
 

@@ -20,7 +20,7 @@ def test_readme_has_exactly_two_commands_and_ci_runs_the_second():
     # the house rules run after it: import boundary, lint, types
     for rule in (".venv/bin/lint-imports", ".venv/bin/ruff check edgekd firmware_bench tests", ".venv/bin/mypy"):
         assert rule in ci_lines
-    assert "pytest" in tests and '".[all,test]"' in tests
+    assert "pytest" in tests and '".[all,fleet,test]"' in tests
 
 
 def test_readme_main_job_installs_and_runs_the_demo():
