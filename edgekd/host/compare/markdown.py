@@ -40,6 +40,7 @@ def to_markdown(report: dict[str, Any]) -> str:
                  energy_text(r["energy"]), "-" if speedup is None else f"{speedup:.1f}x")
         lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
+    lines += floor_lines(report)
     lines += detail_lines(report["rows"])
     for name, verdict in report["acceptance"].items():
         if verdict.get("passed") is None:
@@ -57,6 +58,25 @@ def to_markdown(report: dict[str, Any]) -> str:
     for note in report["notes"]:
         lines.append(f"- {note}")
     return "\n".join(lines) + "\n"
+
+
+def floor_lines(report: dict[str, Any]) -> list[str]:
+    """The compute floor of every int8 student: MACs at the measured peak int8 rate, and its share of p50."""
+    peak = report.get("int8_peak")
+    if not peak:
+        return []
+    m, k, n = peak["shape"]
+    lines = [f"- compute floor: peak int8 rate of this CPU {peak['macs_per_s'] / 1e9:.0f} GMAC/s (best of "
+             f"{peak['calls']} calls of a [{m}x{k}] x [{k}x{n}] int8 FULLY_CONNECTED, same interpreter, "
+             f"{peak['threads']} thread(s))"]
+    for r in report["rows"]:
+        floor = r.get("compute_floor")
+        if floor:
+            share = "-" if floor["share_of_floor"] is None else f"{100 * floor['share_of_floor']:.1f}%"
+            lines.append(f"- {r['student']}: {floor['macs'] / 1e6:.2f}M MACs -> floor {floor['floor_us']:.2f} us; "
+                         f"TFLite int8 p50 {1e3 * r['latency']['p50_ms']:.1f} us = {share} of floor "
+                         "(the rest: per-op overhead, input quantisation, output dequantisation)")
+    return lines
 
 
 def detail_lines(rows: Sequence[dict[str, Any]]) -> list[str]:

@@ -125,6 +125,7 @@ def compare_bundle(bundle: str | os.PathLike, data: str | os.PathLike | None = N
         student_rows, latencies[name] = compare_student(bundle, name, manifest["students"][name], sources, settings,
                                                         reader, notes)
         rows += student_rows
+    peak = _compute_floor(rows, settings.threads, notes)
     report = {
         "schema": SCHEMA, "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "edgekd_version": __version__, "host": _host_info(),
@@ -136,6 +137,7 @@ def compare_bundle(bundle: str | os.PathLike, data: str | os.PathLike | None = N
         "block": settings.block, "timing": TIMING,
         "energy_meter": _meter_record(settings, reader, skipped),
         "rows": rows,
+        "int8_peak": peak,
         "acceptance_rule": settings.rule(),
         "acceptance": acceptance(rows, settings.rule()),
         "notes": notes,
@@ -161,7 +163,40 @@ def compare_student(bundle: Path, name: str, entry: dict, sources: Sources, sett
     phase_split(cands, windows, runs=min(settings.runs, PHASE_RUNS))
     energy_blocks(cands, windows, reader, settings.energy_seconds)
     latencies = {c.key: [v / 1e6 for v in c.latencies_ns] for c in cands if c.ok and len(c.latencies_ns)}
-    return summarise(cands, beams), latencies
+    rows = summarise(cands, beams)
+    macs = _student_macs(ckpt)
+    for row in rows:
+        if row["format"] == "tflite_int8":
+            row["macs"] = macs
+    return rows, latencies
+
+
+def _student_macs(ckpt: Path | None) -> int | None:
+    """MACs of one batch-1 call of the student (``count_macs``: matmuls and convolutions)."""
+    if ckpt is None:
+        return None
+    from edgekd.host.checkpoint import load_checkpoint
+    from edgekd.host.reports.model_cost import count_macs
+
+    model = load_checkpoint(ckpt).build()
+    return int(count_macs(model, model.example_inputs(1)))
+
+
+def _compute_floor(rows: list[dict[str, Any]], threads: int, notes: list[str]) -> dict[str, Any] | None:
+    """Each int8 row's compute floor (MACs / this CPU's measured peak int8 MAC rate) and share of floor."""
+    from edgekd.host.compare.floor import peak_int8_macs_per_second, student_floor
+
+    int8 = [r for r in rows if r["format"] == "tflite_int8" and r.get("macs")]
+    if not int8:
+        return None
+    try:
+        peak = peak_int8_macs_per_second(threads)
+    except Exception as exc:   # the floor is a side figure: a converter failure must not lose the comparison
+        notes.append(f"compute floor not measured: {type(exc).__name__}: {exc}")
+        return None
+    for r in int8:
+        r["compute_floor"] = student_floor(r["macs"], peak, (r["latency"] or {}).get("p50_ms"))
+    return peak
 
 
 def _meter_record(settings: CompareSettings, reader: Any, skipped: list) -> dict[str, Any]:
