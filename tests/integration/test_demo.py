@@ -7,7 +7,6 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 
 import pytest
 import torch
@@ -132,6 +131,8 @@ def test_sigkill_during_the_demo_export_leaves_nothing_behind_and_resume_finishe
     `--resume` finishes the run and removes the killed run's .partial bundle and scratch folder."""
     from support.processes import kill_and_check, wait_for_children
 
+    from edgekd.host.export.tflite import CONVERTER_NAME
+
     out = tmp_path / "run"
     shutil.copytree(smoke_demo[0], out)
     for stage in ("export", "replay", "bench", "report"):   # as if the run had got as far as the students
@@ -144,8 +145,7 @@ def test_sigkill_during_the_demo_export_leaves_nothing_behind_and_resume_finishe
            "--out", str(out), "--no-progress", "--resume"]
     parent = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     try:
-        converters = wait_for_children(parent, "edgekd.host.export.tflite", timeout_s=240)
-        time.sleep(1.0)   # past the converter's start-up, where its death signal is armed
+        converters = wait_for_children(parent, "edgekd.host.export.tflite", timeout_s=300, armed=CONVERTER_NAME)
         kill_and_check(parent, converters)
     finally:
         if parent.poll() is None:

@@ -13,6 +13,9 @@ import psutil
 import pytest
 from support.processes import kill_and_check, wait_for_children
 
+from edgekd.host.data.synth import WORKER_NAME
+from edgekd.host.export.tflite import CONVERTER_NAME
+
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux-only")
 
@@ -23,7 +26,7 @@ def test_sigkill_of_data_synth_takes_its_workers_along(tmp_path):
            "--out", str(out), "--no-progress"]
     parent = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        workers = wait_for_children(parent, "multiprocessing")
+        workers = wait_for_children(parent, "spawn_main", armed=WORKER_NAME)
         kill_and_check(parent, workers)
     finally:
         if parent.poll() is None:
@@ -50,8 +53,7 @@ convert_onnx_to_tflite(work / "model.onnx", work / "convert", input_names=["lida
     parent = subprocess.Popen([sys.executable, "-c", script], cwd=REPO, stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL)
     try:
-        converters = wait_for_children(parent, "edgekd.host.export.tflite")
-        time.sleep(1.0)  # let the child get past its start-up (the death signal is armed there)
+        converters = wait_for_children(parent, "edgekd.host.export.tflite", armed=CONVERTER_NAME)
         kill_and_check(parent, converters)
     finally:
         if parent.poll() is None:
@@ -66,7 +68,7 @@ def test_ctrl_c_exits_130_and_keeps_nothing_half_written(tmp_path):
     parent = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                               start_new_session=True)
     try:
-        workers = wait_for_children(parent, "multiprocessing")
+        workers = wait_for_children(parent, "spawn_main", armed=WORKER_NAME)
         time.sleep(2.0)   # the workers are rendering
         os.killpg(parent.pid, signal.SIGINT)
         _, stderr = parent.communicate(timeout=60)

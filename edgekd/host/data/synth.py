@@ -317,30 +317,35 @@ def _worker_init(parent_pid: int) -> None:
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    die_with_parent(parent_pid)
+    die_with_parent(parent_pid, WORKER_NAME)
 
 
-def die_with_parent(parent_pid: int) -> None:
+def die_with_parent(parent_pid: int, name: str | None = None) -> None:
     """In a child process: have the kernel SIGKILL it when ``parent_pid`` dies (even by SIGKILL).
 
     Linux ``prctl(PR_SET_PDEATHSIG, SIGKILL)``; a parent already gone by the time this runs
     makes the child exit at once. Elsewhere a no-op (the child ends when its pipes close).
-    Used by the ``data synth`` workers and the export converter child.
+    Used by the ``data synth`` workers and the export converter child. ``name`` (15 bytes at most)
+    then becomes the process name (``ps``, ``/proc/PID/comm``): a child so named is armed.
     """
     if not sys.platform.startswith("linux"):
         return
     import ctypes
     import signal
 
-    pr_set_pdeathsig = 1
+    pr_set_pdeathsig, pr_set_name = 1, 15
     try:
-        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, int(signal.SIGKILL), 0, 0, 0)
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(pr_set_pdeathsig, int(signal.SIGKILL), 0, 0, 0)
     except (OSError, AttributeError):  # no prctl in this libc: nothing to arm
         return
     if os.getppid() != parent_pid:
         os._exit(1)
+    if name:
+        libc.prctl(pr_set_name, ctypes.c_char_p(name.encode()[:15]), 0, 0, 0)
 
 
+WORKER_NAME = "edgekd-synth"   # the render workers' process name once their death signal is armed
 _BLAS_THREAD_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 
 

@@ -32,6 +32,7 @@ import numpy as np
 from edgekd.device.errors import EdgekdError
 
 log = logging.getLogger(__name__)
+CONVERTER_NAME = "edgekd-convert"   # the converter child's process name once its death signal is armed
 
 PRECISIONS = ("fp32", "fp16", "int8")
 CONVERT_TIMEOUT_S = 900
@@ -192,7 +193,7 @@ def _child_main(argv: Sequence[str] | None = None) -> int:
     if args.parent_pid is not None:
         from edgekd.host.data.synth import die_with_parent
 
-        die_with_parent(args.parent_pid)
+        die_with_parent(args.parent_pid, CONVERTER_NAME)
     onnx_path, work = Path(args.onnx), Path(args.work)
     input_names = args.inputs.split(",")
     precisions = args.precisions.split(",")
