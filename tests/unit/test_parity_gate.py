@@ -27,3 +27,25 @@ def test_drop_of_exactly_the_budget_passes_and_more_fails():
     worse = parity_gate("s", {"tflite_fp32": fp32, "tflite_int8": logits_hitting(beams, 39, rng)}, beams,
                         budget_points=1.0)
     assert len(worse.failures) == 1 and "2.00 points below tflite_fp32" in worse.failures[0]
+
+
+def test_the_gate_table_marks_only_the_failing_artifact_and_says_the_budget_in_full():
+    from edgekd.host.experiments.demo_report import parity_section
+
+    beams = np.repeat((np.arange(40) % 3)[:, None], 4, axis=1)        # beams 0, 1, 2 in turn
+    good = np.full((40, 4, 64), -5.0, np.float32)
+    np.put_along_axis(good, beams[..., None], 5.0, axis=-1)             # float: right on every window
+    bad = good.copy()
+    bad[:10] = -5.0
+    bad[:10, :, 60] = 5.0                                               # int8: a quarter of the windows wrong
+    report = parity_gate("image", {"tflite_fp32": good, "tflite_int8": bad}, beams, budget_points=1.0)
+    assert report.failures == [report.failures[0]]
+    assert report.failures[0].endswith("the target allows at most 1 point (int8_max_top2_drop)")
+    size = {"size": 1000}
+    manifest = {"target": {"int8_max_top2_drop": 1.0}, "students": {"image": {
+        "parity": report.to_dict(),
+        "artifacts": {"tflite_fp32": {**size, "accuracy": report.accuracies["tflite_fp32"]},
+                      "tflite_int8": {**size, "accuracy": report.accuracies["tflite_int8"]}}}}}
+    rows = {line.split("|")[2].strip(): line.split("|")[-2].strip()
+            for line in parity_section(manifest).splitlines() if line.startswith("| image")}
+    assert rows == {"tflite_fp32": "reference", "tflite_int8": "FAIL"}

@@ -100,5 +100,6 @@ def parity_gate(student: str, logits: Mapping[str, np.ndarray], beams: np.ndarra
             report.failures.append(
                 f"{student}/{kind} top-2 (mean over horizons) is {points:.2f} points below {reference} "
                 f"({accuracies[kind]['top2_mean']:.3f} vs {accuracies[reference]['top2_mean']:.3f}); "
-                f"the target allows {budget_points:g}")
+                f"the target allows at most {budget_points:g} point{'' if budget_points == 1 else 's'} "
+                "(int8_max_top2_drop)")
     return report
