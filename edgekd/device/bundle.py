@@ -201,7 +201,7 @@ class Bundle:
                                    field=f"students.{student}.calibration.sha256")
         try:
             with np.load(io.BytesIO(data), allow_pickle=False) as arrays:
-                return {k: arrays[k] for k in arrays.files if k != "indices"}
+                return {k: arrays[k] for k in arrays.files if k not in ("indices", "sample")}
         except (ValueError, OSError, zipfile.BadZipFile) as exc:
             raise EdgekdError(f"calibration file is not a plain .npz ({exc})", file=self.path / calibration["file"],
                               field=f"students.{student}.calibration.file", fix="re-export the bundle") from None

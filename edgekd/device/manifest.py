@@ -101,6 +101,7 @@ class Calibration(_Entry):
     size: int | None = None
     stratify: list[str] | None = None
     allocation: str | None = None
+    shipped: int | None = None            # windows of the set kept in ``file`` (a sample; older bundles: all)
 
 
 @dataclasses.dataclass

@@ -62,20 +62,34 @@ class CalibrationSet:
         """One batch-1 input dict per window (what converters' calibration readers consume)."""
         return [{m: x[i:i + 1] for m, x in self.inputs.items()} for i in range(len(self))]
 
-    def record(self, file: str) -> dict:
-        """The manifest's ``calibration`` entry."""
-        return {"recipe": self.recipe.name, "split": self.recipe.split, "indices_sha256": self.indices_sha256,
-                "count": len(self), "file": file, "seed": self.recipe.seed, "size": self.recipe.size,
-                "stratify": list(self.recipe.stratify), "allocation": self.recipe.allocation}
+    def record(self, file: str, shipped: int | None = None) -> dict:
+        """The manifest's ``calibration`` entry (``shipped``: windows kept in the bundle's file)."""
+        entry = {"recipe": self.recipe.name, "split": self.recipe.split, "indices_sha256": self.indices_sha256,
+                 "count": len(self), "file": file, "seed": self.recipe.seed, "size": self.recipe.size,
+                 "stratify": list(self.recipe.stratify), "allocation": self.recipe.allocation}
+        if shipped is not None:
+            entry["shipped"] = int(shipped)
+        return entry
 
-    def save(self, path: str | os.PathLike) -> Path:
-        """Write ``calibration.npz`` (one array per modality plus ``indices``) atomically."""
+    def sample_positions(self, max_windows: int | None) -> np.ndarray:
+        """Positions in the set of at most ``max_windows`` windows spread evenly over it (the set is sorted
+        by train-split position, so the sample spans the drives the strata were drawn from)."""
+        if max_windows is None or max_windows >= len(self):
+            return np.arange(len(self))
+        return np.unique(np.linspace(0, len(self) - 1, max_windows).round().astype(np.int64))
+
+    def save(self, path: str | os.PathLike, max_windows: int | None = None) -> Path:
+        """Write ``calibration.npz`` atomically: ``indices`` (the whole set's train positions, whose digest the
+        manifest records), ``sample`` (the positions in the set of the windows kept) and one array per modality
+        holding those windows (``max_windows``: None keeps every window, as the converter needs)."""
         import io
 
         from edgekd.device.io import atomic_write_bytes
 
+        keep = self.sample_positions(max_windows)
         buffer = io.BytesIO()
-        arrays: dict[str, Any] = {"indices": self.indices, **self.inputs}  # modality names, not savez flags
+        arrays: dict[str, Any] = {"indices": self.indices, "sample": keep,   # modality names, not savez flags
+                                  **{m: x[keep] for m, x in self.inputs.items()}}
         np.savez(buffer, **arrays)
         path = atomic_write_bytes(path, buffer.getvalue())
         os.chmod(path, 0o644)  # shipped in the bundle like the model files

@@ -31,6 +31,9 @@ if TYPE_CHECKING:
     from edgekd.host.models.base import BeamModel
 
 log = logging.getLogger(__name__)
+# Calibration windows a bundle ships (a sample of the set, for `bench`, `bundle check` and firmware_bench
+# inputs); the image set in full was 67 of a 69 MB bundle.
+BUNDLE_CALIBRATION_WINDOWS = 32
 
 FUSION = "fusion"
 FP32_TOLERANCE = 1e-3   # onnx2tf float32 vs ONNX float32, relative to max(1, |logit|)
@@ -225,11 +228,11 @@ def _export_student(s: StudentSource, profile, train, test, bundle_dir: Path, wo
     wanted = set(profile.artifacts)
     stages = _Stages(s.name, 5 if "onnx_int8_qdq" in wanted else 4, progress)
     with stages.stage("calibration"):  # train split only
-        calibration, calibration_file = _calibrate(s, train, sdir, calibration_size)
+        calibration, full_file, calibration_file = _calibrate(s, train, work, sdir, calibration_size)
     with stages.stage("onnx"):
         onnx = _export_onnx_stage(s, calibration, work)
     with stages.stage("tflite"):
-        files = _convert_tflite_stage(s, onnx.path, work, calibration_file, wanted)
+        files = _convert_tflite_stage(s, onnx.path, work, full_file, wanted)
     if "onnx_int8_qdq" in wanted:
         with stages.stage("qdq"):
             files["onnx_int8_qdq"] = _quantize_qdq_stage(profile, onnx.path, work, calibration.windows())
@@ -259,15 +262,17 @@ def _export_student(s: StudentSource, profile, train, test, bundle_dir: Path, wo
     return entry, report
 
 
-def _calibrate(s: StudentSource, train, sdir: Path, calibration_size: int | None):
-    """Stage 1: the calibration set, drawn from the train split by the student's recipe, saved in the bundle."""
+def _calibrate(s: StudentSource, train, work: Path, sdir: Path, calibration_size: int | None):
+    """Stage 1: the calibration set, drawn from the train split by the student's recipe; the whole set goes
+    to the converter (in ``work``), a sample of it to the bundle (the board only needs benchmark and check
+    inputs; the manifest records the whole set by its indices' digest)."""
     from edgekd.host.export.calibration import draw_calibration_set, load_recipe
 
     recipe = load_recipe(s.name, size=calibration_size)
     calibration = draw_calibration_set(train, recipe, s.modalities)
-    calibration_file = sdir / "calibration.npz"
-    calibration.save(calibration_file)
-    return calibration, calibration_file
+    full_file = calibration.save(work / "calibration_full.npz")
+    calibration_file = calibration.save(sdir / "calibration.npz", max_windows=BUNDLE_CALIBRATION_WINDOWS)
+    return calibration, full_file, calibration_file
 
 
 def _export_onnx_stage(s: StudentSource, calibration, work: Path) -> _OnnxResult:
@@ -393,7 +398,8 @@ def _student_entry(s: StudentSource, train, bundle_dir: Path, calibration, calib
         "preprocessing": {m: train.meta["modalities"][m].get("preprocessing", {}) for m in s.modalities},
         "checkpoint": {"file": s.checkpoint_path.name, "sha256": sha256_file(s.checkpoint_path),
                        "metrics": ckpt.metrics, "data_fingerprint": (ckpt.data or {}).get("fingerprint")},
-        "calibration": {**calibration.record(relative(calibration_file, bundle_dir)),
+        "calibration": {**calibration.record(relative(calibration_file, bundle_dir),
+                                             shipped=len(calibration.sample_positions(BUNDLE_CALIBRATION_WINDOWS))),
                         "sha256": sha256_file(calibration_file)},
         "artifacts": artifacts,
     }
