@@ -48,7 +48,7 @@ def peak_int8_macs_per_second(threads: int = 1, *, seconds: float = 1.0) -> dict
     raw = [np.random.default_rng(0).integers(-128, 128, size=s, dtype=np.int8) for s in backend.input_shapes]
     for _ in range(3):
         backend.invoke_raw(raw)
-    times = []
+    times: list[int] = []
     stop = time.perf_counter() + seconds
     while time.perf_counter() < stop or len(times) < 5:
         t0 = time.perf_counter_ns()

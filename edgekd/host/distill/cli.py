@@ -126,7 +126,7 @@ def train(model_name, data, out, config, log_path, resume, overwrite, **flags):
                    "full-int8 graph (torch.ao; per-tensor activations, per-channel conv / per-tensor dense "
                    "weights, the logits as exported); the checkpoint exports through the same path.")
 @click.option("--qat-epochs", type=click.IntRange(min=1), default=None,
-              help="QAT fine-tune epochs (default: the config's qat.epochs, else 15% of --epochs).")
+              help="QAT fine-tune epochs (default: the config's qat.epochs, else 8% of --epochs).")
 @_common_options(data_required=False)
 def distill(teacher, student, method, alpha, temperature, horizon_weights, generator_loss, student_loss, qat,
             qat_epochs, data, out, config, log_path, resume, overwrite, **flags):

@@ -34,10 +34,10 @@ import torch
 import torch.ao.nn.qat as nnqat
 from torch import Tensor, nn
 from torch.ao.quantization import (
-    FakeQuantize,
     FakeQuantizeBase,
     FixedQParamsFakeQuantize,
     FixedQParamsObserver,
+    FusedMovingAvgObsFakeQuantize,
     MovingAverageMinMaxObserver,
     MovingAveragePerChannelMinMaxObserver,
     QConfig,
@@ -52,15 +52,17 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 # TFLite int8 activations: asymmetric per tensor; the same grid as torch's quint8 [0, 255] (zero point + 128).
-ACTIVATION = FakeQuantize.with_args(observer=MovingAverageMinMaxObserver, quant_min=0, quant_max=255,
-                                    dtype=torch.quint8, qscheme=torch.per_tensor_affine, reduce_range=False)
+# torch.ao's fused observer + fake-quant kernel (its default QAT fake quant): one op per tensor instead of ~10.
+ACTIVATION = FusedMovingAvgObsFakeQuantize.with_args(
+    observer=MovingAverageMinMaxObserver, quant_min=0, quant_max=255, dtype=torch.quint8,
+    qscheme=torch.per_tensor_affine, reduce_range=False)
 # TFLite int8 weights: symmetric on [-127, 127]; the observer follows the current weights (constant 1).
-WEIGHT_PER_TENSOR = FakeQuantize.with_args(observer=MovingAverageMinMaxObserver, averaging_constant=1.0,
-                                           quant_min=-127, quant_max=127, dtype=torch.qint8,
-                                           qscheme=torch.per_tensor_symmetric)
-WEIGHT_PER_CHANNEL = FakeQuantize.with_args(observer=MovingAveragePerChannelMinMaxObserver, averaging_constant=1.0,
-                                            quant_min=-127, quant_max=127, dtype=torch.qint8,
-                                            qscheme=torch.per_channel_symmetric, ch_axis=0)
+WEIGHT_PER_TENSOR = FusedMovingAvgObsFakeQuantize.with_args(
+    observer=MovingAverageMinMaxObserver, averaging_constant=1.0, quant_min=-127, quant_max=127, dtype=torch.qint8,
+    qscheme=torch.per_tensor_symmetric)
+WEIGHT_PER_CHANNEL = FusedMovingAvgObsFakeQuantize.with_args(
+    observer=MovingAveragePerChannelMinMaxObserver, averaging_constant=1.0, quant_min=-127, quant_max=127,
+    dtype=torch.qint8, qscheme=torch.per_channel_symmetric, ch_axis=0)
 SIGMOID = FixedQParamsFakeQuantize.with_args(observer=FixedQParamsObserver.with_args(
     scale=1.0 / 256.0, zero_point=0, dtype=torch.quint8, quant_min=0, quant_max=255))
 TANH = FixedQParamsFakeQuantize.with_args(observer=FixedQParamsObserver.with_args(

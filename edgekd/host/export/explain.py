@@ -186,8 +186,14 @@ def layer_of(node_name: str) -> str:
     parts = [p for p in node_name.strip("/").split("/") if p]
     while parts and parts[0] == "model":
         parts = parts[1:]
-    module = parts[:-1] if len(parts) > 1 else parts
-    return ".".join(module) or "(model)"
+    # torch's ONNX scopes repeat the qualified name inside a Sequential: cnn / cnn.3 / cnn.3.0 -> cnn.3.0
+    path: list[str] = []
+    for part in (parts[:-1] if len(parts) > 1 else parts):
+        if path and part.startswith(path[-1].split(".")[0] + ".") and "." in part:
+            path[-1] = part
+        else:
+            path.append(part)
+    return ".".join(path) or "(model)"
 
 
 def explain_int8(tflite_path: str | os.PathLike, onnx_path: str | os.PathLike,
