@@ -13,7 +13,7 @@ import psutil
 import pytest
 from support.processes import kill_and_check, wait_for_children
 
-from edgekd.host.data.synth import WORKER_NAME
+from edgekd.host.data.workers import WORKER_NAME
 from edgekd.host.export.tflite import CONVERTER_NAME
 
 REPO = Path(__file__).resolve().parents[2]

@@ -25,7 +25,6 @@ import dataclasses
 import logging
 import multiprocessing
 import os
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +43,7 @@ from edgekd.host.data.gps import GpsConfig
 from edgekd.host.data.lidar import LidarConfig
 from edgekd.host.data.radar import RadarConfig
 from edgekd.host.data.scene import DriveTruth, StreetConfig, TrafficConfig, UserConfig, simulate_pass
+from edgekd.host.data.workers import worker_init, workers_ignore_ctrl_c
 
 log = logging.getLogger(__name__)
 
@@ -274,10 +274,10 @@ def _render_drives(cfg: SceneConfig, seed: int, drives: list[int], workers: int)
     saved = {k: os.environ.get(k) for k in _BLAS_THREAD_VARS}
     os.environ.update({k: "1" for k in _BLAS_THREAD_VARS})
     try:
-        pool = concurrent.futures.ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init,
+        pool = concurrent.futures.ProcessPoolExecutor(workers, mp_context=ctx, initializer=worker_init,
                                                       initargs=(os.getpid(),))
         try:
-            with _workers_ignore_ctrl_c():   # the workers are spawned inside map(): they inherit SIG_IGN
+            with workers_ignore_ctrl_c():   # the workers are spawned inside map(): they inherit SIG_IGN
                 results = pool.map(_render_one, jobs, chunksize=4)
             yield from results
         except BaseException:
@@ -294,58 +294,6 @@ def _render_drives(cfg: SceneConfig, seed: int, drives: list[int], workers: int)
                 os.environ[k] = v
 
 
-@contextlib.contextmanager
-def _workers_ignore_ctrl_c():
-    """SIGINT ignored while child processes are started (an ignored signal stays ignored across exec, so a
-    Ctrl-C during a worker's start-up imports prints no traceback); the parent's handler comes back after."""
-    import signal
-    import threading
-
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
-
-
-def _worker_init(parent_pid: int) -> None:
-    """A render worker: dies with the parent, and leaves Ctrl-C to it (the parent cancels the queue;
-    a worker interrupted mid-drive would only print a traceback)."""
-    import signal
-
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    die_with_parent(parent_pid, WORKER_NAME)
-
-
-def die_with_parent(parent_pid: int, name: str | None = None) -> None:
-    """In a child process: have the kernel SIGKILL it when ``parent_pid`` dies (even by SIGKILL).
-
-    Linux ``prctl(PR_SET_PDEATHSIG, SIGKILL)``; a parent already gone by the time this runs
-    makes the child exit at once. Elsewhere a no-op (the child ends when its pipes close).
-    Used by the ``data synth`` workers and the export converter child. ``name`` (15 bytes at most)
-    then becomes the process name (``ps``, ``/proc/PID/comm``): a child so named is armed.
-    """
-    if not sys.platform.startswith("linux"):
-        return
-    import ctypes
-    import signal
-
-    pr_set_pdeathsig, pr_set_name = 1, 15
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(pr_set_pdeathsig, int(signal.SIGKILL), 0, 0, 0)
-    except (OSError, AttributeError):  # no prctl in this libc: nothing to arm
-        return
-    if os.getppid() != parent_pid:
-        os._exit(1)
-    if name:
-        libc.prctl(pr_set_name, ctypes.c_char_p(name.encode()[:15]), 0, 0, 0)
-
-
-WORKER_NAME = "edgekd-synth"   # the render workers' process name once their death signal is armed
 _BLAS_THREAD_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 
 

@@ -191,7 +191,7 @@ def _child_main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--parent-pid", type=int, default=None)
     args = parser.parse_args(argv)
     if args.parent_pid is not None:
-        from edgekd.host.data.synth import die_with_parent
+        from edgekd.host.data.workers import die_with_parent
 
         die_with_parent(args.parent_pid, CONVERTER_NAME)
     onnx_path, work = Path(args.onnx), Path(args.work)

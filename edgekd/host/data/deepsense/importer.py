@@ -81,21 +81,10 @@ def import_deepsense(scenario_dir: str | os.PathLike, out: str | os.PathLike, *,
     seq = _int_column(roles, rows, lines, csv_path, "seq")
     frames, preprocessing = read_modalities(scenario_dir, roles, rows, lines, cfg, problems, progress)
     problems.raise_if_any()
-    finite = _finite_rows(frames)
-    nan_sensor = [lines[i] for i in np.flatnonzero(~finite)]
-    if nan_sensor:   # a sensor file with NaN/inf (a LiDAR no-return written as NaN): the frame cannot be used
-        log.warning("dropped %d row(s) whose sensor data has NaN/inf (CSV lines %s%s)", len(nan_sensor),
-                    ", ".join(map(str, nan_sensor[:10])), " ..." if len(nan_sensor) > 10 else "")
-        if power is not None:
-            power = power[finite]
-        beams, seq = beams[finite], seq[finite]
-        keep = [k for k, ok in zip(keep, finite) if ok]
-        rows = [r for r, ok in zip(rows, finite) if ok]
-        lines = [n for n, ok in zip(lines, finite) if ok]
-        frames = {k: v[finite] for k, v in frames.items()}
-        if not rows:
-            raise EdgekdError("no rows left to import (every row's sensor data had NaN/inf)", file=csv_path,
-                              fix="check the sensor files")
+    kept = _KeptRows(power, beams, seq, keep, rows, lines, frames)
+    nan_sensor = kept.drop_non_finite(csv_path)
+    power, beams, seq, keep, rows, lines, frames = (kept.power, kept.beams, kept.seq, kept.keep, kept.rows,
+                                                    kept.lines, kept.frames)   # (astuple would deep-copy)
 
     # group by drive in order of id, keeping CSV (time) order inside a drive
     order = np.argsort(seq, kind="stable")
@@ -199,6 +188,40 @@ def _read_labels(scenario_dir: Path, roles: dict[str, str], rows: list[dict[str,
                     ", ".join(map(str, dropped[:10])), " ..." if len(dropped) > 10 else "")
     power = np.clip(power[keep], 0.0, None)
     return power, power.argmax(axis=1).astype(np.int64), keep.tolist(), dropped
+
+
+@dataclasses.dataclass
+class _KeptRows:
+    """The per-row state of an import, filtered together."""
+
+    power: np.ndarray | None
+    beams: np.ndarray
+    seq: np.ndarray
+    keep: list[int]
+    rows: list[dict[str, str]]
+    lines: list[int]
+    frames: dict[str, np.ndarray]
+
+    def drop_non_finite(self, csv_path: Path) -> list[int]:
+        """Drop the rows whose sensor data has NaN/inf (a LiDAR no-return written as NaN: the frame cannot
+        be used); returns their CSV lines."""
+        finite = _finite_rows(self.frames)
+        dropped = [self.lines[i] for i in np.flatnonzero(~finite)]
+        if not dropped:
+            return dropped
+        log.warning("dropped %d row(s) whose sensor data has NaN/inf (CSV lines %s%s)", len(dropped),
+                    ", ".join(map(str, dropped[:10])), " ..." if len(dropped) > 10 else "")
+        if self.power is not None:
+            self.power = self.power[finite]
+        self.beams, self.seq = self.beams[finite], self.seq[finite]
+        self.keep = [k for k, ok in zip(self.keep, finite) if ok]
+        self.rows = [r for r, ok in zip(self.rows, finite) if ok]
+        self.lines = [n for n, ok in zip(self.lines, finite) if ok]
+        self.frames = {k: v[finite] for k, v in self.frames.items()}
+        if not self.rows:
+            raise EdgekdError("no rows left to import (every row's sensor data had NaN/inf)", file=csv_path,
+                              fix="check the sensor files")
+        return dropped
 
 
 def _finite_rows(frames: dict[str, np.ndarray]) -> np.ndarray:

@@ -1,0 +1,65 @@
+"""Child processes that die with their parent and leave Ctrl-C to it (``data synth`` workers, the converter).
+
+Linux only where it matters (``prctl``); elsewhere the helpers are no-ops and a child ends when its
+pipes close. A child names itself once its death signal is armed, so ``ps`` (and the SIGKILL tests)
+can tell an armed child from one still starting up.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+
+WORKER_NAME = "edgekd-synth"   # the render workers' process name once their death signal is armed
+
+
+@contextlib.contextmanager
+def workers_ignore_ctrl_c():
+    """SIGINT ignored while child processes are started (an ignored signal stays ignored across exec, so a
+    Ctrl-C during a worker's start-up imports prints no traceback); the parent's handler comes back after."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def worker_init(parent_pid: int) -> None:
+    """A render worker: dies with the parent, and leaves Ctrl-C to it (the parent cancels the queue;
+    a worker interrupted mid-drive would only print a traceback)."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    die_with_parent(parent_pid, WORKER_NAME)
+
+
+def die_with_parent(parent_pid: int, name: str | None = None) -> None:
+    """In a child process: have the kernel SIGKILL it when ``parent_pid`` dies (even by SIGKILL).
+
+    Linux ``prctl(PR_SET_PDEATHSIG, SIGKILL)``; a parent already gone by the time this runs
+    makes the child exit at once. Elsewhere a no-op (the child ends when its pipes close).
+    Used by the ``data synth`` workers and the export converter child. ``name`` (15 bytes at most)
+    then becomes the process name (``ps``, ``/proc/PID/comm``): a child so named is armed.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    import signal
+
+    pr_set_pdeathsig, pr_set_name = 1, 15
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(pr_set_pdeathsig, int(signal.SIGKILL), 0, 0, 0)
+    except (OSError, AttributeError):  # no prctl in this libc: nothing to arm
+        return
+    if os.getppid() != parent_pid:
+        os._exit(1)
+    if name:
+        libc.prctl(pr_set_name, ctypes.c_char_p(name.encode()[:15]), 0, 0, 0)
