@@ -15,212 +15,35 @@ engine: the in-process engine calls ``ap_step`` directly, the Flower engine call
   distillation (Jeong et al. 2018): per-label average logits exchanged each round.
 """
 
+
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import Callable
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import numpy as np
 
-from edgekd.device.registry import Registry
 from edgekd.host.fleet import learn
-from edgekd.host.fleet.config import FleetConfig
-from edgekd.host.fleet.ledger import TRAIN_MACS_FACTOR, Payload, model_closed_form
-from edgekd.host.fleet.scenario import SPAN, WINDOW, SiteData, World, derive_seed
-
-TOPOLOGIES: Registry[type[Topology]] = Registry("topology")
-# bytes per stored frame value (the dataset contract: image uint8, radar float16, LiDAR float32)
-FRAME_ITEMSIZE = {"image": 1, "radar": 2, "lidar": 4, "gps": 4}
-# stream ids for derive_seed
-INIT, TRAIN, SERVER_AP = 1, 2, -1
-
-
-@dataclasses.dataclass
-class ApContext:
-    """What an AP step may see: the config, its own id and data, the round."""
-
-    cfg: FleetConfig
-    world: World
-    ap: int
-    round: int
-
-    def data(self) -> SiteData:
-        return self.world.site(self.ap)
-
-
-@dataclasses.dataclass
-class ApResult:
-    reply: Payload
-    state: dict[str, np.ndarray]
-    train_macs: int = 0
-    teacher_macs: int = 0
-
-
-def _tensors_in(model_name: str) -> int:
-    return sum(1 for _ in learn.seeded_model(model_name, 0).parameters())
-
-
-def model_payload(prefix: str, model: Any, name: str) -> Payload:
-    """A model on the wire: its parameter and buffer vectors, with the closed form from the model zoo."""
-    vec = learn.model_vectors(model)
-    fp32, int8 = model_closed_form(prefix, learn.model_cost(name), _tensors_in(name))
-    return Payload(arrays={f"{prefix}_params": vec["params"], f"{prefix}_buffers": vec["buffers"]},
-                   closed=fp32, closed_int8=int8)
-
-
-def load_model(name: str, payload: Payload, prefix: str, seed: int = 0) -> Any:
-    model = learn.seeded_model(name, seed)
-    learn.load_vectors(model, payload.arrays[f"{prefix}_params"], payload.arrays[f"{prefix}_buffers"])
-    return model
-
-
-def merge(*parts: Payload, **config: Any) -> Payload:
-    out = Payload(config=dict(config))
-    for p in parts:
-        out.arrays.update(p.arrays)
-        out.closed.update(p.closed)
-        out.closed_int8.update(p.closed_int8)
-        out.config.update(p.config)
-    return out
-
-
-def evaluate(ctx: ApContext, model: Any, *, server_test: bool) -> dict[str, float]:
-    """The AP's metrics: top-1/top-2 on its fresh local test windows (and the server's test set)."""
-    data = ctx.data()
-    logits = learn.predict(model, data, "test")
-    _, beams = data.batch("test")
-    out = {"top1": learn.topk_accuracy(logits, beams, 1), "top2": learn.topk_accuracy(logits, beams, 2)}
-    if server_test:
-        server = ctx.world.server()
-        s_logits = learn.predict(model, server, "test")
-        _, s_beams = server.batch("test")
-        out["top2_server"] = learn.topk_accuracy(s_logits, s_beams, 2)
-    return out
-
-
-class ServerCache:
-    """Server-side models shared by the topologies of one run (trained once, charged to each user)."""
-
-    def __init__(self, cfg: FleetConfig, world: World):
-        self.cfg = cfg
-        self.world = world
-        self._items: dict[str, tuple[Any, int]] = {}
-
-    def get(self, key: str, make: Callable[[], tuple[Any, int]]) -> tuple[Any, int]:
-        if key not in self._items:
-            self._items[key] = make()
-        return self._items[key]
-
-    def teacher(self) -> tuple[Any, int]:
-        """The teacher, trained on the server's (older) labelled data; (model, server MACs)."""
-        def make() -> tuple[Any, int]:
-            cfg = self.cfg
-            model = learn.seeded_model(cfg.teacher, derive_seed(cfg.seed, SERVER_AP, INIT, 1))
-            passes = learn.fit(model, self.world.server(), "train", epochs=cfg.server_epochs,
-                               seed=derive_seed(cfg.seed, SERVER_AP, TRAIN, 1), lr=cfg.lr, batch_size=cfg.batch_size)
-            return model, TRAIN_MACS_FACTOR * learn.model_cost(cfg.teacher)["macs"] * passes
-        return self.get("teacher", make)
-
-    def student(self) -> tuple[Any, int]:
-        """The student distilled at the server from the teacher on the server's data (MACs beyond the teacher's)."""
-        def make() -> tuple[Any, int]:
-            cfg = self.cfg
-            teacher, _ = self.teacher()
-            server = self.world.server()
-            t_logits = learn.predict(teacher, server, "train")
-            model = learn.seeded_model(cfg.student, derive_seed(cfg.seed, SERVER_AP, INIT, 2))
-            passes = learn.fit(model, server, "train", epochs=cfg.server_epochs,
-                               seed=derive_seed(cfg.seed, SERVER_AP, TRAIN, 2), lr=cfg.lr, batch_size=cfg.batch_size,
-                               teacher_logits=t_logits, alpha=cfg.kd_alpha, temperature=cfg.kd_temperature)
-            macs = (learn.model_cost(cfg.teacher)["macs"] * server.count("train")
-                    + TRAIN_MACS_FACTOR * learn.model_cost(cfg.student)["macs"] * passes)
-            return model, macs
-        return self.get("student", make)
-
-    def rehearsal(self) -> tuple[Payload, int]:
-        """Rehearsal windows from the proxy set (frames stored once) + the teacher's logits on them."""
-        def make() -> tuple[Any, int]:
-            cfg = self.cfg
-            teacher, _ = self.teacher()
-            server = self.world.server()
-            starts = np.sort(server.starts["proxy"])[:cfg.rehearsal_windows]
-            rows = np.unique((starts[:, None] + np.arange(WINDOW)).ravel())
-            remap = np.searchsorted(rows, starts).astype(np.int32)
-            frames = {m: np.ascontiguousarray(server.frames[m][rows]) for m in server.inputs}
-            xs = [np.concatenate([frames[m][remap[i]:remap[i] + WINDOW][None] for i in range(len(remap))])
-                  .astype(np.float32) * (np.float32(1 / 255) if frames[m].dtype == np.uint8 else np.float32(1))
-                  for m in server.inputs]
-            logits = learn.predict_windows(teacher, xs).astype(np.float32)
-            arrays = {f"rehearsal_{m}": frames[m] for m in server.inputs}
-            arrays["rehearsal_starts"] = remap
-            arrays["rehearsal_logits"] = logits
-            shapes = learn.seeded_model(cfg.teacher, 0).input_shapes()
-            closed = {f"rehearsal_{m}": len(rows) * int(np.prod(shapes[m][1:])) * FRAME_ITEMSIZE[m]
-                      for m in server.inputs}
-            closed["rehearsal_starts"] = 4 * len(starts)
-            closed["rehearsal_logits"] = 4 * len(starts) * learn.HORIZONS * learn.NUM_BEAMS
-            payload = Payload(arrays=arrays, closed=closed, closed_int8=dict(closed))
-            return payload, learn.model_cost(cfg.teacher)["macs"] * len(starts)
-        return self.get("rehearsal", make)
-
-
-def rehearsal_from(payload: Payload, inputs: tuple[str, ...]) -> learn.Rehearsal:
-    return learn.Rehearsal(frames={m: payload.arrays[f"rehearsal_{m}"] for m in inputs},
-                           starts=payload.arrays["rehearsal_starts"].astype(np.int64),
-                           logits=payload.arrays["rehearsal_logits"])
-
-
-class Topology:
-    """Base: one-round topologies override ``down``/``ap_step``; multi-round ones ``rounds`` and ``up``."""
-
-    name: ClassVar[str] = ""
-    description: ClassVar[str] = ""
-    server_test: ClassVar[bool] = False   # evaluate on the server's test set too (forgetting)
-
-    def __init__(self, cfg: FleetConfig, world: World, aps: list[int], cache: ServerCache):
-        self.cfg = cfg
-        self.world = world
-        self.aps = sorted(aps)
-        self.cache = cache
-
-    def rounds(self) -> int:
-        return 1
-
-    def setup(self) -> int:
-        """Server work before round 1; returns server MACs."""
-        return 0
-
-    def down(self, rnd: int, aps: list[int]) -> dict[int, Payload]:
-        raise NotImplementedError
-
-    def up(self, rnd: int, replies: dict[int, Payload]) -> int:
-        """Aggregate the replies (sorted by AP id); returns server MACs."""
-        return 0
-
-    def expected_macs(self, ap: int, rnd: int) -> int:
-        """Edge MACs this AP will spend in this round, from counts (for the straggler deadline)."""
-        return 0
-
-    @classmethod
-    def ap_step(cls, ctx: ApContext, payload: Payload, state: dict[str, np.ndarray]) -> ApResult:
-        raise NotImplementedError
-
-    # helpers
-    def _train_count(self, ap: int) -> int:
-        return self.cfg.train_windows   # every AP holds exactly this many training windows
-
-    def _student_train_macs(self, n: int, epochs: int) -> int:
-        return TRAIN_MACS_FACTOR * learn.model_cost(self.cfg.student)["macs"] * n * epochs
-
-
-def register(cls: type[Topology]) -> type[Topology]:
-    TOPOLOGIES.add(cls.name, cls)
-    return cls
-
-
-def final(payload: Payload) -> bool:
-    return bool(payload.config.get("final", 0))
+from edgekd.host.fleet.federated import FedAvg, FederatedDistillation, label_stats, split_label_stats  # noqa: F401
+from edgekd.host.fleet.ledger import TRAIN_MACS_FACTOR, Payload
+from edgekd.host.fleet.scenario import SPAN, SiteData, derive_seed
+from edgekd.host.fleet.topology_base import (  # noqa: F401  (re-exported: the engines and the CLI import them here)
+    FRAME_ITEMSIZE,
+    INIT,
+    SERVER_AP,
+    TOPOLOGIES,
+    TRAIN,
+    ApContext,
+    ApResult,
+    ServerCache,
+    Topology,
+    evaluate,
+    final,
+    load_model,
+    merge,
+    model_payload,
+    register,
+    rehearsal_from,
+)
 
 
 @register
@@ -399,139 +222,6 @@ class Oracle(Topology):
             return ApResult(Payload(arrays=arrays, closed=closed, closed_int8=dict(closed)), state)
         model = load_model(cfg.student, payload, "student")
         return ApResult(Payload(config=evaluate(ctx, model, server_test=cls.server_test)), state)
-
-
-@register
-class FedAvg(Topology):
-    name = "fedavg"
-    description = "FedAvg of the student (weights averaged by sample count, sorted AP order)"
-
-    def rounds(self) -> int:
-        return self.cfg.rounds + 1   # the last round ships the final model for evaluation
-
-    def setup(self) -> int:
-        self._global = learn.model_vectors(learn.seeded_model(self.cfg.student, derive_seed(self.cfg.seed,
-                                                                                             SERVER_AP, INIT, 21)))
-        return 0
-
-    def down(self, rnd: int, aps: list[int]) -> dict[int, Payload]:
-        model = learn.seeded_model(self.cfg.student, 0)
-        learn.load_vectors(model, self._global["params"], self._global["buffers"])
-        msg = model_payload("student", model, self.cfg.student)
-        return {ap: merge(msg, final=int(rnd == self.rounds())) for ap in aps}
-
-    def expected_macs(self, ap: int, rnd: int) -> int:
-        return 0 if rnd == self.rounds() else self._student_train_macs(self._train_count(ap), self.cfg.round_epochs)
-
-    def up(self, rnd: int, replies: dict[int, Payload]) -> int:
-        if rnd == self.rounds() or not replies:
-            return 0
-        total = 0.0
-        acc = {k: np.zeros_like(v, dtype=np.float64) for k, v in self._global.items()}
-        for ap in sorted(replies):
-            w = float(replies[ap].arrays["num_samples"][0])
-            total += w
-            acc["params"] += w * replies[ap].arrays["student_params"]
-            acc["buffers"] += w * replies[ap].arrays["student_buffers"]
-        self._global = {k: (v / total).astype(np.float32) for k, v in acc.items()}
-        return 0
-
-    @classmethod
-    def ap_step(cls, ctx: ApContext, payload: Payload, state: dict[str, np.ndarray]) -> ApResult:
-        cfg = ctx.cfg
-        model = load_model(cfg.student, payload, "student")
-        if final(payload):
-            return ApResult(Payload(config=evaluate(ctx, model, server_test=cls.server_test)), state)
-        data = ctx.data()
-        passes = learn.fit(model, data, "train", epochs=cfg.round_epochs,
-                           seed=derive_seed(cfg.seed, ctx.ap, TRAIN, ctx.round), lr=cfg.lr, batch_size=cfg.batch_size)
-        reply = model_payload("student", model, cfg.student)
-        reply.arrays["num_samples"] = np.array([data.count("train")], dtype=np.float32)
-        reply.closed["num_samples"] = reply.closed_int8["num_samples"] = 4
-        return ApResult(reply, state, train_macs=TRAIN_MACS_FACTOR * learn.model_cost(cfg.student)["macs"] * passes)
-
-
-@register
-class FederatedDistillation(Topology):
-    name = "fd"
-    description = ("federated distillation (Jeong et al. 2018): per-label average logits exchanged each round; "
-                   "each AP keeps its own student")
-
-    def rounds(self) -> int:
-        return self.cfg.rounds
-
-    def setup(self) -> int:
-        self._sums: dict[int, np.ndarray] = {}
-        self._counts: dict[int, np.ndarray] = {}
-        return 0
-
-    def down(self, rnd: int, aps: list[int]) -> dict[int, Payload]:
-        out = {}
-        if self._sums:
-            total_s = np.sum([self._sums[a] for a in sorted(self._sums)], axis=0)
-            total_c = np.sum([self._counts[a] for a in sorted(self._counts)], axis=0)
-        for ap in aps:
-            msg = Payload(config={"final": int(rnd == self.rounds())})
-            if self._sums:
-                # the global per-label average without this AP's own contribution (Jeong et al.)
-                s = total_s - self._sums.get(ap, 0.0)
-                c = total_c - self._counts.get(ap, 0.0)
-                avg = np.where(c[:, None] > 0, s / np.maximum(c, 1.0)[:, None], 0.0)
-                msg.arrays = {"label_stats": label_stats(avg, c)}
-                msg.closed = {"label_logits": 4 * avg.size, "label_counts": 4 * c.size}
-                msg.closed_int8 = dict(msg.closed)
-            out[ap] = msg
-        return out
-
-    def expected_macs(self, ap: int, rnd: int) -> int:
-        n = self._train_count(ap)
-        return self._student_train_macs(n, self.cfg.round_epochs) + learn.model_cost(self.cfg.student)["macs"] * n
-
-    def up(self, rnd: int, replies: dict[int, Payload]) -> int:
-        for ap in sorted(replies):
-            avg, c = split_label_stats(replies[ap].arrays["label_stats"])
-            self._counts[ap] = c
-            self._sums[ap] = avg * c[:, None]
-        return 0
-
-    @classmethod
-    def ap_step(cls, ctx: ApContext, payload: Payload, state: dict[str, np.ndarray]) -> ApResult:
-        cfg = ctx.cfg
-        model = learn.seeded_model(cfg.student, derive_seed(cfg.seed, ctx.ap, INIT))
-        if state:
-            learn.load_vectors(model, state["params"], state["buffers"])
-        data = ctx.data()
-        label_logits = None
-        if "label_stats" in payload.arrays:
-            # labels nobody else has seen: no FD target, fall back to the AP's own average (zero KL)
-            avg, counts = split_label_stats(payload.arrays["label_stats"])
-            label_logits = avg.astype(np.float32)
-            if "own_logits" in state:
-                label_logits[counts == 0] = state["own_logits"][counts == 0]
-        passes = learn.fit(model, data, "train", epochs=cfg.round_epochs,
-                           seed=derive_seed(cfg.seed, ctx.ap, TRAIN, ctx.round), lr=cfg.lr, batch_size=cfg.batch_size,
-                           label_logits=label_logits, beta=cfg.fd_beta, temperature=cfg.kd_temperature)
-        logits = learn.predict(model, data, "train")
-        _, beams = data.batch("train")
-        sums, counts = learn.label_logit_sums(logits, beams)
-        avg = np.where(counts[:, None] > 0, sums / np.maximum(counts, 1.0)[:, None], 0.0).astype(np.float32)
-        new_state = dict(learn.model_vectors(model), own_logits=avg)
-        reply = Payload(arrays={"label_stats": label_stats(avg, counts)},
-                        closed={"label_logits": 4 * avg.size, "label_counts": 4 * counts.size})
-        reply.closed_int8 = dict(reply.closed)
-        if final(payload):
-            reply.config = evaluate(ctx, model, server_test=cls.server_test)
-        macs = learn.model_cost(cfg.student)["macs"]
-        return ApResult(reply, new_state, train_macs=TRAIN_MACS_FACTOR * macs * passes + macs * data.count("train"))
-
-
-def label_stats(avg: np.ndarray, counts: np.ndarray) -> np.ndarray:
-    """Per-label average logits and the label counts as one ``[labels, beams + 1]`` float32 array (one header)."""
-    return np.concatenate([avg, counts[:, None]], axis=1).astype(np.float32)
-
-
-def split_label_stats(stats: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    return stats[:, :-1].astype(np.float64), stats[:, -1].astype(np.float64)
 
 
 def list_topologies() -> list[str]:
