@@ -19,7 +19,7 @@ from support.export import make_dataset, train_student
 
 from edgekd.cli import cli
 from edgekd.host.checkpoint import load_checkpoint, save_checkpoint
-from edgekd.host.distill.qat import fake_quant_count, prepare_qat, strip_qat
+from edgekd.host.distill.qat import calibrate, fake_quant_count, prepare_qat, strip_qat
 from edgekd.host.models import create_model
 
 pytestmark = pytest.mark.slow
@@ -46,8 +46,9 @@ def test_prepared_model_rounds_like_the_int8_graph():
     model = create_model("image_student").eval()
     prepared = prepare_qat(model)
     x = model.example_inputs(4)
+    calibrate(prepared, x)                             # activation ranges from these windows, then frozen
     prepared.train()
-    prepared(*x)                                       # observers see one training batch
+    prepared(*x)                                       # a training step: weight ranges follow the weights
     counts = fake_quant_count(prepared)
     # conv per channel + dense per tensor weights, the GRU's three matmuls; every step's gates (created on use)
     assert counts["weight"] >= 15 and counts["activation"] >= 100
@@ -61,8 +62,8 @@ def test_prepared_model_rounds_like_the_int8_graph():
     assert 0 < float((q - deployed).abs().max()) < 1.0               # rounded, not another function
     stripped = strip_qat(prepared, copy.deepcopy(model))
     assert type(stripped) is type(model)
-    state = prepared.state_dict()    # the fine-tuned parameters and BN statistics, without the fake-quant state
-    assert all(torch.equal(v, state[k]) for k, v in stripped.state_dict().items())
+    # the parameters and the (frozen) BN statistics, without the fake-quant state
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in stripped.state_dict().items())
 
 
 def test_distill_qat_cli(workdir):

@@ -183,7 +183,9 @@ def _qat_phase(distiller: Distiller, float_result: TrainResult, train: Any, val:
     import time
 
     from edgekd.host.checkpoint import save_checkpoint
-    from edgekd.host.distill.qat import fake_quant_count, prepare_qat, strip_qat
+    from edgekd.host.distill.qat import calibrate, fake_quant_count, prepare_qat, strip_qat
+    from edgekd.host.export.calibration import draw_calibration_set, load_recipe
+    from edgekd.host.export.pipeline import student_name
 
     if info.world_size > 1:
         raise EdgekdError("--qat runs on one process", field="qat", fix="run the QAT fine-tune without torchrun")
@@ -192,6 +194,9 @@ def _qat_phase(distiller: Distiller, float_result: TrainResult, train: Any, val:
     epochs = float_cfg.qat.epochs_after(float_cfg.epochs)
     float_student = distiller.deploy_model()           # the best-on-val weights (Trainer._finish loaded them)
     prepared = prepare_qat(float_student)
+    modalities = tuple(float_student.input_modalities)
+    windows = draw_calibration_set(train, load_recipe(student_name(modalities)), modalities)
+    calibrate(prepared, [torch.from_numpy(windows.inputs[m]) for m in modalities])
     distiller.student = prepared                       # the same method, loss, teacher and teacher cache
     qat_cfg = dataclasses.replace(float_cfg, epochs=epochs, lr=float_cfg.lr * float_cfg.qat.lr_scale,
                                   cache_teacher=False, patience=max(epochs, 1))

@@ -16,8 +16,9 @@ full-int8 TFLite graph (``edgekd.host.export``) rounds, with that graph's granul
 - the logits as exported (``onnx_export.DeployedLogits``): shifted to max 0 per horizon, floored at
   ``-LOGIT_FLOOR`` and rounded on the fixed [-LOGIT_FLOOR, 0] grid of the int8 output.
 
-Observers are moving-average min/max (torch.ao's QAT default) on training batches only; the
-converter later re-calibrates its own min/max on the calibration windows, as for any student. What is
+Activation ranges are set once, in eval mode, from the calibration windows the exporter will draw
+(``calibrate``) and then frozen, as are the BN statistics; weight ranges follow the weights. The
+converter later re-calibrates its own min/max on the same windows. What is
 saved is the float student (same architecture and parameter names, the fake-quant buffers dropped),
 so export, evaluation and every other command see an ordinary checkpoint.
 """
@@ -225,11 +226,33 @@ def fake_quant_modules(model: nn.Module) -> Iterable[FakeQuantizeBase]:
 
 
 def _quantised_forward_features(self, *inputs: Tensor, **kwargs: Any) -> dict[str, Tensor]:
-    # Observers learn ranges from training batches only (validation/test windows never move them).
-    for fq in fake_quant_modules(self):
-        fq.observer_enabled.fill_(1 if self.training else 0)
+    # Weight observers follow the weights while training; activation observers only run in calibrate()
+    # (eval mode, the calibration windows: the converter's ranges), then stay frozen, and so do the BN
+    # statistics: a range seen with dropout and batch statistics is not the deployed model's.
+    calibrating = getattr(self, "_qat_calibrating", False)
+    for name, fq in self.named_modules():
+        if isinstance(fq, FakeQuantizeBase):
+            weight = "weight" in name
+            fq.observer_enabled.fill_(1 if calibrating or (weight and self.training) else 0)
+    for module in self.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            module.train(False)
     inputs = tuple(fq(x) for fq, x in zip(self.input_fq, inputs))
     return type(self).forward_features(self, *inputs, **kwargs)
+
+
+def calibrate(prepared: nn.Module, inputs: Iterable[Tensor]) -> None:
+    """Set every activation range from ``inputs`` (the calibration windows, one batch per modality) in eval
+    mode, in one pass: the first batch an observer sees sets its min/max, as the converter's over the set."""
+    was_training = prepared.training
+    prepared.eval()
+    prepared.__dict__["_qat_calibrating"] = True   # a plain flag (not a buffer or module)
+    try:
+        with torch.no_grad():
+            prepared(*inputs)
+    finally:
+        prepared.__dict__["_qat_calibrating"] = False
+        prepared.train(was_training)
 
 
 def fake_quant_count(model: nn.Module) -> dict[str, int]:
