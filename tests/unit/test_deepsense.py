@@ -566,3 +566,16 @@ def test_a_lidar_file_with_nan_drops_its_row_and_says_which(scenario9, tmp_path)
     assert meta["dropped"]["nan_sensor"] == 1 and meta["dropped"]["nan_sensor_csv_lines"] == [43]
     assert np.isfinite(np.load(out / "frames/lidar.npy")).all()
     assert 41 not in set(np.load(out / "info/source_row.npy").tolist())   # source_row: 0-based CSV row
+
+
+def test_a_scenario_one_folder_down_is_named_in_the_error(scenario9, tmp_path):
+    """Paper 2's loader reads `scenario8/DEV[95%]/scenario8.csv`: a user may pass the folder above it."""
+    import shutil
+
+    from edgekd.device.errors import EdgekdError
+
+    inner = tmp_path / "scenario9" / "DEV[95%]"
+    shutil.copytree(scenario9[0], inner)
+    with pytest.raises(EdgekdError, match="at the top of the folder") as raised:
+        import_deepsense(tmp_path / "scenario9", tmp_path / "ds")
+    assert str(inner) in raised.value.fix and not (tmp_path / "ds").exists()

@@ -158,8 +158,12 @@ def find_csv(scenario_dir: Path, csv_name: str | os.PathLike | None = None) -> P
     if not found:
         for path, header in headers.items():
             check_packaging(path, header)
+        # some downloads put the scenario one level down (paper 2's loader reads scenario8/DEV[95%]/scenario8.csv)
+        below = sorted({p.parent for p in scenario_dir.glob("*/*.csv") if _is_frame_table(_header(p))})
         raise EdgekdError("no scenario CSV with a unit1_pwr_60ghz or unit1_beam column at the top of the folder",
-                          file=scenario_dir, fix=DOWNLOAD_FIX)
+                          file=scenario_dir,
+                          fix=(f"pass the folder that holds the CSV (its paths are relative to it): "
+                               f"{', '.join(str(d) for d in below)}") if below else DOWNLOAD_FIX)
     if len(found) > 1:
         preferred = [p for p in found if re.fullmatch(r"scenario\d+(_dev)?\.csv", p.name, flags=re.I)]
         if len(preferred) == 1:
