@@ -103,3 +103,25 @@ def run_topology(name: str, cfg: FleetConfig, world: World, cache: ServerCache, 
         ledger.add_round(name, rnd, times, cfg.deadline_s, dropped)
         ledger.add_server_macs(name, topo.up(rnd, {ap: got[ap].reply for ap in sorted(got)}))
     return metrics
+
+
+def run_topologies(names: Sequence[str], cfg: FleetConfig, world: World, cache: ServerCache,
+                   transport_for: Callable[[Callable[[int], Any]], Transport], ledger: Ledger, *, desc: str,
+                   progress: bool) -> dict[str, dict[int, dict[str, float]]]:
+    """Every topology in ``names`` in turn, one progress bar over all AP steps (either engine's loop).
+
+    ``transport_for(update)``: the engine's transport, calling ``update(n)`` as AP steps finish.
+    """
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=0, desc=desc, unit="ap-step", disable=not progress)
+    transport = transport_for(bar.update)
+
+    def note(text: str) -> None:   # a topology starts: its AP steps join the bar's total
+        bar.total = (bar.total or 0) + len(world.ap_ids)
+        bar.set_postfix_str(text)
+        bar.refresh()
+
+    results = {name: run_topology(name, cfg, world, cache, transport, ledger, progress=note) for name in names}
+    bar.close()
+    return results

@@ -26,7 +26,7 @@ import numpy as np  # noqa: E402
 
 from edgekd.device.errors import EdgekdError  # noqa: E402
 from edgekd.host.fleet.config import FleetConfig  # noqa: E402
-from edgekd.host.fleet.driver import Exchange, run_topology  # noqa: E402
+from edgekd.host.fleet.driver import Exchange, run_topologies  # noqa: E402
 from edgekd.host.fleet.ledger import Ledger, Payload  # noqa: E402
 from edgekd.host.fleet.scenario import World  # noqa: E402
 from edgekd.host.fleet.topologies import ApContext, ServerCache, ap_step  # noqa: E402
@@ -183,8 +183,6 @@ def make_server_app(cfg: FleetConfig, world_folder: str, names: Sequence[str], l
 
     @app.main()
     def main(grid: Any, context: Any) -> None:
-        from tqdm.auto import tqdm
-
         try:
             world = World(world_folder)
             nodes = _wait_for_nodes(grid, len(world.ap_ids))
@@ -197,18 +195,9 @@ def make_server_app(cfg: FleetConfig, world_folder: str, names: Sequence[str], l
                 ap_nodes[int(reply.content["config"]["engine:ap"])] = reply.metadata.src_node_id
             if sorted(ap_nodes) != world.ap_ids:
                 raise RuntimeError(f"{len(ap_nodes)} Flower nodes answered for {len(world.ap_ids)} APs")
-            cache = ServerCache(cfg, world)
-            bar = tqdm(total=0, desc="fleet (flower)", unit="ap-step", disable=not progress)
-            transport = FlowerTransport(grid, ap_nodes, progress=bar.update)
-
-            def note(text: str) -> None:
-                bar.total = (bar.total or 0) + len(world.ap_ids)
-                bar.set_postfix_str(text)
-                bar.refresh()
-
-            for name in names:
-                results[name] = run_topology(name, cfg, world, cache, transport, ledger, progress=note)
-            bar.close()
+            results.update(run_topologies(names, cfg, world, ServerCache(cfg, world),
+                                          lambda update: FlowerTransport(grid, ap_nodes, progress=update), ledger,
+                                          desc="fleet (flower)", progress=progress))
         except BaseException as exc:  # surfaced by run_flower after the simulation ends
             results["__error__"] = exc
             raise

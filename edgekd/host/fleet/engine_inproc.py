@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from edgekd.host.fleet.config import FleetConfig
-from edgekd.host.fleet.driver import Exchange, run_topology
+from edgekd.host.fleet.driver import Exchange, run_topologies
 from edgekd.host.fleet.ledger import Ledger, Payload, payload_bytes
 from edgekd.host.fleet.scenario import World
 from edgekd.host.fleet.topologies import ApContext, ServerCache, ap_step
@@ -42,19 +42,6 @@ class InProcessTransport:
 def run_inproc(cfg: FleetConfig, world: World, names: Sequence[str], ledger: Ledger, *,
                progress: bool = True) -> dict[str, dict[int, dict[str, float]]]:
     """Every topology in ``names`` in turn on ``world``; server-side models shared between them."""
-    from tqdm.auto import tqdm
-
-    cache = ServerCache(cfg, world)
-    results = {}
-    bar = tqdm(total=0, desc="fleet (inproc)", unit="ap-step", disable=not progress)
-    transport = InProcessTransport(cfg, world, progress=bar.update)
-
-    def note(text: str) -> None:
-        bar.total = (bar.total or 0) + len(world.ap_ids)
-        bar.set_postfix_str(text)
-        bar.refresh()
-
-    for name in names:
-        results[name] = run_topology(name, cfg, world, cache, transport, ledger, progress=note)
-    bar.close()
-    return results
+    return run_topologies(names, cfg, world, ServerCache(cfg, world),
+                          lambda update: InProcessTransport(cfg, world, progress=update), ledger,
+                          desc="fleet (inproc)", progress=progress)
