@@ -98,7 +98,8 @@ def test_compare_command_writes_the_table_in_every_format(work, tmp_path):
     # issue 17: the compute floor (student MACs at the measured peak int8 rate) and the share of it reached
     floor, peak = rows["tflite_int8"]["compute_floor"], report["int8_peak"]
     assert peak["macs_per_s"] > 1e9 and floor["macs"] > 1e5
-    assert floor["floor_us"] == pytest.approx(1e6 * floor["macs"] / peak["macs_per_s"], rel=1e-3)
+    # floor_us is reported to 3 decimals (a small student at a fast peak rate is well under a microsecond)
+    assert floor["floor_us"] == pytest.approx(1e6 * floor["macs"] / peak["macs_per_s"], rel=1e-3, abs=5e-4)
     assert 0 < floor["share_of_floor"] < 1
     assert "compute floor" in (out / "compare.md").read_text() and "of floor" in (out / "compare.md").read_text()
     # the first call after another format ran is reported apart, never mixed into the headline
