@@ -100,7 +100,7 @@ def test_compare_command_writes_the_table_in_every_format(work, tmp_path):
     assert peak["macs_per_s"] > 1e9 and floor["macs"] > 1e5
     # floor_us is reported to 3 decimals (a small student at a fast peak rate is well under a microsecond)
     assert floor["floor_us"] == pytest.approx(1e6 * floor["macs"] / peak["macs_per_s"], rel=1e-3, abs=5e-4)
-    assert 0 < floor["share_of_floor"] < 1
+    assert 0 <= floor["share_of_floor"] < 1   # 4 decimals: a heavily loaded run may round to 0
     assert "compute floor" in (out / "compare.md").read_text() and "of floor" in (out / "compare.md").read_text()
     # the first call after another format ran is reported apart, never mixed into the headline
     assert report["block"] == 10 and "steady state" in report["timing"]
