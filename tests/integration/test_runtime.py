@@ -120,6 +120,37 @@ def test_replay_starts_a_new_track_at_every_pass_and_scores_full_windows_only(au
     assert not scored[starts].any() and result.counters["warm_up_frames"] >= len(starts) * (window - 1)
 
 
+def test_int8_students_read_the_hubs_integer_ring_with_the_logits_of_quantising_the_window(bundle, drive):
+    """Quantising each frame once on push gives the very integers (and logits) that quantising the float
+    window per call gives: image frames through the uint8 top-bit flip, radar and LiDAR through the affine map."""
+    from edgekd.device.runtime.runner import quantize
+
+    runtime = Runtime.from_bundle(bundle, "x86-ap", threads=1, clock=None)
+    hub = runtime.hub
+    assert {m: hub.quantization_of(m) is not None for m in hub.modalities} == {"image": True, "radar": True,
+                                                                                 "lidar": True}
+    assert drive.frames["image"].dtype == np.uint8   # the flip path, as a camera delivers
+    compared = 0
+    for j in range(0, drive.num_frames):
+        for m in hub.modalities:
+            if drive.available[m][j]:
+                runtime.push(m, drive.frames[m][j], float(drive.time_s[j]))
+        for name, student in runtime.students.items():
+            if any(hub.buffers[m].count < hub.window for m in student.modalities) or j % 7:
+                continue
+            sources = dict(student.window_sources(hub))
+            assert all(sources[m] == hub.quantized_window_of for m in student.modalities), name
+            from_ring = student.run(hub)[0].copy()
+            for m in student.modalities:
+                spec = hub.quantization_of(m)
+                np.testing.assert_array_equal(hub.quantized_window_of(m),
+                                              quantize(hub.window_of(m), spec.scale, int(spec.zero_point)))
+            per_call = student.runner({m: hub.window_of(m) for m in student.modalities}).reshape(from_ring.shape)
+            np.testing.assert_array_equal(from_ring, per_call)
+            compared += 1
+    assert compared > 30
+
+
 def test_tflite_target_runs_the_int8_tflite_artifacts(bundle):
     runtime = Runtime.from_bundle(bundle, "rpi5", threads=1, clock=None)
     assert {r.kind for r in runtime.students.values()} == {"tflite_int8"}

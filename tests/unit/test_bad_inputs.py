@@ -27,6 +27,7 @@ from edgekd.cli import cli
 from edgekd.device.errors import EdgekdError
 from edgekd.device.io import sha256_file
 from edgekd.device.runtime.hub import RANGE_MARGIN, SensorHub, input_ranges
+from edgekd.device.runtime.runner import QuantSpec, quantize
 from edgekd.device.signing import ENV_TRUSTED_KEY
 
 REPO = Path(__file__).resolve().parents[2]
@@ -545,6 +546,9 @@ def test_calibration_ranges_pass_a_real_drive_and_refuse_wrong_scales():
 HUB_SHAPES = {"image": (1, 4, 4), "radar": (2, 3, 3), "lidar": (8,)}
 HUB_RANGES = {"image": (0.0, 1.0), "radar": (0.0, 2.0), "lidar": (0.0, 1.0)}
 HUB_T, HUB_STALE = 3, 0.35
+# the int8 input quantisation a full-int8 export gives each range (image: 1/255 and -128, the uint8 top-bit flip)
+HUB_QUANT = {m: QuantSpec.of(np.float32((hi - lo) / 255.0), int(round(-128 - lo * 255.0 / (hi - lo))), np.int8)
+             for m, (lo, hi) in HUB_RANGES.items()}
 BAD_KINDS = ("nan_channel", "inf", "wrong_shape", "scale_255", "huge", "object")
 FRAME_KINDS = ("good", "good", "good", "uint8", "int16", "flat", *BAD_KINDS)
 STEPS = (0.1, 0.1, 0.1, 0.05, 0.0, -0.02, -5.0, 0.3, 0.5, 10.0, math.nan, math.inf, 1e9)
@@ -586,9 +590,10 @@ _OPS = st.one_of(
 @given(ops=st.lists(_OPS, max_size=40), seed=st.integers(0, 2**16))
 def test_hub_property_random_pushes(ops, seed):
     """No exception escapes; bad frames are refused; a modality is available only from a window of finite,
-    in-range frames of one track with no gap over the staleness limit, fresh at the time asked; memory bounded."""
+    in-range frames of one track with no gap over the staleness limit, fresh at the time asked; memory bounded;
+    the integer ring holds exactly the float window quantised (TFLite's reference rounding)."""
     rng = np.random.default_rng(seed)
-    hub = SensorHub(HUB_SHAPES, HUB_T, staleness_s=HUB_STALE, ranges=HUB_RANGES)
+    hub = SensorHub(HUB_SHAPES, HUB_T, staleness_s=HUB_STALE, ranges=HUB_RANGES, quantized=HUB_QUANT)
     sizes = {m: b._frames.nbytes for m, b in hub.buffers.items()}
     accepted: dict[str, list[tuple[float, np.ndarray]]] = {m: [] for m in HUB_SHAPES}
     clock = 0.0
@@ -627,6 +632,9 @@ def test_hub_property_random_pushes(ops, seed):
                 assert math.isfinite(now) and abs(now - times[-1]) <= HUB_STALE
                 window = hub.window_of(modality)
                 assert np.array_equal(window, np.stack([f for _, f in run])) and np.isfinite(window).all()
+                spec = HUB_QUANT[modality]
+                assert np.array_equal(hub.quantized_window_of(modality),
+                                      quantize(window, spec.scale, int(spec.zero_point)))
     assert {m: b._frames.nbytes for m, b in hub.buffers.items()} == sizes
 
 

@@ -20,7 +20,7 @@ import logging
 import math
 import os
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,7 @@ from edgekd.device.errors import EdgekdError
 from edgekd.device.runtime.backends import open_artifact
 from edgekd.device.runtime.hub import Health, QualityConfig, SensorHub, input_ranges
 from edgekd.device.runtime.policy import ModalityPolicy, PolicySettings
+from edgekd.device.runtime.runner import QuantSpec
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +97,17 @@ class StudentRunner:
         # the same runner firmware_bench and `bench --compare` time: buffers allocated once, quantised into
         self._backend = backend
         self.runner = backend.runner()
+        self._sources: tuple[Any, list] | None = None
+
+    def window_sources(self, hub: SensorHub) -> list[tuple[str, Callable[[str], np.ndarray]]]:
+        """Per modality, where its window comes from: the hub's integer ring when it holds the very
+        quantisation this runner's input uses (no per-call quantisation), else the float ring."""
+        if self._sources is None or self._sources[0] is not hub:
+            specs = self.runner.input_quantization()
+            self._sources = (hub, [(m, hub.quantized_window_of if specs.get(m) is not None
+                                    and specs.get(m) == hub.quantization_of(m) else hub.window_of)
+                                   for m in self.modalities])
+        return self._sources[1]
 
     def run(self, hub: SensorHub) -> tuple[np.ndarray, float, float, float]:
         """Logits ``[horizons, beams]`` and the seconds spent in preprocess / invoke / dequantize.
@@ -104,8 +116,8 @@ class StudentRunner:
         """
         runner, windows = self.runner, self._windows
         t0 = time.perf_counter()
-        for m in self.modalities:
-            windows[m] = hub.window_of(m)
+        for m, window_of in self.window_sources(hub):
+            windows[m] = window_of(m)
         runner.prepare(windows)
         t1 = time.perf_counter()
         runner.invoke()
@@ -206,7 +218,8 @@ class Runtime:
         first = bundle.students[names[0]]
         settings = PolicySettings.from_profile(profile.policy, fixed=fixed, **policy_overrides)
         hub = SensorHub(frame_shapes, windows.pop(), staleness_s=profile.policy.staleness_s, quality=quality,
-                        ranges=input_ranges({n: bundle.students[n] for n in names}))
+                        ranges=input_ranges({n: bundle.students[n] for n in names}),
+                        quantized=shared_input_quantization(runners.values()))
         policy_obj = ModalityPolicy(settings, {n: r.modalities for n, r in runners.items()}, quality)
         log.info("runtime: %s", ", ".join(f"{n} ({r.kind})" for n, r in runners.items()))
         return cls(runners, hub, policy_obj, top_k=top_k, horizons=int(first["horizons"]),
@@ -284,6 +297,21 @@ class Runtime:
                 "window": self.hub.window, "staleness_s": self.hub.staleness_s,
                 "policy": dataclasses.asdict(self.policy.settings) if dataclasses.is_dataclass(
                     self.policy.settings) else {}}
+
+
+def shared_input_quantization(runners: Iterable[StudentRunner]) -> dict[str, QuantSpec]:
+    """The modalities whose integer-input students all quantise them alike, with that quantisation.
+
+    The hub quantises each frame of these once, on push; a modality whose int8 students disagree
+    (exported from different calibration sets) stays float and each runner quantises its window.
+    """
+    seen: dict[str, set[QuantSpec]] = {}
+    for runner in runners:
+        specs = runner.runner.input_quantization()
+        for modality in runner.modalities:
+            if modality in specs:
+                seen.setdefault(modality, set()).add(specs[modality])
+    return {modality: specs.pop() for modality, specs in seen.items() if len(specs) == 1}
 
 
 def _parse_policy(policy: str) -> str | None:

@@ -30,6 +30,8 @@ from collections.abc import Callable, Mapping
 
 import numpy as np
 
+from edgekd.device.runtime.runner import QuantSpec
+
 # Stored radar maps are (log2(1 + |x|) - offset) / scale (edgekd.host.data.radar.normalise_maps); one unit of the
 # map is `scale` octaves of amplitude, i.e. 20 log10(2) * scale dB.
 RADAR_DB_PER_UNIT = 20.0 * math.log10(2.0) * 10.0
@@ -116,10 +118,15 @@ class ModalityBuffer:
     ``value_range`` (lo, hi): the range calibration saw for this input (see :func:`input_ranges`);
     a frame reaching a span beyond it is in the wrong scale (a float image in 0..255, LiDAR at
     1e30) and is rejected rather than saturated into a confident wrong prediction.
+
+    ``quantized``: the int8 input quantisation of the students that read this modality. Each accepted
+    frame is then also quantised once into an integer ring of the same layout, so a full-int8 student's
+    window costs no per-call quantisation (a T-frame window is otherwise quantised T times over its
+    life; the affine map is per element, so both give the same integers).
     """
 
     def __init__(self, name: str, frame_shape: tuple[int, ...], window: int, cfg: QualityConfig,
-                 value_range: tuple[float, float] | None = None):
+                 value_range: tuple[float, float] | None = None, quantized: QuantSpec | None = None):
         self.name = name
         self.frame_shape = tuple(int(s) for s in frame_shape)
         self.window = int(window)
@@ -132,6 +139,18 @@ class ModalityBuffer:
         self._signal = [0.0] * max(1, cfg.smoothing_frames)
         self._quality_fn = QUALITY_FUNCTIONS.get(name, neutral_quality)
         self._scale_uint8 = np.float32(1.0 / 255.0) if name == "image" else None
+        # a camera frame's x / 255 lies in [0, 1]: finite, and in range whenever calibration's range admits [0, 1]
+        self._uint8_in_range = self._scale_uint8 is not None and (
+            value_range is None or self._range_problem(0.0, 1.0, value_range) == "")
+        self.quantized = quantized
+        if quantized is not None:
+            self._qframes = np.zeros((2 * self.window, *self.frame_shape), dtype=quantized.dtype)
+            self._qscratch = np.empty(self.frame_shape, np.float32)
+            self._qbounds = quantized.bounds(self.frame_shape)
+            # x / 255 quantised with scale 1/255 and zero point -128 is x - 128: the uint8's top bit flipped
+            self._flip_uint8 = (self._scale_uint8 is not None and quantized.dtype == np.int8
+                                and quantized.scale == np.float32(1.0 / 255.0) and quantized.zero_point == -128)
+        self._raw_uint8: np.ndarray | None = None
         self.reset()
 
     def reset(self) -> None:
@@ -181,14 +200,18 @@ class ModalityBuffer:
         # Slot head + T lies outside the current window view [head, head + T): fill and check the new
         # frame there, so a rejected frame never touches the window (the next push reuses the slot).
         slot = self._frames[self.head + self.window]
-        if frame.dtype == np.uint8 and self._scale_uint8 is not None:
+        raw_uint8 = frame if frame.dtype == np.uint8 and self._scale_uint8 is not None else None
+        if raw_uint8 is not None:
             np.multiply(frame, self._scale_uint8, out=slot)  # stored camera frames: x / 255
-        else:
+        elif frame.dtype.itemsize > 4:  # only a float64 (or int64) frame can overflow float32
             with np.errstate(over="ignore", invalid="ignore"):
                 np.copyto(slot, frame, casting="unsafe")
-        problem = self._value_problem(slot)
+        else:
+            np.copyto(slot, frame, casting="unsafe")
+        problem = "" if raw_uint8 is not None and self._uint8_in_range else self._value_problem(slot)
         if problem:
             return self._reject(t, problem)
+        self._raw_uint8 = raw_uint8
         quality, signal = self._quality_fn(slot, self.cfg)
         if not (math.isfinite(quality) and math.isfinite(signal)):
             return self._reject(t, "NaN or inf values")
@@ -203,7 +226,11 @@ class ModalityBuffer:
         lo, hi = float(slot.min()), float(slot.max())
         if not (math.isfinite(lo) and math.isfinite(hi)):
             return "NaN or inf values"
-        cal_lo, cal_hi = self.value_range
+        return self._range_problem(lo, hi, self.value_range)
+
+    @staticmethod
+    def _range_problem(lo: float, hi: float, value_range: tuple[float, float]) -> str:
+        cal_lo, cal_hi = value_range
         margin = RANGE_MARGIN * max(cal_hi - cal_lo, 1e-6)
         if lo < cal_lo - margin or hi > cal_hi + margin:
             return (f"values in [{lo:.4g}, {hi:.4g}] far outside the range calibration saw "
@@ -219,6 +246,8 @@ class ModalityBuffer:
     def _store(self, slot: np.ndarray, t: float, quality: float, signal: float) -> bool:
         slot = self._frames[self.head + self.window]
         self._frames[self.head] = slot
+        if self.quantized is not None:
+            self._quantize(slot)
         k = self.count % len(self._quality)
         self._quality[k], self._signal[k] = quality, signal
         self.head = (self.head + 1) % self.window
@@ -226,6 +255,16 @@ class ModalityBuffer:
         self.last_good_s = t
         self.bad = False
         return True
+
+    def _quantize(self, slot: np.ndarray) -> None:
+        qslot = self._qframes[self.head + self.window]
+        raw = self._raw_uint8
+        if self._flip_uint8 and raw is not None:
+            np.bitwise_xor(raw, np.uint8(0x80), out=qslot.view(np.uint8))
+        else:
+            self.quantized.quantize_into(slot, self._qscratch, qslot, self._qbounds)  # type: ignore[union-attr]
+        self._qframes[self.head] = qslot
+        self._raw_uint8 = None  # not the caller's array beyond this push
 
     def _reject(self, timestamp: float, reason: str, *, unhealthy: bool = True) -> bool:
         self.rejected += 1
@@ -237,6 +276,10 @@ class ModalityBuffer:
     def window_view(self) -> np.ndarray:
         """The last ``window`` frames, oldest first: a view, valid until the next push."""
         return self._frames[self.head:self.head + self.window]
+
+    def quantized_window_view(self) -> np.ndarray:
+        """The last ``window`` frames quantised with :attr:`quantized` (oldest first; a view, like :meth:`window_view`)."""
+        return self._qframes[self.head:self.head + self.window]
 
     def health(self, now: float, staleness_s: float) -> Health:
         age = now - self.last_good_s
@@ -284,18 +327,20 @@ class SensorHub:
 
     ``ranges`` (modality -> (lo, hi), e.g. :func:`input_ranges` of the bundle) turns on the
     wrong-scale check. Frames more than ``staleness_s`` apart never share a window.
+    ``quantized`` (modality -> :class:`QuantSpec`) keeps an integer ring of those modalities too.
     """
 
     def __init__(self, frame_shapes: Mapping[str, tuple[int, ...]], window: int, *,
                  staleness_s: float, quality: QualityConfig | None = None,
-                 ranges: Mapping[str, tuple[float, float]] | None = None):
+                 ranges: Mapping[str, tuple[float, float]] | None = None,
+                 quantized: Mapping[str, QuantSpec] | None = None):
         if not (math.isfinite(float(staleness_s)) and staleness_s > 0):
             raise ValueError(f"staleness_s must be a positive finite number, got {staleness_s!r}")
         self.cfg = quality or QualityConfig()
         self.staleness_s = float(staleness_s)
         self.window = int(window)
-        ranges = ranges or {}
-        self.buffers = {name: ModalityBuffer(name, shape, window, self.cfg, ranges.get(name))
+        ranges, quantized = ranges or {}, quantized or {}
+        self.buffers = {name: ModalityBuffer(name, shape, window, self.cfg, ranges.get(name), quantized.get(name))
                         for name, shape in frame_shapes.items()}
         self.unknown_pushes = 0
 
@@ -322,6 +367,14 @@ class SensorHub:
 
     def window_of(self, modality: str) -> np.ndarray:
         return self.buffers[modality].window_view()
+
+    def quantized_window_of(self, modality: str) -> np.ndarray:
+        return self.buffers[modality].quantized_window_view()
+
+    def quantization_of(self, modality: str) -> QuantSpec | None:
+        """The integer ring's quantisation of ``modality`` (None: the hub keeps only float frames of it)."""
+        buffer = self.buffers.get(modality)
+        return None if buffer is None else buffer.quantized
 
     def counters(self) -> dict[str, dict[str, int]]:
         return {name: {"received": b.received, "rejected": b.rejected} for name, b in self.buffers.items()}

@@ -18,6 +18,8 @@ dequantize statistics)::
 next call: copy it to keep it. Inputs are float32 windows of the manifest's
 shapes, with or without the batch axis (a window of the sensor hub has none);
 nothing is checked per call (``Backend.run`` checks, and returns fresh arrays).
+An input already of the model's integer type is taken as quantised with
+:meth:`Runner.input_quantization`'s parameters (the sensor hub's integer ring).
 """
 
 from __future__ import annotations
@@ -95,6 +97,10 @@ class Runner:
         self._raw: Any = None
         self._out: Any = None
 
+    def input_quantization(self) -> dict[str, QuantSpec]:
+        """Per input name, the quantisation of an integer input this runner takes as is (none here)."""
+        return {}
+
     def prepare(self, inputs: dict[str, np.ndarray]) -> None:
         self._raw = self.backend.quantize_inputs(inputs)
 
@@ -135,15 +141,20 @@ class TFLiteRunner(Runner):
         self._out_float32 = np.dtype(output["dtype"]) == np.float32
         self._logits = np.empty(tuple(int(s) for s in output["shape"]), np.float32)
 
+    def input_quantization(self) -> dict[str, QuantSpec]:
+        return {name: spec for name, _, _, spec, _, _ in self._feeds if spec is not None}
+
     def prepare(self, inputs: dict[str, np.ndarray]) -> None:
         arrays = self._arrays
         for i, (name, _, shape, spec, buffers, dtype) in enumerate(self._feeds):
             x = inputs[name]
-            if spec is not None:  # broadcasting fills a batch-1 buffer from a window without its batch axis
+            if x.dtype == dtype:  # float model, or a window the hub already quantised: a view, set_tensor copies
+                arrays[i] = x.reshape(shape)
+            elif spec is not None:  # broadcasting fills a batch-1 buffer from a window without its batch axis
                 scratch, out, bounds = buffers  # type: ignore[misc]  # set whenever spec is
                 arrays[i] = spec.quantize_into(x, scratch, out, bounds)
             else:
-                arrays[i] = x.reshape(shape).astype(dtype, copy=False)
+                arrays[i] = x.reshape(shape).astype(dtype)
 
     def invoke(self) -> None:
         for index, x in zip(self._indices, self._arrays):
