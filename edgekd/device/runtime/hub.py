@@ -200,9 +200,10 @@ class ModalityBuffer:
         # Slot head + T lies outside the current window view [head, head + T): fill and check the new
         # frame there, so a rejected frame never touches the window (the next push reuses the slot).
         slot = self._frames[self.head + self.window]
-        raw_uint8 = frame if frame.dtype == np.uint8 and self._scale_uint8 is not None else None
-        if raw_uint8 is not None:
-            np.multiply(frame, self._scale_uint8, out=slot)  # stored camera frames: x / 255
+        scale_uint8 = self._scale_uint8
+        raw_uint8 = frame if frame.dtype == np.uint8 and scale_uint8 is not None else None
+        if scale_uint8 is not None and raw_uint8 is not None:
+            np.multiply(frame, scale_uint8, out=slot)  # stored camera frames: x / 255
         elif frame.dtype.itemsize > 4:  # only a float64 (or int64) frame can overflow float32
             with np.errstate(over="ignore", invalid="ignore"):
                 np.copyto(slot, frame, casting="unsafe")
@@ -278,7 +279,7 @@ class ModalityBuffer:
         return self._frames[self.head:self.head + self.window]
 
     def quantized_window_view(self) -> np.ndarray:
-        """The last ``window`` frames quantised with :attr:`quantized` (oldest first; a view, like :meth:`window_view`)."""
+        """The last ``window`` frames quantised with :attr:`quantized`: oldest first, a view like :meth:`window_view`."""
         return self._qframes[self.head:self.head + self.window]
 
     def health(self, now: float, staleness_s: float) -> Health:
