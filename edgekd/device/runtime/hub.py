@@ -279,7 +279,7 @@ class ModalityBuffer:
         return self._frames[self.head:self.head + self.window]
 
     def quantized_window_view(self) -> np.ndarray:
-        """The last ``window`` frames quantised with :attr:`quantized`: oldest first, a view like :meth:`window_view`."""
+        """The last ``window`` frames quantised with :attr:`quantized`: oldest first, a view (see window_view)."""
         return self._qframes[self.head:self.head + self.window]
 
     def health(self, now: float, staleness_s: float) -> Health:
