@@ -158,3 +158,26 @@ def test_sigkill_during_the_demo_export_leaves_nothing_behind_and_resume_finishe
     assert not [p for p in out.iterdir() if p.name.endswith(".partial")]
     leftovers = [p for p in scratch_root.iterdir() if p.name.startswith("edgekd-export-")]
     assert all(p.name == "edgekd-export-logs" for p in leftovers), leftovers
+
+
+def test_sigkill_during_side_by_side_training_takes_the_workers_along(smoke_demo, tmp_path):
+    """The smoke profile trains its teachers on two worker processes: a SIGKILLed demo leaves neither behind."""
+    from support.processes import kill_and_check, wait_for_children
+
+    from edgekd.host.experiments.side_by_side import TRAINER_NAME
+
+    out = tmp_path / "run"
+    shutil.copytree(smoke_demo[0], out)
+    for stage in STAGES[STAGES.index("teachers"):]:
+        (out / "stages" / f"{stage}.json").unlink()
+    shutil.rmtree(out / "teachers")
+    cmd = [sys.executable, "-c", "from edgekd.cli import main; main()", "demo", "--profile", "smoke",
+           "--out", str(out), "--no-progress", "--resume"]
+    parent = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        workers = wait_for_children(parent, "spawn_main", timeout_s=120, armed=TRAINER_NAME)
+        assert len(workers) == 2
+        kill_and_check(parent, workers)
+    finally:
+        if parent.poll() is None:
+            parent.kill()

@@ -39,6 +39,7 @@ from edgekd.device.config import config_to_dict
 from edgekd.device.contracts import RUNTIME_MODALITIES
 from edgekd.device.errors import EdgekdError
 from edgekd.host.experiments import runner
+from edgekd.host.experiments.demo_training import stage_students, stage_teachers
 from edgekd.host.experiments.paper2_matrix import GeneratorLoss, StudentLoss
 
 log = logging.getLogger(__name__)
@@ -63,6 +64,7 @@ class DemoProfile:
     drive_seed: int = 1
     seed: int = 42
     threads: int | None = 2           # torch threads for training (None: torch's default)
+    workers: int = 1                  # training jobs side by side (processes of one thread each); 1: in turn
     teacher_epochs: int = 16          # image and radar teachers
     teacher_width: float = 0.5        # channel width of the image and radar teachers (1.0 = the paper's)
     student_epochs: int = 25          # the image student
@@ -100,6 +102,8 @@ class DemoProfile:
             raise ValueError(f"lidar_student must be 'kd' or 'datafree', got {self.lidar_student!r}")
         if self.threads is not None and self.threads <= 0:
             raise ValueError(f"threads must be positive or null, got {self.threads}")
+        if self.workers < 1:
+            raise ValueError(f"workers must be at least 1, got {self.workers}")
 
 
 def load_profile(name: str, config_path: str | os.PathLike | None = None) -> DemoProfile:
@@ -169,106 +173,6 @@ def stage_data(demo: Demo) -> dict:
     summary = summarize_dataset(data, verify=False)
     return {"dataset": demo.rel(data), "drive": demo.rel(drive), "drive_frames": int(meta["frames"]),
             "splits": {name: info["windows"] for name, info in summary["splits"].items()}}
-
-
-def _train_cfg(demo: Demo, paper_config: str, epochs: int, lr: float | None = None, *, student: bool = False):
-    from edgekd.host.distill.config import example_configs, load_train_config
-
-    p = demo.profile
-    # a deployment run trains to the end of its short schedule; patience matters only for long ones
-    overrides: dict[str, Any] = {"epochs": epochs, "patience": max(epochs, 20),
-                                 **({"lr": lr} if lr is not None else {})}
-    if student:
-        # Students keep the epoch of best validation top-2, what they are deployed for: with heavy dropout
-        # their validation loss is noisy and picked a radar student 7 points of test top-2 below the one
-        # at the end of its 80 epochs (epoch 36 of 80).
-        overrides["monitor"] = "top2"
-    cfg = load_train_config(example_configs()[paper_config], **overrides)
-    return dataclasses.replace(cfg, seed=p.seed, threads=p.threads, progress=demo.progress)
-
-
-def _lidar_experiment(demo: Demo, data: Path):
-    """Paper 2's experiment object: the LiDAR teacher and data-free settings stay those of `reproduce paper2`."""
-    from edgekd.host.experiments.paper2 import Experiment
-    from edgekd.host.experiments.paper2 import load_profile as paper2_profile
-
-    p = demo.profile
-    overrides = {k: v for k, v in (("teacher_epochs", p.lidar_teacher_epochs), ("generator_steps", p.generator_steps),
-                                   ("synthetic_samples", p.synthetic_samples),
-                                   ("datafree_epochs", p.datafree_epochs), ("threads", p.threads)) if v is not None}
-    profile = paper2_profile("quick", None, **overrides)
-    exp = Experiment(profile, demo.path("students", "lidar"), data, progress=demo.progress)
-    return exp, profile
-
-
-def stage_teachers(demo: Demo) -> dict:
-    from edgekd.host.distill.api import train_model
-
-    data = demo.output("data", "dataset")
-    folder = demo.path("teachers")
-    teachers, metrics = {}, {}
-    for modality in ("image", "radar"):
-        ckpt = folder / f"{modality}_teacher.pt"
-        demo.echo(f"  training {modality}_teacher ({demo.profile.teacher_epochs} epochs)")
-        cfg = _train_cfg(demo, "teacher", demo.profile.teacher_epochs, demo.profile.teacher_lr)
-        _, result = train_model(f"{modality}_teacher", data, cfg, out=ckpt, resume=ckpt.is_file(),
-                                model_kwargs={"width": demo.profile.teacher_width})
-        teachers[modality], metrics[modality] = demo.rel(ckpt), result.metrics["test"]
-    exp, profile = _lidar_experiment(demo, data)
-    ckpt = folder / "lidar_teacher.pt"
-    demo.echo(f"  training lidar_teacher ({profile.teacher_epochs} epochs; stores its hidden-state metadata)")
-    _, result = train_model("lidar_teacher", data, exp.train_config(demo.profile.seed, profile.teacher_epochs),
-                            out=ckpt, resume=ckpt.is_file())
-    # the per-layer statistics the data-free generator matches (teacher side: reads the training split)
-    exp.teacher_layer_metadata(ckpt)
-    teachers["lidar"], metrics["lidar"] = demo.rel(ckpt), result.metrics["test"]
-    return {"checkpoints": teachers, "test": metrics}
-
-
-def stage_students(demo: Demo) -> dict:
-    from edgekd.host.distill.api import distill_model
-
-    p = demo.profile
-    data = demo.output("data", "dataset")
-    teachers = {m: demo.output("teachers", "checkpoints", m) for m in MODALITIES}
-    folder = demo.path("students")
-    students, metrics = {}, {}
-    for modality, config, epochs, width in (("image", f"image_student_{p.kd_method}", p.student_epochs, 1.0),
-                                            ("radar", f"fusion_student_{p.kd_method}", p.radar_student_epochs,
-                                             p.radar_student_width)):
-        ckpt = folder / f"{modality}_student.pt"
-        demo.echo(f"  distilling {modality}_student (width {width:g}) from {modality}_teacher ({p.kd_method}, "
-                  f"{epochs} epochs)")
-        _, result = distill_model(teachers[modality], f"{modality}_student", p.kd_method, data,
-                                  _train_cfg(demo, config, epochs, p.student_lr, student=True), out=ckpt,
-                                  student_kwargs={"width": width}, resume=ckpt.is_file())
-        students[modality], metrics[modality] = demo.rel(ckpt), result.metrics["test"]
-    lidar = _lidar_students(demo, data, teachers["lidar"], folder)
-    students["lidar"], metrics["lidar"] = lidar[p.lidar_student]
-    others = {f"lidar_{kind}": {"checkpoint": ckpt, "test": m} for kind, (ckpt, m) in lidar.items()
-              if kind != p.lidar_student}
-    return {"checkpoints": students, "test": metrics, "deployed": {"lidar": p.lidar_student}, "not_deployed": others}
-
-
-def _lidar_students(demo: Demo, data: Path, teacher: Path, folder: Path) -> dict[str, tuple[str, dict]]:
-    """Both LiDAR students: {"kd": (checkpoint, test metrics), "datafree": (...)}."""
-    from edgekd.host.distill import datafree
-    from edgekd.host.distill.api import distill_model
-
-    p = demo.profile
-    ckpt = folder / "lidar_student_kd.pt"
-    demo.echo(f"  distilling lidar_student from lidar_teacher (kd, {p.lidar_student_epochs} epochs)")
-    cfg = _train_cfg(demo, "lidar_kd", p.lidar_student_epochs, p.lidar_student_lr, student=True)
-    _, kd = distill_model(teacher, "lidar_student", "kd", data, cfg, out=ckpt, resume=ckpt.is_file())
-    out = {"kd": (demo.rel(ckpt), kd.metrics["test"])}
-    exp, _ = _lidar_experiment(demo, data)
-    cfg = dataclasses.replace(exp.datafree_config(p.seed, p.generator_loss, p.student_loss), progress=demo.progress)
-    ckpt = folder / "lidar_student_datafree.pt"
-    demo.echo(f"  data-free lidar_student ({p.generator_loss} generator, {p.student_loss} student loss; "
-              "no training input is read)")
-    _, free = datafree.distill_datafree(teacher, "lidar_student", cfg, ckpt, data=data)
-    out["datafree"] = (demo.rel(ckpt), free.metrics["test"])
-    return out
 
 
 def stage_export(demo: Demo) -> dict:
