@@ -37,6 +37,7 @@ def soak(bundle: str, drive_path: str, frames: int, *, target: str = "x86-ap", t
     period = float(drive.time_s[-1] - drive.time_s[0]) + 0.1
     overhead = np.zeros(frames)
     invoke = np.zeros(frames)
+    phases = {key: np.zeros(frames) for key in ("push", "policy", "preprocess", "postprocess")}
     students = {name: 0 for name in runtime.students}
     none = 0
     rss_after_warmup = None
@@ -53,6 +54,8 @@ def soak(bundle: str, drive_path: str, frames: int, *, target: str = "x86-ap", t
         latency = pred.latency_ms
         overhead[i] = latency["total"] - latency["invoke"]
         invoke[i] = latency["invoke"]
+        for key, values in phases.items():
+            values[i] = latency[key]
         if pred.student is None:
             none += 1
         else:
@@ -69,6 +72,9 @@ def soak(bundle: str, drive_path: str, frames: int, *, target: str = "x86-ap", t
                         "p90": round(float(np.percentile(measured, 90)), 4),
                         "p99": round(float(np.percentile(measured, 99)), 4)},
         "invoke_ms_p50": round(float(np.median(invoke)), 4),
+        # the phases' own medians (over the frames after warm-up; they need not add up to the overhead's)
+        "phases_ms_p50": {key: round(float(np.median(values[min(warmup, frames // 2):])), 4)
+                          for key, values in phases.items()},
         "students": students, "no_prediction": none, "switches": runtime.policy.switches,
     }
 
