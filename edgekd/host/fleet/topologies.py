@@ -93,9 +93,8 @@ class Decentralized(Topology):
         passes = learn.fit(student, data, "train", epochs=cfg.local_epochs, seed=derive_seed(cfg.seed, ctx.ap, TRAIN),
                            lr=cfg.lr, batch_size=cfg.batch_size, teacher_logits=t_logits, alpha=cfg.kd_alpha,
                            temperature=cfg.kd_temperature)
-        return ApResult(Payload(config=evaluate(ctx, student, server_test=cls.server_test)), state,
-                        train_macs=TRAIN_MACS_FACTOR * learn.model_cost(cfg.student)["macs"] * passes,
-                        teacher_macs=learn.model_cost(cfg.teacher)["macs"] * data.count("train"))
+        return cls.trained(ctx, student, state, passes,
+                           teacher_macs=learn.model_cost(cfg.teacher)["macs"] * data.count("train"))
 
 
 @register
@@ -134,8 +133,7 @@ class SemiCentralized(Topology):
         passes = learn.fit(student, ctx.data(), "train", epochs=cfg.finetune_epochs,
                            seed=derive_seed(cfg.seed, ctx.ap, TRAIN), lr=cfg.lr, batch_size=cfg.batch_size,
                            rehearsal=rehearsal, alpha=cfg.kd_alpha, temperature=cfg.kd_temperature)
-        return ApResult(Payload(config=evaluate(ctx, student, server_test=cls.server_test)), state,
-                        train_macs=TRAIN_MACS_FACTOR * learn.model_cost(cfg.student)["macs"] * passes)
+        return cls.trained(ctx, student, state, passes)
 
 
 @register
@@ -162,8 +160,7 @@ class LocalOnly(Topology):
         student = learn.seeded_model(cfg.student, derive_seed(cfg.seed, ctx.ap, INIT))
         passes = learn.fit(student, ctx.data(), "train", epochs=cfg.local_epochs,
                            seed=derive_seed(cfg.seed, ctx.ap, TRAIN), lr=cfg.lr, batch_size=cfg.batch_size)
-        return ApResult(Payload(config=evaluate(ctx, student, server_test=cls.server_test)), state,
-                        train_macs=TRAIN_MACS_FACTOR * learn.model_cost(cfg.student)["macs"] * passes)
+        return cls.trained(ctx, student, state, passes)
 
 
 @register

@@ -191,6 +191,14 @@ class Topology:
     def ap_step(cls, ctx: ApContext, payload: Payload, state: dict[str, np.ndarray]) -> ApResult:
         raise NotImplementedError
 
+    @classmethod
+    def trained(cls, ctx: ApContext, student: Any, state: dict[str, np.ndarray], passes: int,
+                teacher_macs: int = 0) -> ApResult:
+        """An AP's answer after training its student for ``passes`` sample passes: its scores and the MACs."""
+        return ApResult(Payload(config=evaluate(ctx, student, server_test=cls.server_test)), state,
+                        train_macs=TRAIN_MACS_FACTOR * learn.model_cost(ctx.cfg.student)["macs"] * passes,
+                        teacher_macs=teacher_macs)
+
     # helpers
     def _train_count(self, ap: int) -> int:
         return self.cfg.train_windows   # every AP holds exactly this many training windows
