@@ -155,7 +155,7 @@ def measure(bundle: Path, artifact: dict, windows: list, s: BenchSettings,
 
     runner = backend.runner()  # the per-call path the runtime runs: buffers allocated once, quantised into
     first = latency.time_once(runner, windows[0])
-    warm = latency.warm_up(runner, windows, s.warmup, s.warmup_seconds)
+    warm = latency.warm_up(runner, windows, s.warmup)
     peak_reset = memory.reset_peak()
     timings, energy = timed_with_energy(runner, windows, latency.StopRule(s.runs, s.seconds), reader)
     mem_after = memory.snapshot()

@@ -255,17 +255,14 @@ def time_once(backend: Any, window: dict[str, np.ndarray], *,
             "dequantize_ms": (t3 - t2) / 1e6, "end_to_end_ms": (t3 - t0) / 1e6}
 
 
-def warm_up(backend: Any, inputs: Sequence[dict[str, np.ndarray]], runs: int, seconds: float = 0.0, *,
+def warm_up(backend: Any, inputs: Sequence[dict[str, np.ndarray]], runs: int, *,
             clock: Callable[[], int] = time.perf_counter_ns) -> dict[str, Any]:
-    """Untimed-for-statistics runs (caches, allocator, CPU governor ramp-up) until both ``runs`` runs and
-    ``seconds`` have passed. By count alone, 10 runs of a 0.2 ms model end within the CPU's slow start."""
-    if runs <= 0 and seconds <= 0:
+    """``runs`` untimed-for-statistics runs (caches, allocator, CPU governor ramp-up)."""
+    if runs <= 0:
         return {"runs": 0, "total_ms": 0.0, "mean_ms": None}
     runner = runner_of(backend)
     start = clock()
-    i = 0
-    while i < runs or (clock() - start) / 1e9 < seconds:
+    for i in range(runs):
         runner(inputs[i % len(inputs)])
-        i += 1
     total_ms = (clock() - start) / 1e6
-    return {"runs": i, "total_ms": total_ms, "mean_ms": total_ms / i if i else None}
+    return {"runs": runs, "total_ms": total_ms, "mean_ms": total_ms / runs}

@@ -20,8 +20,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 METER_CHOICES = "auto|" + "|".join(n for n in METERS.names() if n != "csv") + "|csv:FILE"
 # the option values settings_from_options reads (the rest of a command's options are its own)
-SETTINGS_OPTIONS = ("backend", "artifact", "threads", "providers", "runs", "seconds", "warmup", "warmup_seconds",
-                    "power_meter",
+SETTINGS_OPTIONS = ("backend", "artifact", "threads", "providers", "runs", "seconds", "warmup", "power_meter",
                     "power_model", "idle_seconds", "op_profile", "op_profile_tool", "verify", "trusted_key")
 
 _OPTIONS = (
@@ -45,9 +44,6 @@ _OPTIONS = (
                  help="Run the timed loop for at least this many seconds (with --runs: until both are reached)."),
     click.option("--warmup", type=click.IntRange(min=0), default=10, show_default=True,
                  help="Untimed warm-up runs after the first inference (with --compare: interleaved rounds)."),
-    click.option("--warmup-seconds", "warmup_seconds", type=click.FloatRange(min=0), default=2.0, show_default=True,
-                 help="Keep warming up until --warmup runs and this many seconds are both done: on the 2-core "
-                      "x86 host the first ~2 s of invokes ran ~3x slower than the rest (0: runs only)."),
     click.option("--power-meter", "power_meter", default=None, metavar=METER_CHOICES,
                  help="Energy source: auto tries the board meters then the estimate; csv:FILE reads an external "
                       "meter's log (time, watts). Default: the target profile's meter, else auto. Without a "

@@ -42,7 +42,6 @@ class BenchSettings:
     runs: int | None = None             # see latency.StopRule
     seconds: float | None = None
     warmup: int = 10
-    warmup_seconds: float = 2.0         # ... and at least this long (the CPU's slow start, BENCHMARKS.md)
     power_meter: str | None = None      # default: the target's meter, else auto
     power_model: PowerModel | None = None
     idle_seconds: float = 1.0
@@ -60,8 +59,6 @@ class BenchSettings:
                               fix=f"one of: {', '.join(BACKEND_ARTIFACTS)}")
         if self.warmup < 0:
             raise EdgekdError("must be >= 0", field="--warmup", fix="e.g. --warmup 10")
-        if not self.warmup_seconds >= 0:
-            raise EdgekdError("must be >= 0", field="--warmup-seconds", fix="e.g. --warmup-seconds 2 (0: runs only)")
         if self.threads is not None and self.threads < 1:
             raise EdgekdError("must be >= 1", field="--threads", fix="e.g. --threads 4")
         if self.idle_seconds < 0:

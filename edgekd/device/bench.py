@@ -123,9 +123,8 @@ def _plain(bundle: Path, target: str | None, student: str | None, out: Path | No
     settings = settings_from_target(
         profile, threads=flags.threads, backend=flags.backend, providers=flags.providers,
         power_meter=flags.power_meter, power_model=flags.power_model, artifact=flags.artifact, runs=flags.runs,
-        seconds=flags.seconds, warmup=flags.warmup, warmup_seconds=flags.warmup_seconds,
-        idle_seconds=flags.idle_seconds, op_profile=flags.op_profile, op_profile_tool=flags.op_profile_tool,
-        verify=flags.verify,
+        seconds=flags.seconds, warmup=flags.warmup, idle_seconds=flags.idle_seconds, op_profile=flags.op_profile,
+        op_profile_tool=flags.op_profile_tool, verify=flags.verify,
         trusted_key=flags.trusted_key or profile.trusted_key)
     report = run_benchmark(bundle, student, settings=settings)
     report["target_profile"] = profile.name  # where the settings came from (the bundle may record another)

@@ -126,16 +126,3 @@ def test_timed_loop_pauses_the_garbage_collector_and_restores_it():
     assert gc.isenabled()
     timed_loop(probe, [{"x": np.zeros((1, 1), np.float32)}], StopRule(runs=3))
     assert probe.seen == [False, False, False] and gc.isenabled()
-
-
-def test_warm_up_runs_until_both_its_count_and_its_seconds_are_done():
-    windows = [{"x": np.full((1, 3), i, dtype=np.float32)} for i in range(2)]
-    ticks = iter(range(0, 10**12, 250_000_000))   # a fake clock: +0.25 s per reading
-    backend = CountingBackend()
-    warm = latency.warm_up(backend, windows, 2, 1.0, clock=lambda: next(ticks))
-    # the 2 runs asked for read no clock; then runs while the clock says 0.25, 0.5, 0.75 s; 1.0 s stops it
-    assert warm["runs"] == 5 and backend.seen == [0, 1, 0, 1, 0]
-    assert warm["total_ms"] == pytest.approx(1250.0)
-    backend = CountingBackend()
-    assert latency.warm_up(backend, windows, 5, 0.0)["runs"] == 5 and len(backend.seen) == 5
-    assert latency.warm_up(CountingBackend(), windows, 0, 0.0)["runs"] == 0
