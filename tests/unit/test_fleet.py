@@ -25,6 +25,18 @@ from edgekd.host.fleet.topologies import TOPOLOGIES, label_stats, split_label_st
 TINY = dict(aps=8)
 
 
+@pytest.fixture(autouse=True)
+def tensorflow_importable_after():
+    """The Flower engine blocks `import tensorflow` for its process (Flower's actors would load it for
+    nothing); in the test process that must not outlive the test, as later tests export with TensorFlow."""
+    import sys
+
+    blocked_before = "tensorflow" in sys.modules and sys.modules["tensorflow"] is None
+    yield
+    if not blocked_before and "tensorflow" in sys.modules and sys.modules["tensorflow"] is None:
+        del sys.modules["tensorflow"]
+
+
 @pytest.fixture(scope="module")
 def tiny_world(tmp_path_factory: pytest.TempPathFactory) -> tuple:
     cfg = load_fleet_config("tiny", **TINY)
