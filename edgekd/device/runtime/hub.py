@@ -151,7 +151,6 @@ class ModalityBuffer:
             # x / 255 quantised with scale 1/255 and zero point -128 is x - 128: the uint8's top bit flipped
             self._flip_uint8 = (self._scale_uint8 is not None and quantized.dtype == np.int8
                                 and quantized.scale == np.float32(1.0 / 255.0) and quantized.zero_point == -128)
-        self._raw_uint8: np.ndarray | None = None
         self.reset()
 
     def reset(self) -> None:
@@ -213,13 +212,12 @@ class ModalityBuffer:
         problem = "" if raw_uint8 is not None and self._uint8_in_range else self._value_problem(slot)
         if problem:
             return self._reject(t, problem)
-        self._raw_uint8 = raw_uint8
         quality, signal = self._quality_fn(slot, self.cfg)
         if not (math.isfinite(quality) and math.isfinite(signal)):
             return self._reject(t, "NaN or inf values")
         if self.count and abs(t - self.last_good_s) > max_gap_s:
             self._restart(slot)      # the gap (or clock jump) ends the old window
-        return self._store(slot, t, quality, signal)
+        return self._store(slot, t, quality, signal, raw_uint8)
 
     def _value_problem(self, slot: np.ndarray) -> str:
         """Why the frame's values cannot be used ('' when they can): non-finite in any channel, or wrong scale."""
@@ -245,11 +243,12 @@ class ModalityBuffer:
         self.restarts += 1
         self._frames[self.head + self.window] = staged
 
-    def _store(self, slot: np.ndarray, t: float, quality: float, signal: float) -> bool:
+    def _store(self, slot: np.ndarray, t: float, quality: float, signal: float,
+               raw_uint8: np.ndarray | None = None) -> bool:
         slot = self._frames[self.head + self.window]
         self._frames[self.head] = slot
         if self.quantized is not None:
-            self._quantize(slot)
+            self._quantize(slot, raw_uint8)
         k = self.count % len(self._quality)
         self._quality[k], self._signal[k] = quality, signal
         self.head = (self.head + 1) % self.window
@@ -258,15 +257,14 @@ class ModalityBuffer:
         self.bad = False
         return True
 
-    def _quantize(self, slot: np.ndarray) -> None:
+    def _quantize(self, slot: np.ndarray, raw_uint8: np.ndarray | None) -> None:
+        """Into the integer ring: the camera's uint8 frame (``raw_uint8``) by the top-bit flip where it applies."""
         qslot = self._qframes[self.head + self.window]
-        raw = self._raw_uint8
-        if self._flip_uint8 and raw is not None:
-            np.bitwise_xor(raw, np.uint8(0x80), out=qslot.view(np.uint8))
+        if self._flip_uint8 and raw_uint8 is not None:
+            np.bitwise_xor(raw_uint8, np.uint8(0x80), out=qslot.view(np.uint8))
         else:
             self.quantized.quantize_into(slot, self._qscratch, qslot, self._qbounds)  # type: ignore[union-attr]
         self._qframes[self.head] = qslot
-        self._raw_uint8 = None  # not the caller's array beyond this push
 
     def _reject(self, timestamp: float, reason: str, *, unhealthy: bool = True) -> bool:
         self.rejected += 1

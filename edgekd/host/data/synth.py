@@ -43,7 +43,7 @@ from edgekd.host.data.gps import GpsConfig
 from edgekd.host.data.lidar import LidarConfig
 from edgekd.host.data.radar import RadarConfig
 from edgekd.host.data.scene import DriveTruth, StreetConfig, TrafficConfig, UserConfig, simulate_pass
-from edgekd.host.data.workers import worker_init, workers_ignore_ctrl_c
+from edgekd.host.data.workers import one_thread_children, worker_init, workers_ignore_ctrl_c
 
 log = logging.getLogger(__name__)
 
@@ -271,9 +271,7 @@ def _render_drives(cfg: SceneConfig, seed: int, drives: list[int], workers: int)
     # Fresh (spawned) workers with single-threaded BLAS: the small matrix products
     # here gain nothing from BLAS threads, and on a busy machine those threads spin.
     ctx = multiprocessing.get_context("spawn")
-    saved = {k: os.environ.get(k) for k in _BLAS_THREAD_VARS}
-    os.environ.update({k: "1" for k in _BLAS_THREAD_VARS})
-    try:
+    with one_thread_children():   # the pool starts its workers lazily: keep it for the whole run
         pool = concurrent.futures.ProcessPoolExecutor(workers, mp_context=ctx, initializer=worker_init,
                                                       initargs=(os.getpid(),))
         try:
@@ -286,15 +284,6 @@ def _render_drives(cfg: SceneConfig, seed: int, drives: list[int], workers: int)
             pool.shutdown(wait=True, cancel_futures=True)
             raise
         pool.shutdown()
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-
-
-_BLAS_THREAD_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 
 
 @contextlib.contextmanager

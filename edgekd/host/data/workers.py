@@ -14,6 +14,26 @@ import sys
 WORKER_NAME = "edgekd-synth"   # the render workers' process name once their death signal is armed
 
 
+THREAD_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+@contextlib.contextmanager
+def one_thread_children():
+    """BLAS/OpenMP limited to one thread in the environment child processes inherit when they start
+    (the parent's own value comes back after): small per-child work gains nothing from more threads,
+    and on a busy machine the extra ones spin."""
+    saved = {k: os.environ.get(k) for k in THREAD_VARS}
+    os.environ.update({k: "1" for k in THREAD_VARS})
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
 @contextlib.contextmanager
 def workers_ignore_ctrl_c():
     """SIGINT ignored while child processes are started (an ignored signal stays ignored across exec, so a

@@ -112,8 +112,7 @@ def _run_training(demo: Demo, jobs: list[side_by_side.Job], desc: str) -> dict[s
     workers = min(p.workers, len(jobs))
     if workers > 1:
         demo.echo(f"  {len(jobs)} jobs on {workers} worker processes, one torch thread each")
-    results = side_by_side.run_jobs(jobs, workers, progress=demo.progress, desc=desc, echo=demo.echo)
-    return results
+    return side_by_side.run_jobs(jobs, workers, progress=demo.progress, desc=desc, echo=demo.echo)
 
 
 def _job_args(demo: Demo) -> dict[str, Any]:

@@ -1,11 +1,11 @@
 """Independent training jobs side by side: a pool of fresh processes, one torch thread each.
 
-The demo's models are small (batches of 32 windows, 0.1-2 M parameters): torch spends much of a step
-in per-op overhead that a second thread cannot share, so two one-thread trainings of different models
-finish sooner than the same two run one after the other with two threads each (BENCHMARKS.md, "The
-demo in 10 minutes", has the measurement). A job is a module-level function with picklable arguments
-that returns a JSON-ready dict; the parent shows one progress bar in epochs, read from the JSONL log
-each trainer appends a line to per finished epoch, and names each job as it finishes.
+For hosts with more cores than one small model can use. On the 2-core host it does not pay: the
+demo's image teacher and radar student train ~1.8x faster on two threads than on one, so side by
+side the demo took 16.9 min against 14.0 in turn (BENCHMARKS.md, "The demo in 10 minutes"). A job
+is a module-level function with picklable arguments that returns a JSON-ready dict; the parent
+shows one progress bar in epochs, read from the JSONL log each trainer appends a line to per
+finished epoch, and names each job as it finishes.
 
 ``workers=1`` runs the jobs in this process, in order, with their own progress bars.
 """
@@ -21,10 +21,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from edgekd.host.data.workers import die_with_parent, workers_ignore_ctrl_c
+from edgekd.host.data.workers import die_with_parent, one_thread_children, workers_ignore_ctrl_c
 
 TRAINER_NAME = "edgekd-train"   # a worker's process name once its death signal is armed
-THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,36 +56,30 @@ def run_jobs(jobs: Sequence[Job], workers: int, *, progress: bool = True, desc: 
     order = sorted(jobs, key=lambda job: -job.cost)   # longest first: the last job to start is a short one
     results: dict[str, dict] = {}
     ctx = multiprocessing.get_context("spawn")
-    saved = {k: os.environ.get(k) for k in THREAD_VARS}
-    os.environ.update({k: "1" for k in THREAD_VARS})   # the workers inherit it at spawn
     bar = tqdm(total=sum(job.epochs for job in jobs), desc=desc, unit="epoch", disable=not progress)
-    pool = concurrent.futures.ProcessPoolExecutor(min(workers, len(jobs)), mp_context=ctx,
-                                                  initializer=_worker_init, initargs=(os.getpid(),))
-    try:
-        for job in order:
-            echo(f"  {job.about or job.name}")
-        with workers_ignore_ctrl_c():
-            futures = {pool.submit(_timed, job.fn, job.kwargs): job for job in order}
-        pending = set(futures)
-        while pending:
-            done, pending = concurrent.futures.wait(pending, timeout=1.0,
-                                                    return_when=concurrent.futures.FIRST_COMPLETED)
-            for future in done:
-                job = futures[future]
-                results[job.name] = future.result()   # a job's error is raised here, naming the job below
-                bar.clear()
-                echo(f"  {job.name} finished in {results[job.name]['seconds']:.0f} s")
-            _show(bar, jobs, results)
-    except BaseException:
-        _stop(pool)
-        raise
-    finally:
-        bar.close()
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+    with one_thread_children():   # the pool starts its workers on submit: they inherit it
+        pool = concurrent.futures.ProcessPoolExecutor(min(workers, len(jobs)), mp_context=ctx,
+                                                      initializer=_worker_init, initargs=(os.getpid(),))
+        try:
+            for job in order:
+                echo(f"  {job.about or job.name}")
+            with workers_ignore_ctrl_c():
+                futures = {pool.submit(_timed, job.fn, job.kwargs): job for job in order}
+            pending = set(futures)
+            while pending:
+                done, pending = concurrent.futures.wait(pending, timeout=1.0,
+                                                        return_when=concurrent.futures.FIRST_COMPLETED)
+                for future in done:
+                    job = futures[future]
+                    results[job.name] = future.result()   # a job's error is raised here
+                    bar.clear()
+                    echo(f"  {job.name} finished in {results[job.name]['seconds']:.0f} s")
+                _show(bar, jobs, results)
+        except BaseException:
+            _stop(pool)
+            raise
+        finally:
+            bar.close()
     pool.shutdown()
     return results
 
@@ -100,17 +93,20 @@ def _stop(pool: concurrent.futures.ProcessPoolExecutor) -> None:
 
 
 def _show(bar: Any, jobs: Sequence[Job], results: dict[str, dict]) -> None:
-    """Epochs done: a finished job counts in full, a running one by its log's lines."""
-    done = sum(job.epochs if job.name in results else min(job.epochs, _lines(job.log)) for job in jobs)
+    """Epochs done: a finished job counts in full, a running one by its log's lines (each log read once)."""
+    running = {job.name: _lines(job.log) for job in jobs if job.name not in results}
+    done = sum(min(job.epochs, running[job.name]) if job.name in running else job.epochs for job in jobs)
     bar.update(done - bar.n)
-    bar.set_postfix_str(", ".join(job.name for job in jobs if job.name not in results and _lines(job.log)))
+    bar.set_postfix_str(", ".join(name for name, lines in running.items() if lines))
 
 
 def _lines(path: Path | None) -> int:
+    if path is None:
+        return 0
     try:
-        with open(path, "rb") as handle:   # type: ignore[arg-type]  # None is caught below
+        with open(path, "rb") as handle:
             return sum(1 for _ in handle)
-    except (OSError, TypeError):
+    except OSError:   # not written yet
         return 0
 
 
