@@ -94,6 +94,10 @@ class FleetConfig:
     # batch 8 / lr 3e-3: an AP holds ~120 windows, so batch 32 gave 32 Adam steps in 8 epochs and the
     # AP-trained students stayed at chance; batch 8 gives 120 steps for the same MACs (BENCHMARKS.md)
     batch_size: int = 8
+    # fits on server-held data (the teacher and server student on ~1,500 windows, the oracle's on every
+    # site's pooled ~12,000): batch 8 there made the 100-AP comparison run 53 min, batch 32 gives ~47
+    # Adam steps per epoch on 1,500 windows, plenty; MACs do not depend on the batch size
+    server_batch_size: int = 32
     lr: float = 3e-3
     kd_alpha: float = 0.5              # (1 - alpha) * CE + alpha * KL
     kd_temperature: float = 4.0
@@ -115,7 +119,7 @@ class FleetConfig:
             raise ValueError(f"unknown modality {self.modality!r} (known: {', '.join(STUDENT_INPUTS)})")
         for name in ("train_windows", "test_windows", "server_sites", "server_windows", "server_test_windows",
                      "proxy_windows", "image_size", "server_epochs", "local_epochs", "rounds", "round_epochs",
-                     "batch_size"):
+                     "batch_size", "server_batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.rehearsal_windows < 0 or self.finetune_epochs < 0:

@@ -192,11 +192,13 @@ class Oracle(Topology):
         pool = SiteData.merge(parts, ("train",))
         teacher = learn.seeded_model(cfg.teacher, derive_seed(cfg.seed, SERVER_AP, INIT, 11))
         t_passes = learn.fit(teacher, pool, "train", epochs=cfg.server_epochs,
-                             seed=derive_seed(cfg.seed, SERVER_AP, TRAIN, 11), lr=cfg.lr, batch_size=cfg.batch_size)
+                             seed=derive_seed(cfg.seed, SERVER_AP, TRAIN, 11), lr=cfg.lr,
+                             batch_size=cfg.server_batch_size)
         t_logits = learn.predict(teacher, pool, "train")
         student = learn.seeded_model(cfg.student, derive_seed(cfg.seed, SERVER_AP, INIT, 12))
         s_passes = learn.fit(student, pool, "train", epochs=cfg.server_epochs,
-                             seed=derive_seed(cfg.seed, SERVER_AP, TRAIN, 12), lr=cfg.lr, batch_size=cfg.batch_size,
+                             seed=derive_seed(cfg.seed, SERVER_AP, TRAIN, 12), lr=cfg.lr,
+                             batch_size=cfg.server_batch_size,
                              teacher_logits=t_logits, alpha=cfg.kd_alpha, temperature=cfg.kd_temperature)
         self._student = student
         tm, sm = learn.model_cost(cfg.teacher)["macs"], learn.model_cost(cfg.student)["macs"]

@@ -103,7 +103,8 @@ class ServerCache:
             cfg = self.cfg
             model = learn.seeded_model(cfg.teacher, derive_seed(cfg.seed, SERVER_AP, INIT, 1))
             passes = learn.fit(model, self.world.server(), "train", epochs=cfg.server_epochs,
-                               seed=derive_seed(cfg.seed, SERVER_AP, TRAIN, 1), lr=cfg.lr, batch_size=cfg.batch_size)
+                               seed=derive_seed(cfg.seed, SERVER_AP, TRAIN, 1), lr=cfg.lr,
+                               batch_size=cfg.server_batch_size)
             return model, TRAIN_MACS_FACTOR * learn.model_cost(cfg.teacher)["macs"] * passes
         return self.get("teacher", make)
 
@@ -116,7 +117,8 @@ class ServerCache:
             t_logits = learn.predict(teacher, server, "train")
             model = learn.seeded_model(cfg.student, derive_seed(cfg.seed, SERVER_AP, INIT, 2))
             passes = learn.fit(model, server, "train", epochs=cfg.server_epochs,
-                               seed=derive_seed(cfg.seed, SERVER_AP, TRAIN, 2), lr=cfg.lr, batch_size=cfg.batch_size,
+                               seed=derive_seed(cfg.seed, SERVER_AP, TRAIN, 2), lr=cfg.lr,
+                               batch_size=cfg.server_batch_size,
                                teacher_logits=t_logits, alpha=cfg.kd_alpha, temperature=cfg.kd_temperature)
             macs = (learn.model_cost(cfg.teacher)["macs"] * server.count("train")
                     + TRAIN_MACS_FACTOR * learn.model_cost(cfg.student)["macs"] * passes)
