@@ -47,7 +47,17 @@ def test_smoke_demo_runs_every_stage_and_writes_the_report(smoke_demo):
         assert (out / link).read_bytes()[:8] == PNG
     # the LiDAR student's true parameter count and the int8 artifacts of all three students
     assert "| lidar | 96,640 | 25,408 |" in report
-    manifest = json.loads((out / "bundle" / "manifest.json").read_text())
+    # the smoke profile sends every student through the qat stage (qat: always): fine-tuned, exported again
+    qat = json.loads((out / "stages" / "qat.json").read_text())
+    assert qat["bundle"] == "bundle-qat" and set(qat["fine_tuned"]) == {"image", "radar", "lidar"}
+    assert qat["fine_tuned"]["lidar"] == "students/lidar_student_kd.qat.pt"
+    for modality, ckpt in qat["fine_tuned"].items():
+        fine = torch.load(out / ckpt, weights_only=True)
+        assert fine["metrics"]["qat"]["epochs"] == 1 and fine["config"]["method"] == "kd"
+        assert json.loads((out / "bundle-qat" / "manifest.json").read_text())["students"][modality][
+            "checkpoint"]["file"].endswith(".qat.pt")
+    assert "Quantisation-aware fine-tune (stage `qat`, profile `qat: always`)" in report
+    manifest = json.loads((out / "bundle-qat" / "manifest.json").read_text())
     assert set(manifest["students"]) == {"image", "radar", "lidar"}
     assert all("tflite_int8" in s["artifacts"] for s in manifest["students"].values())
     # a degraded bundle is said on the console, not in report.md only (and only a degraded one)
@@ -135,7 +145,7 @@ def test_sigkill_during_the_demo_export_leaves_nothing_behind_and_resume_finishe
 
     out = tmp_path / "run"
     shutil.copytree(smoke_demo[0], out)
-    for stage in ("export", "replay", "bench", "report"):   # as if the run had got as far as the students
+    for stage in ("export", "qat", "replay", "bench", "report"):   # as if the run had got as far as the students
         (out / "stages" / f"{stage}.json").unlink()
     shutil.rmtree(out / "bundle")
     scratch_root = tmp_path / "tmp"

@@ -83,6 +83,32 @@ def test_distill_qat_cli(workdir):
            "--out", workdir / "df.pt", "--qat", code=2)
 
 
+def test_qat_finetune_of_a_trained_student(workdir):
+    """The demo's qat stage: QAT on a student trained earlier, with its own method, config and teacher."""
+    from edgekd.device.errors import EdgekdError
+    from edgekd.host.distill.api import qat_finetune
+
+    float_ckpt = workdir / "kd_float.pt"
+    invoke("distill", "--teacher", workdir / "teacher.pt", "--student", "lidar_student", "--method", "kd",
+           "--data", workdir / "data", "--out", float_ckpt, "--epochs", "2", "--threads", "1", "--no-progress")
+    before = float_ckpt.read_bytes()
+    out = workdir / "kd_qat.pt"
+    model, result = qat_finetune(float_ckpt, workdir / "data", out, epochs=1, threads=1, progress=False)
+    assert float_ckpt.read_bytes() == before                       # the float student is kept as it was
+    ckpt = load_checkpoint(out)
+    assert ckpt.config["method"] == "kd" and ckpt.config["teacher"]["path"].endswith("teacher.pt")
+    qat = ckpt.metrics["qat"]
+    assert qat["epochs"] == 1 and qat["float_run_seconds"] > 0 and qat["fake_quant_modules"]["weight"] == 5
+    assert ckpt.metrics["float_run"]["test"] == load_checkpoint(float_ckpt).metrics["test"]
+    assert not torch.equal(ckpt.state_dict["embed.weight"], load_checkpoint(float_ckpt).state_dict["embed.weight"])
+    assert type(model).__name__ == "LidarStudent" and result.metrics["test"]["n"] > 0
+    # a checkpoint without a KD method (a hand-made one) is refused, naming the file and the field
+    with pytest.raises(EdgekdError) as info:
+        qat_finetune(workdir / "student.pt", workdir / "data", workdir / "x.pt", epochs=1)
+    assert info.value.field == "config.method" and "student.pt" in info.value.format()
+    assert not (workdir / "x.pt").exists()
+
+
 def test_explain_names_the_known_offender(workdir):
     ckpt = load_checkpoint(workdir / "student.pt")
     model = ckpt.build()

@@ -45,7 +45,7 @@ if TYPE_CHECKING:
     from edgekd.host.models.base import BeamModel
 
 __all__ = ["add_teacher_stats", "check_model_fits_data", "distill_model", "evaluate_checkpoint",
-           "infer_model_kwargs", "train_model"]
+           "infer_model_kwargs", "qat_finetune", "train_model"]
 
 log = logging.getLogger(__name__)
 
@@ -171,6 +171,69 @@ def distill_model(teacher_ckpt: str | os.PathLike | None, student_name: str | No
     if distiller.cfg.qat.enabled:
         return _qat_phase(distiller, result, train, val, test, out, log_path, record, info)
     return distiller.deploy_model(), result
+
+
+def qat_finetune(student_ckpt: str | os.PathLike, data_path: str | os.PathLike, out: str | os.PathLike, *,
+                 teacher_ckpt: str | os.PathLike | None = None, epochs: int | None = None,
+                 threads: int | None = None, progress: bool | None = None,
+                 log_path: str | os.PathLike | None = None) -> tuple[BeamModel, TrainResult]:
+    """QAT fine-tune of a student that is already trained (the demo's ``qat`` stage; ``distill --qat`` does
+    the same right after its float run): the checkpoint's own KD method, train config and teacher (or
+    ``teacher_ckpt``), ``epochs`` QAT epochs (None: the config's ``qat.epochs``, else 8% of its float
+    epochs). Writes the float student with the fine-tuned weights to ``out``; ``student_ckpt`` is left as is.
+    """
+    from edgekd.device.config import config_from_dict
+
+    ck = load_checkpoint(student_ckpt)
+    method = ck.config.get("method")
+    if method not in KD_METHODS.names() or method == "datafree":
+        why = "a data-free student must not read training windows" if method == "datafree" else "no KD method"
+        raise EdgekdError(f"cannot QAT fine-tune this checkpoint ({why}: method {method!r})", file=student_ckpt,
+                          field="config.method", fix="QAT fine-tune a student trained by `edgekd train`/`distill`")
+    cfg = config_from_dict(TrainConfig, dict(ck.config["train"]), source=str(student_ckpt), prefix="config.train")
+    overrides: dict[str, Any] = {"qat": dataclasses.replace(cfg.qat, enabled=True,
+                                                            epochs=epochs if epochs is not None else cfg.qat.epochs)}
+    if threads is not None:
+        overrides["threads"] = threads
+    if progress is not None:
+        overrides["progress"] = progress
+    cfg = dataclasses.replace(cfg, **overrides)
+    teacher_path = teacher_ckpt if teacher_ckpt is not None else (ck.config.get("teacher") or {}).get("path")
+    teacher_ck = load_checkpoint(teacher_path) if teacher_path is not None and get_method(method).needs_teacher \
+        else None
+    if get_method(method).needs_teacher and teacher_ck is None:
+        raise EdgekdError(f"KD method '{method}' needs the student's teacher", file=student_ckpt,
+                          field="config.teacher", fix="pass the teacher checkpoint it was distilled from")
+    prepare_threads(cfg)
+    info = ddp.init_distributed(cfg.device)
+    seed_everything(cfg.seed)
+    student = ck.build(eval_mode=False)
+    teacher = teacher_ck.build() if teacher_ck is not None else None
+    train, val, test = _load_splits(data_path, _union_modalities(student, teacher))
+    check_model_fits_data(student, train, role="student")
+    if teacher is not None and teacher_ck is not None:
+        _check_teacher(teacher, student, teacher_ck, train)
+    distiller = _build(method, student, teacher, cfg)
+    float_result = TrainResult(method=method, epochs_run=cfg.epochs, best_epoch=int(ck.metrics.get("best_epoch", 0)),
+                               best_val_loss=None, stopped_early=False, metrics=dict(ck.metrics),
+                               teacher_stats=ck.teacher_stats, history=[],
+                               seconds=_float_run_seconds(Path(student_ckpt).with_suffix(".log.jsonl")))
+    record = {"config": {**ck.config, "teacher": teacher_record(teacher_ck)}, "data": ck.data}
+    return _qat_phase(distiller, float_result, train, val, test, out, log_path, record, info)
+
+
+def _float_run_seconds(log_path: Path) -> float:
+    """Training seconds of the float run from its JSONL log (0 when there is none: the cost is then unknown)."""
+    import json
+
+    if not log_path.is_file():
+        return 0.0
+    seconds = 0.0
+    for line in log_path.read_text().splitlines():
+        entry = json.loads(line) if line.strip() else {}
+        if entry.get("phase") != "qat" and "epoch" in entry:
+            seconds += float(entry.get("seconds", 0.0))
+    return seconds
 
 
 def _qat_phase(distiller: Distiller, float_result: TrainResult, train: Any, val: Any, test: Any,

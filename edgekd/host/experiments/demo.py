@@ -9,11 +9,14 @@ when it has finished, so ``--resume`` skips it on a rerun):
                 (response KD) and a second LiDAR student data-free (generator + teacher only; no
                 training input); ``lidar_student`` picks which LiDAR student is deployed;
 4. ``export``   export the students for the target (int8 TFLite + what the profile asks for),
-                behind the parity gate;
-5. ``replay``   replay the drive through the multi-student runtime (auto switching, and the
+                behind the parity gate (post-training quantisation);
+5. ``qat``      quantisation-aware fine-tune of every student whose int8 files failed the gate
+                (profile ``qat``: on_degraded, always or never), then export again: the bundle that
+                the later stages use;
+6. ``replay``   replay the drive through the multi-student runtime (auto switching, and the
                 image-only runtime as the baseline);
-6. ``bench``    benchmark latency, memory and energy of every student on this machine;
-7. ``report``   ``OUT/report.md`` with the tables and the PNG plots.
+7. ``bench``    benchmark latency, memory and energy of every student on this machine;
+8. ``report``   ``OUT/report.md`` with the tables and the PNG plots.
 
 A failing stage raises an error naming the stage; what earlier stages wrote stays, and
 ``--resume`` continues from there. ``OUT/plan.json`` pins the profile and the target, so a
@@ -45,7 +48,8 @@ from edgekd.host.experiments.paper2_matrix import GeneratorLoss, StudentLoss
 log = logging.getLogger(__name__)
 
 PLAN_FORMAT = "edgekd-demo-plan/1"
-STAGES = ("data", "teachers", "students", "export", "replay", "bench", "report")
+STAGES = ("data", "teachers", "students", "export", "qat", "replay", "bench", "report")
+QAT_WHEN = ("on_degraded", "always", "never")
 MODALITIES = RUNTIME_MODALITIES
 # the named profiles (profiles/demo-<name>.yaml): quick runs under 20 minutes on the 2-core host (issue 8),
 # smoke is a tiny end-to-end pass for the tests whose numbers mean nothing
@@ -88,6 +92,10 @@ class DemoProfile:
     eval_windows: int | None = None        # parity-gate test windows per student (None: every one)
     allow_degraded: bool = True            # a failed parity gate is reported (report section 4), not fatal
     bench_seconds: float = 3.0             # per student (the MLPerf minimum is 10 s; flagged in the report)
+    # the qat stage: fine-tune with fake quantisation the students whose PTQ files failed the parity gate
+    # (on_degraded), every student (always), or none (never); None epochs: 8% of the student's float epochs
+    qat: str = "on_degraded"
+    qat_epochs: int | None = None
 
     def __post_init__(self) -> None:
         for name in ("windows", "image_size", "drive_minutes", "teacher_epochs", "student_epochs",
@@ -102,6 +110,10 @@ class DemoProfile:
             raise ValueError(f"lidar_student must be 'kd' or 'datafree', got {self.lidar_student!r}")
         if self.threads is not None and self.threads <= 0:
             raise ValueError(f"threads must be positive or null, got {self.threads}")
+        if self.qat not in QAT_WHEN:
+            raise ValueError(f"qat must be one of {', '.join(QAT_WHEN)}, got {self.qat!r}")
+        if self.qat_epochs is not None and self.qat_epochs < 1:
+            raise ValueError(f"qat_epochs must be at least 1 or null, got {self.qat_epochs}")
         if self.workers < 1:
             raise ValueError(f"workers must be at least 1, got {self.workers}")
 
@@ -190,6 +202,61 @@ def stage_export(demo: Demo) -> dict:
     return {"bundle": demo.rel(bundle), "degraded": manifest.get("degraded", False)}
 
 
+def stage_qat(demo: Demo) -> dict:
+    """QAT where post-training quantisation missed the gate; the bundle the later stages use."""
+    import json
+
+    from edgekd.host.distill.api import qat_finetune
+    from edgekd.host.export.pipeline import export_bundle
+
+    p = demo.profile
+    ptq_bundle = demo.output("export", "bundle")
+    ptq = json.loads((ptq_bundle / "manifest.json").read_text())["students"]
+    checkpoints = {m: demo.output("students", "checkpoints", m) for m in MODALITIES}
+    failing = [m for m in MODALITIES if not ptq[m]["parity"]["passed"]]
+    chosen = {"on_degraded": failing, "always": list(MODALITIES), "never": []}[p.qat]
+    datafree = [m for m in chosen if _method_of(checkpoints[m]) == "datafree"]
+    chosen = [m for m in chosen if m not in datafree]    # QAT reads training windows: not for a data-free student
+    record: dict[str, Any] = {"ptq_drops": {m: ptq[m]["parity"]["drops"] for m in MODALITIES},
+                              "ptq_failing": failing, "not_fine_tuned_data_free": datafree}
+    if not chosen:
+        why = {"never": "profile qat: never"}.get(p.qat, "every student passed the gate after PTQ")
+        demo.echo(f"  no QAT: {why if not datafree else 'the failing student is data-free'}")
+        return {**record, "bundle": demo.rel(ptq_bundle), "fine_tuned": {}, "degraded": bool(failing)}
+    fine_tuned = {}
+    for m in chosen:
+        source = checkpoints[m]
+        target = source.with_name(source.stem + ".qat.pt")
+        demo.echo(f"  QAT fine-tune of {source.name} (PTQ drops {_drops_text(ptq[m]['parity']['drops'])})")
+        qat_finetune(source, demo.output("data", "dataset"), target,
+                     teacher_ckpt=demo.output("teachers", "checkpoints", m), epochs=p.qat_epochs,
+                     threads=p.threads, progress=demo.progress, log_path=target.with_suffix(".jsonl"))
+        checkpoints[m] = fine_tuned[m] = target
+    bundle = demo.path("bundle-qat")
+    demo.echo(f"  exporting again with the QAT students of {', '.join(chosen)}")
+    manifest = export_bundle([checkpoints[m] for m in MODALITIES], demo.target, demo.output("data", "dataset"),
+                             bundle, overwrite=True, allow_degraded=p.allow_degraded,
+                             calibration_size=p.calibration_size, eval_windows=p.eval_windows,
+                             threads=p.threads or 1, progress=demo.progress)
+    return {**record, "bundle": demo.rel(bundle), "fine_tuned": {m: demo.rel(c) for m, c in fine_tuned.items()},
+            "degraded": manifest.get("degraded", False)}
+
+
+def _method_of(checkpoint: Path) -> str | None:
+    from edgekd.host.checkpoint import load_checkpoint
+
+    return load_checkpoint(checkpoint).config.get("method")
+
+
+def _drops_text(drops: dict) -> str:
+    return ", ".join(f"{fmt} {d['points']:+.2f}" for fmt, d in drops.items())
+
+
+def deployed_bundle(demo: Demo) -> Path:
+    """The bundle after the qat stage (the PTQ one when no student needed QAT)."""
+    return demo.output("qat", "bundle")
+
+
 REPLAY_POLICIES = {"auto": "auto", "image-only": "fixed:image"}
 
 
@@ -197,7 +264,7 @@ def stage_replay(demo: Demo) -> dict:
     from edgekd.device.runtime.engine import Runtime
     from edgekd.device.runtime.replay import load_drive, replay, summarize, write_report
 
-    bundle = demo.output("export", "bundle")
+    bundle = deployed_bundle(demo)
     drive = load_drive(demo.output("data", "drive"))
     summaries = {}
     for name, policy in REPLAY_POLICIES.items():
@@ -218,7 +285,7 @@ def stage_bench(demo: Demo) -> dict:
     settings = settings_from_target(demo.target, seconds=demo.profile.bench_seconds, op_profile=False)
     demo.echo(f"  {demo.profile.bench_seconds:g} s per student, {settings.threads} thread(s), "
               f"power meter {settings.power_meter}")
-    run_benchmark(demo.output("export", "bundle"), settings=settings, out=demo.path("bench"))
+    run_benchmark(deployed_bundle(demo), settings=settings, out=demo.path("bench"))
     return {"report": demo.rel(demo.path("bench", "bench.json"))}
 
 
@@ -231,13 +298,14 @@ def stage_report(demo: Demo) -> dict:
 
 STAGE_BODIES: dict[str, Callable[[Demo], dict]] = {
     "data": stage_data, "teachers": stage_teachers, "students": stage_students, "export": stage_export,
-    "replay": stage_replay, "bench": stage_bench, "report": stage_report,
+    "qat": stage_qat, "replay": stage_replay, "bench": stage_bench, "report": stage_report,
 }
 STAGE_HELP = {
     "data": "synthesise the default scenario and a day -> night drive",
     "teachers": "train the image, radar and LiDAR teachers",
     "students": "distil the image, radar and LiDAR students (and a data-free LiDAR student)",
     "export": "export the students to an int8 bundle behind the parity gate",
+    "qat": "quantisation-aware fine-tune where post-training int8 failed the gate, and export again",
     "replay": "replay the drive through the multi-student runtime (auto vs image-only)",
     "bench": "benchmark latency, memory and energy per student",
     "report": "write report.md and the plots",
@@ -268,9 +336,9 @@ def _say_if_degraded(demo: Demo, echo: Callable[[str], None]) -> None:
     """A bundle past a failed parity gate must not be visible in report.md only."""
     from edgekd.device.bundle import degraded_note, open_bundle
 
-    export = demo.finished("export") or {}
-    if export.get("degraded"):
-        note = degraded_note(open_bundle(demo.output("export", "bundle"), verify=False,
+    deployed = demo.finished("qat") or {}
+    if deployed.get("degraded"):
+        note = degraded_note(open_bundle(deployed_bundle(demo), verify=False,
                                          allow_degraded=True).manifest)
         echo(f"WARNING: {note} (report section 4); `edgekd run` refuses it unless --allow-degraded")
 

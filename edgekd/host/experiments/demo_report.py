@@ -29,8 +29,9 @@ DAY_NIGHT_GAP_POINTS = 5.0
 def write_demo_report(demo) -> Path:
     """Write ``report.md`` (and its PNGs) into the demo folder; returns its path."""
     out = demo.out
-    stages = {name: demo.finished(name) for name in ("data", "teachers", "students", "export", "replay", "bench")}
-    manifest = json.loads((demo.output("export", "bundle") / "manifest.json").read_text())
+    stages = {name: demo.finished(name) for name in ("data", "teachers", "students", "export", "qat", "replay",
+                                                      "bench")}
+    manifest = json.loads((demo.output("qat", "bundle") / "manifest.json").read_text())
     replays = {name: json.loads(demo.output("replay", "summaries", name).read_text())
                for name in stages["replay"]["summaries"]}
     bench = json.loads(demo.output("bench", "report").read_text())
@@ -46,7 +47,7 @@ def write_demo_report(demo) -> Path:
         compression_section({m: demo.output("teachers", "checkpoints", m) for m in stages["students"]["checkpoints"]},
                             {m: demo.output("students", "checkpoints", m) for m in stages["students"]["checkpoints"]},
                             manifest),
-        parity_section(manifest),
+        parity_section(manifest) + qat_section(demo, stages["qat"]),
         switching_section(replays),
         bench_section(bench),
     ]
@@ -159,6 +160,33 @@ def parity_section(manifest: Mapping) -> str:
     return (f"## 4. Export parity (real interpreters, held-out test windows)\n\nGate: int8 top-2 (mean over "
             f"horizons) may drop at most {budget} point(s) below float32, and no artifact may predict a "
             f"constant beam.\n\n{table}{degraded}")
+
+
+def qat_section(demo, qat: Mapping) -> str:
+    """What the qat stage did: the PTQ drops that sent a student there, and its drops after QAT."""
+    from edgekd.host.checkpoint import load_checkpoint
+
+    p = demo.profile
+    if not qat["fine_tuned"]:
+        why = ("profile `qat: never`" if p.qat == "never" else
+               "only a data-free student failed (QAT would read training windows)" if qat["not_fine_tuned_data_free"]
+               else "every student's post-training int8 files passed the gate")
+        return f"\nThe bundle above is post-training quantised: no QAT fine-tune ({why}).\n"
+    manifest = json.loads((demo.output("qat", "bundle") / "manifest.json").read_text())["students"]
+    rows = []
+    for modality, ckpt in qat["fine_tuned"].items():
+        metrics = load_checkpoint(demo.out / ckpt).metrics
+        ptq, after = qat["ptq_drops"][modality], manifest[modality]["parity"]["drops"]
+        cost = metrics["qat"]
+        rows.append([modality, ", ".join(f"{k} {v['points']:+.2f}" for k, v in ptq.items()),
+                     ", ".join(f"{k} {v['points']:+.2f}" for k, v in after.items()),
+                     f"{_pct(metrics['float_run']['test']['top2_mean'])} -> {_pct(metrics['test']['top2_mean'])}",
+                     f"{cost['epochs']} ({cost['seconds']:.0f} s, +{100 * cost['cost_vs_float_run']:.0f}%)"])
+    table = _table(["student", "PTQ top-2 drop (points)", "after QAT", "float top-2 before -> after",
+                    "QAT epochs (time, vs float run)"], rows)
+    return ("\nQuantisation-aware fine-tune (stage `qat`, profile `qat: " + p.qat + "`): the students below were "
+            "fine-tuned with fake quantisation where the int8 graph rounds and exported again; the table above "
+            "is that export.\n\n" + table)
 
 
 def switching_section(replays: Mapping[str, dict]) -> str:
