@@ -220,3 +220,18 @@ def test_cli_export_verify_show_and_tamper(workdir):
     unknown = runner.invoke(cli, ["export", str(workdir / "lidar.pt"), "--target", "rpi3", "--data",
                                   str(workdir / "data"), "--out", str(workdir / "b-none")])
     assert unknown.exit_code == 2 and "rpi4" in unknown.output and "jetson" in unknown.output
+
+
+def test_students_exported_side_by_side_match_one_after_another(workdir):
+    """jobs=2 overlaps one student's converter child with the other's work: the bundle must not change."""
+    train_student("radar_student", workdir / "data", workdir / "radar.pt", epochs=1, width=0.5)
+    checkpoints = [workdir / "lidar.pt", workdir / "radar.pt"]
+    kwargs = {"eval_windows": 40, "calibration_size": 32, "progress": False, "allow_degraded": True}
+    alone = export_bundle(checkpoints, "rpi4", workdir / "data", workdir / "b-jobs1", jobs=1, **kwargs)
+    together = export_bundle(checkpoints, "rpi4", workdir / "data", workdir / "b-jobs2", jobs=2, **kwargs)
+    assert list(together["students"]) == list(alone["students"]) == ["lidar", "radar"]
+    for name, student in alone["students"].items():
+        other = together["students"][name]
+        assert {k: a["sha256"] for k, a in other["artifacts"].items()} == \
+            {k: a["sha256"] for k, a in student["artifacts"].items()}
+        assert other["parity"]["drops"] == student["parity"]["drops"]

@@ -37,9 +37,12 @@ log = logging.getLogger(__name__)
                    "stored in the manifest's parity entry.")
 @click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True,
               help="Threads for torch and the interpreters during export.")
+@click.option("--jobs", type=click.IntRange(min=1), default=None,
+              help="Students exported side by side: one's TFLite conversion (a child process) overlaps another's "
+                   "[default: as many as students and CPUs; 1: one after another].")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar per student.")
 def export(checkpoints, target, data, out, allow_degraded, overwrite, calibration_size, eval_windows, explain,
-           threads, progress):
+           threads, jobs, progress):
     """Export CHECKPOINTS (one per student) into a verified int8 deployment bundle for a target."""
     from edgekd.host.data.reader import check_split_finite
     from edgekd.host.export.pipeline import export_bundle
@@ -49,7 +52,7 @@ def export(checkpoints, target, data, out, allow_degraded, overwrite, calibratio
         check_split_finite(data, split)
     manifest = export_bundle(checkpoints, target, data, out, allow_degraded=allow_degraded, overwrite=overwrite,
                              calibration_size=calibration_size, eval_windows=eval_windows, threads=threads,
-                             progress=progress, explain=explain)
+                             progress=progress, explain=explain, jobs=jobs)
     click.echo(format_summary(manifest))
     if explain:
         from edgekd.host.export.explain import format_explain
