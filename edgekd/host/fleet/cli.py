@@ -178,8 +178,8 @@ def _echo_summary(result: dict[str, Any], out: str) -> None:
 
 @fleet.command("simulate")
 @click.option("--topology", "topologies", multiple=True, required=True,
-              help="Topology (repeatable): centralized, decentralized, semi-centralized, semi-norehearsal, local, "
-                   "oracle, fedavg, fd.")
+              help="Topology (repeatable): centralized, decentralized, decentralized-adapted, semi-centralized, "
+                   "semi-norehearsal, local, oracle, fedavg, fd.")
 @_common
 def simulate(topologies: tuple[str, ...], aps: int | None, modality: str | None, seeds: int, seed: int | None,
              engine: str, workers: int, config: str | None, deadline_s: float | None, rounds: int | None,

@@ -89,6 +89,8 @@ class FleetConfig:
     server_epochs: int = 8             # teacher and server student (also the oracle's, on the pooled data)
     local_epochs: int = 8              # an AP training alone / distilling from the teacher
     finetune_epochs: int = 2           # semi-centralized: fine-tuning the shipped student
+    teacher_adapt_epochs: int = 2      # decentralized-adapted: fine-tuning the shipped teacher at the AP ...
+    teacher_adapt_lr: float = 1e-3     # ... below the training lr: it starts from trained weights
     rounds: int = 4                    # FedAvg / federated distillation rounds
     round_epochs: int = 2              # epochs per FedAvg / FD round
     # batch 8 / lr 3e-3: an AP holds ~120 windows, so batch 32 gave 32 Adam steps in 8 epochs and the
@@ -119,7 +121,7 @@ class FleetConfig:
             raise ValueError(f"unknown modality {self.modality!r} (known: {', '.join(STUDENT_INPUTS)})")
         for name in ("train_windows", "test_windows", "server_sites", "server_windows", "server_test_windows",
                      "proxy_windows", "image_size", "server_epochs", "local_epochs", "rounds", "round_epochs",
-                     "batch_size", "server_batch_size"):
+                     "batch_size", "server_batch_size", "teacher_adapt_epochs"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.rehearsal_windows < 0 or self.finetune_epochs < 0:
@@ -128,8 +130,8 @@ class FleetConfig:
             raise ValueError("rehearsal_windows cannot exceed proxy_windows")
         if not 0 <= self.kd_alpha <= 1 or not 0 <= self.fd_beta <= 1:
             raise ValueError("kd_alpha and fd_beta must be in [0, 1]")
-        if self.kd_temperature <= 0 or self.lr <= 0:
-            raise ValueError("kd_temperature and lr must be positive")
+        if self.kd_temperature <= 0 or self.lr <= 0 or self.teacher_adapt_lr <= 0:
+            raise ValueError("kd_temperature, lr and teacher_adapt_lr must be positive")
         unknown = set(self.sensor_probs) - set(MODALITIES)
         if unknown:
             raise ValueError(f"sensor_probs: unknown sensor {sorted(unknown)[0]!r} (known: {', '.join(MODALITIES)})")

@@ -7,6 +7,9 @@ engine: the in-process engine calls ``ap_step`` directly, the Flower engine call
 
 - ``centralized``: teacher and student trained at the server (its older data), the student shipped.
 - ``decentralized``: the teacher shipped; each AP distils its own student on its local data.
+  ``decentralized-adapted``: the same, but each AP first fine-tunes the shipped teacher on its local
+  labels (paper 1's "local retraining or fine-tuning" in the decentralized topology, at the edge load
+  the paper calls high), so the teacher it distils from has seen the AP's own site.
 - ``semi-centralized``: the server's student shipped with a rehearsal set (proxy windows and the
   teacher's logits on them, computed at the server); each AP fine-tunes on local data + rehearsal
   KD. ``semi-norehearsal`` is the same without rehearsal (the forgetting ablation).
@@ -18,7 +21,7 @@ engine: the in-process engine calls ``ap_step`` directly, the Flower engine call
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -84,17 +87,43 @@ class Decentralized(Topology):
         return self._student_train_macs(n, self.cfg.local_epochs) + learn.model_cost(self.cfg.teacher)["macs"] * n
 
     @classmethod
+    def adapt_teacher(cls, ctx: ApContext, teacher: Any, data: Any) -> int:
+        """Hook before the teacher labels the AP's data; returns the MACs it spent (none here)."""
+        return 0
+
+    @classmethod
     def ap_step(cls, ctx: ApContext, payload: Payload, state: dict[str, np.ndarray]) -> ApResult:
         cfg = ctx.cfg
         teacher = load_model(cfg.teacher, payload, "teacher")
         data = ctx.data()
+        adapt_macs = cls.adapt_teacher(ctx, teacher, data)
         t_logits = learn.predict(teacher, data, "train")
         student = learn.seeded_model(cfg.student, derive_seed(cfg.seed, ctx.ap, INIT))
         passes = learn.fit(student, data, "train", epochs=cfg.local_epochs, seed=derive_seed(cfg.seed, ctx.ap, TRAIN),
                            lr=cfg.lr, batch_size=cfg.batch_size, teacher_logits=t_logits, alpha=cfg.kd_alpha,
                            temperature=cfg.kd_temperature)
         return cls.trained(ctx, student, state, passes,
-                           teacher_macs=learn.model_cost(cfg.teacher)["macs"] * data.count("train"))
+                           teacher_macs=adapt_macs + learn.model_cost(cfg.teacher)["macs"] * data.count("train"))
+
+
+@register
+class DecentralizedAdapted(Decentralized):
+    name = "decentralized-adapted"
+    description = ("decentralized, each AP first fine-tuning the shipped teacher on its local labels "
+                   "(teacher_adapt_epochs), then distilling its student from it")
+
+    def expected_macs(self, ap: int, rnd: int) -> int:
+        adapt = (TRAIN_MACS_FACTOR * learn.model_cost(self.cfg.teacher)["macs"] * self._train_count(ap)
+                 * self.cfg.teacher_adapt_epochs)
+        return super().expected_macs(ap, rnd) + adapt
+
+    @classmethod
+    def adapt_teacher(cls, ctx: ApContext, teacher: Any, data: Any) -> int:
+        cfg = ctx.cfg
+        passes = learn.fit(teacher, data, "train", epochs=cfg.teacher_adapt_epochs,
+                           seed=derive_seed(cfg.seed, ctx.ap, TRAIN, 1), lr=cfg.teacher_adapt_lr,
+                           batch_size=cfg.batch_size)
+        return TRAIN_MACS_FACTOR * learn.model_cost(cfg.teacher)["macs"] * passes
 
 
 @register
