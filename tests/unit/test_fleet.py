@@ -17,7 +17,7 @@ from edgekd.cli import cli
 from edgekd.device.errors import EdgekdError
 from edgekd.host.fleet import learn
 from edgekd.host.fleet.config import load_fleet_config
-from edgekd.host.fleet.ledger import Ledger, payload_bytes
+from edgekd.host.fleet.ledger import TRAIN_MACS_FACTOR, Ledger, payload_bytes
 from edgekd.host.fleet.report import worst_decile
 from edgekd.host.fleet.scenario import World, build_world, derive_seed, heterogeneity, js_divergence, plan_sites
 from edgekd.host.fleet.topologies import TOPOLOGIES, label_stats, split_label_stats
@@ -133,6 +133,12 @@ def test_inproc_and_flower_agree_on_ledger_and_metrics(tiny_world: tuple) -> Non
     assert totals["semi-centralized"]["edge_teacher_macs_per_ap"] == 0
     assert totals["oracle"]["up_bytes"] > 0 and totals["fedavg"]["up_bytes"] > totals["fd"]["up_bytes"]
     assert totals["semi-centralized"]["down_bytes"] > totals["semi-norehearsal"]["down_bytes"]
+    # decentralized-adapted ships the same teacher and also trains it at the AP: teacher_adapt_epochs x 3 x
+    # forward MACs of every local window, beside the forward pass that labels them
+    adapted, plain = totals["decentralized-adapted"], totals["decentralized"]
+    assert adapted["down_bytes"] == plain["down_bytes"]
+    assert adapted["edge_teacher_macs_per_ap"] - plain["edge_teacher_macs_per_ap"] == \
+        TRAIN_MACS_FACTOR * tc["macs"] * cfg.train_windows * cfg.teacher_adapt_epochs
 
 
 def test_cli_compare_writes_the_report(tmp_path: Path) -> None:
