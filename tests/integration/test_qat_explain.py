@@ -83,7 +83,7 @@ def test_distill_qat_cli(workdir):
            "--out", workdir / "df.pt", "--qat", code=2)
 
 
-def test_qat_finetune_of_a_trained_student(workdir):
+def test_qat_finetune_of_a_trained_student(workdir, caplog):
     """The demo's qat stage: QAT on a student trained earlier, with its own method, config and teacher."""
     from edgekd.device.errors import EdgekdError
     from edgekd.host.distill.api import qat_finetune
@@ -93,7 +93,9 @@ def test_qat_finetune_of_a_trained_student(workdir):
            "--data", workdir / "data", "--out", float_ckpt, "--epochs", "2", "--threads", "1", "--no-progress")
     before = float_ckpt.read_bytes()
     out = workdir / "kd_qat.pt"
-    model, result = qat_finetune(float_ckpt, workdir / "data", out, epochs=1, threads=1, progress=False)
+    with caplog.at_level("INFO", logger="edgekd.host.distill.trainer"):
+        model, result = qat_finetune(float_ckpt, workdir / "data", out, epochs=1, threads=1, progress=False)
+    assert "teacher logits cached for" in caplog.text   # once, not a live teacher in every QAT step
     assert float_ckpt.read_bytes() == before                       # the float student is kept as it was
     ckpt = load_checkpoint(out)
     assert ckpt.config["method"] == "kd" and ckpt.config["teacher"]["path"].endswith("teacher.pt")

@@ -261,8 +261,11 @@ def _qat_phase(distiller: Distiller, float_result: TrainResult, train: Any, val:
     windows = draw_calibration_set(train, load_recipe(student_name(modalities)), modalities)
     calibrate(prepared, [torch.from_numpy(windows.inputs[m]) for m in modalities])
     distiller.student = prepared                       # the same method, loss, teacher and teacher cache
+    # the float run's teacher cache when there was one (distill --qat); a fresh distiller (qat_finetune) computes
+    # its own once: a live teacher (10-20x the student's MACs) made the image student's QAT cost +105 %
     qat_cfg = dataclasses.replace(float_cfg, epochs=epochs, lr=float_cfg.lr * float_cfg.qat.lr_scale,
-                                  cache_teacher=False, patience=max(epochs, 1))
+                                  cache_teacher=float_cfg.cache_teacher and not distiller.has_teacher_cache,
+                                  patience=max(epochs, 1))
     distiller.cfg = qat_cfg
     base = log_path if log_path is not None else (Path(out).with_suffix(".log.jsonl") if out is not None else None)
     qat_log = Path(base).with_suffix(".qat.jsonl") if base is not None else None

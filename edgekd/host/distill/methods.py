@@ -151,6 +151,10 @@ class Distiller(nn.Module):
         """The teacher features ``forward_train`` reads; () = nothing to cache (no frozen teacher)."""
         return ()
 
+    @property
+    def has_teacher_cache(self) -> bool:
+        return self._teacher_cache is not None
+
     def set_teacher_cache(self, cache: TeacherCache | None) -> None:
         """Serve ``teacher_features`` of batches that carry ``index`` from ``cache``.
 
