@@ -159,6 +159,14 @@ def test_cli_compare_writes_the_report(tmp_path: Path) -> None:
     assert again.exit_code == 2 and "--overwrite" in again.output
 
 
+def test_compare_runs_the_issue_topologies() -> None:
+    from edgekd.host.fleet.topologies import compared
+
+    assert set(compared()) == {"centralized", "decentralized", "semi-centralized", "semi-norehearsal", "local",
+                               "oracle", "fedavg", "fd"}
+    assert "decentralized-adapted" in TOPOLOGIES.names()     # runs by name: `simulate --topology ...`
+
+
 # ---------------------------------------------------------------- bad input: exit 2, a fix, nothing written
 
 

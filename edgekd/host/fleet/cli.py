@@ -196,10 +196,10 @@ def simulate(topologies: tuple[str, ...], aps: int | None, modality: str | None,
 def compare(aps: int | None, modality: str | None, seeds: int, seed: int | None, engine: str, workers: int,
             config: str | None, deadline_s: float | None, rounds: int | None, train_windows: int | None,
             cache: str | None, out: str, overwrite: bool, quiet: bool) -> None:
-    """Every topology on the same fleet, one table (report.md)."""
-    from edgekd.host.fleet.topologies import TOPOLOGIES
+    """Every topology on the same fleet, one table (report.md); decentralized-adapted runs by name only."""
+    from edgekd.host.fleet.topologies import compared
 
-    result = run_fleet(names=TOPOLOGIES.names(), config=config, out=out, seeds=seeds, engine=engine, workers=workers,
+    result = run_fleet(names=compared(), config=config, out=out, seeds=seeds, engine=engine, workers=workers,
                        cache=cache, overwrite=overwrite, progress=not quiet, aps=aps, modality=modality, seed=seed,
                        deadline_s=deadline_s, rounds=rounds, train_windows=train_windows)
     _echo_summary(result, out)

@@ -111,6 +111,9 @@ class DecentralizedAdapted(Decentralized):
     name = "decentralized-adapted"
     description = ("decentralized, each AP first fine-tuning the shipped teacher on its local labels "
                    "(teacher_adapt_epochs), then distilling its student from it")
+    # not in `fleet compare`: it did not beat local-only (BENCHMARKS, 10 APs x 3 seeds: +0.11 pts) and would
+    # add ~10 min to the 100-AP comparison (one radar-teacher epoch ~1.6x a whole student training)
+    in_compare = False
 
     def expected_macs(self, ap: int, rnd: int) -> int:
         adapt = (TRAIN_MACS_FACTOR * learn.model_cost(self.cfg.teacher)["macs"] * self._train_count(ap)
@@ -259,3 +262,8 @@ def list_topologies() -> list[str]:
 def ap_step(name: str, ctx: ApContext, payload: Payload, state: dict[str, np.ndarray]) -> ApResult:
     """The AP side of topology ``name`` (what either engine calls on a node)."""
     return TOPOLOGIES.get(name).ap_step(ctx, payload, state)
+
+
+def compared() -> list[str]:
+    """The topologies `fleet compare` runs (every registered one but those marked ``in_compare = False``)."""
+    return [name for name in TOPOLOGIES.names() if TOPOLOGIES.get(name).in_compare]

@@ -164,6 +164,7 @@ class Topology:
     name: ClassVar[str] = ""
     description: ClassVar[str] = ""
     server_test: ClassVar[bool] = False   # evaluate on the server's test set too (forgetting)
+    in_compare: ClassVar[bool] = True     # part of `fleet compare` (variants that cost a lot run by name only)
 
     def __init__(self, cfg: FleetConfig, world: World, aps: list[int], cache: ServerCache):
         self.cfg = cfg
