@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -107,6 +108,24 @@ def test_a_failing_stage_is_named_and_earlier_stages_are_kept(smoke_demo, tmp_pa
     assert "Traceback" not in result.output
     assert (out / "stages" / "students.json").is_file() and not (out / "stages" / "export.json").exists()
     assert not (out / "bundle").exists()   # nothing half-written
+
+
+def test_qat_stage_keeps_the_ptq_bundle_when_no_student_needs_qat(smoke_demo):
+    """on_degraded with every PTQ file past the gate (or qat: never): no fine-tune, the export's bundle."""
+    from edgekd.host.experiments.demo import Demo, stage_qat
+
+    out, _ = smoke_demo
+    manifest = json.loads((out / "bundle" / "manifest.json").read_text())
+    for when in ("never", "on_degraded"):
+        demo = Demo(out, dataclasses.replace(load_profile("smoke"), qat=when), "x86-ap", progress=False,
+                    echo=lambda _: None)
+        passed = all(s["parity"]["passed"] for s in manifest["students"].values())
+        if when == "on_degraded" and not passed:
+            continue        # a failing smoke student would be fine-tuned: covered by the smoke run itself
+        record = stage_qat(demo)
+        assert record["bundle"] == "bundle" and record["fine_tuned"] == {}
+        assert record["degraded"] == manifest["degraded"]
+        assert record["ptq_drops"]["lidar"] == manifest["students"]["lidar"]["parity"]["drops"]
 
 
 def test_resume_with_other_settings_is_refused(smoke_demo, tmp_path):

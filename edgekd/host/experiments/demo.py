@@ -211,7 +211,8 @@ def stage_qat(demo: Demo) -> dict:
 
     p = demo.profile
     ptq_bundle = demo.output("export", "bundle")
-    ptq = json.loads((ptq_bundle / "manifest.json").read_text())["students"]
+    ptq_manifest = json.loads((ptq_bundle / "manifest.json").read_text())
+    ptq = ptq_manifest["students"]
     checkpoints = {m: demo.output("students", "checkpoints", m) for m in MODALITIES}
     failing = [m for m in MODALITIES if not ptq[m]["parity"]["passed"]]
     chosen = {"on_degraded": failing, "always": list(MODALITIES), "never": []}[p.qat]
@@ -222,7 +223,8 @@ def stage_qat(demo: Demo) -> dict:
     if not chosen:
         why = {"never": "profile qat: never"}.get(p.qat, "every student passed the gate after PTQ")
         demo.echo(f"  no QAT: {why if not datafree else 'the failing student is data-free'}")
-        return {**record, "bundle": demo.rel(ptq_bundle), "fine_tuned": {}, "degraded": bool(failing)}
+        return {**record, "bundle": demo.rel(ptq_bundle), "fine_tuned": {},
+                "degraded": ptq_manifest.get("degraded", False)}
     fine_tuned = {}
     for m in chosen:
         source = checkpoints[m]
