@@ -51,8 +51,10 @@ def main() -> None:
         qat_finetune(args.checkpoint, args.data, args.out / f"qat{rep}.pt", teacher_ckpt=args.teacher,
                      epochs=args.epochs, threads=args.threads, progress=False, log_path=args.out / f"qat{rep}.jsonl")
         qat_wall = time.perf_counter() - start
-        rows.append({"float_wall_s": round(float_wall, 1), "float_epochs_s": epoch_seconds(args.out / f"float{rep}.jsonl"),
-                     "qat_wall_s": round(qat_wall, 1), "qat_epochs_s": epoch_seconds(args.out / f"qat{rep}.qat.jsonl")})
+        rows.append({"float_wall_s": round(float_wall, 1),
+                     "float_epochs_s": epoch_seconds(args.out / f"float{rep}.jsonl"),
+                     "qat_wall_s": round(qat_wall, 1),
+                     "qat_epochs_s": epoch_seconds(args.out / f"qat{rep}.qat.jsonl")})
         print(json.dumps(rows[-1]), flush=True)
     (args.out / "result.json").write_text(json.dumps(rows, indent=1))
 
