@@ -60,6 +60,17 @@ convert_onnx_to_tflite(work / "model.onnx", work / "convert", input_names=["lida
             parent.kill()
 
 
+def _signal_state(pid: int, workers) -> str:
+    """The process's signal masks and threads (/proc), and its workers' states, for a hang's report."""
+    try:
+        lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+    except OSError as exc:
+        return f"/proc/{pid}/status unreadable: {exc}"
+    keep = [ln for ln in lines if ln.split(":")[0] in ("State", "Threads", "SigBlk", "SigIgn", "SigCgt")]
+    alive = [(w.pid, w.status()) for w in workers if w.is_running()]
+    return f"parent {' | '.join(keep)} (SIGINT is bit 2 of the masks); workers alive {alive}"
+
+
 def test_ctrl_c_exits_130_and_keeps_nothing_half_written(tmp_path):
     out = tmp_path / "data"
     cmd = [sys.executable, "-c", "from edgekd.cli import main; main()", "data", "synth", "--windows", "30000",
@@ -71,7 +82,15 @@ def test_ctrl_c_exits_130_and_keeps_nothing_half_written(tmp_path):
         workers = wait_for_children(parent, "spawn_main", armed=WORKER_NAME)
         time.sleep(2.0)   # the workers are rendering
         os.killpg(parent.pid, signal.SIGINT)
-        _, stderr = parent.communicate(timeout=60)
+        try:
+            _, stderr = parent.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            # Seen twice in the full CI suite on 2026-12-03, never alone: say what the process was doing
+            state = _signal_state(parent.pid, workers)
+            parent.kill()
+            _, stderr = parent.communicate()
+            pytest.fail(f"no exit 60 s after Ctrl-C; this process's SIGINT handler: "
+                        f"{signal.getsignal(signal.SIGINT)!r}; {state}; stderr: {stderr[-2000:]}")
     finally:
         if parent.poll() is None:
             parent.kill()
