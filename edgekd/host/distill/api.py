@@ -157,12 +157,7 @@ def distill_model(teacher_ckpt: str | os.PathLike | None, student_name: str | No
     resume_ckpt = resume_checkpoint(Path(out) if out else None, resume, student_name, method)
     seed_everything(cfg.seed)
     student = create_model(student_name, **kwargs)
-    teacher = teacher_ck.build() if teacher_ck is not None else None
-    train, val, test = _load_splits(data_path, _union_modalities(student, teacher))
-    check_model_fits_data(student, train, role="student")
-    if teacher is not None and teacher_ck is not None:
-        _check_teacher(teacher, student, teacher_ck, train)
-    distiller = _build(method, student, teacher, cfg)
+    distiller, train, val, test = _distiller_for(method, student, teacher_ck, data_path, cfg)
     record = {"config": {"method": method, "train": dataclasses.asdict(distiller.cfg),
                          "teacher": teacher_record(teacher_ck)},
               "data": _data_record(train, student.input_modalities,
@@ -171,6 +166,17 @@ def distill_model(teacher_ckpt: str | os.PathLike | None, student_name: str | No
     if distiller.cfg.qat.enabled:
         return _qat_phase(distiller, result, train, val, test, out, log_path, record, info)
     return distiller.deploy_model(), result
+
+
+def _distiller_for(method: str, student: BeamModel, teacher_ck: Checkpoint | None, data_path: str | os.PathLike,
+                   cfg: TrainConfig) -> tuple[Distiller, Any, Any, Any]:
+    """The teacher built, the splits both models read loaded and checked against them, the distiller built."""
+    teacher = teacher_ck.build() if teacher_ck is not None else None
+    train, val, test = _load_splits(data_path, _union_modalities(student, teacher))
+    check_model_fits_data(student, train, role="student")
+    if teacher is not None and teacher_ck is not None:
+        _check_teacher(teacher, student, teacher_ck, train)
+    return _build(method, student, teacher, cfg), train, val, test
 
 
 def qat_finetune(student_ckpt: str | os.PathLike, data_path: str | os.PathLike, out: str | os.PathLike, *,
@@ -207,13 +213,7 @@ def qat_finetune(student_ckpt: str | os.PathLike, data_path: str | os.PathLike, 
     prepare_threads(cfg)
     info = ddp.init_distributed(cfg.device)
     seed_everything(cfg.seed)
-    student = ck.build(eval_mode=False)
-    teacher = teacher_ck.build() if teacher_ck is not None else None
-    train, val, test = _load_splits(data_path, _union_modalities(student, teacher))
-    check_model_fits_data(student, train, role="student")
-    if teacher is not None and teacher_ck is not None:
-        _check_teacher(teacher, student, teacher_ck, train)
-    distiller = _build(method, student, teacher, cfg)
+    distiller, train, val, test = _distiller_for(method, ck.build(eval_mode=False), teacher_ck, data_path, cfg)
     float_result = TrainResult(method=method, epochs_run=cfg.epochs, best_epoch=int(ck.metrics.get("best_epoch", 0)),
                                best_val_loss=None, stopped_early=False, metrics=dict(ck.metrics),
                                teacher_stats=ck.teacher_stats, history=[],

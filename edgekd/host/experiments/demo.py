@@ -207,6 +207,7 @@ def stage_qat(demo: Demo) -> dict:
     import json
 
     from edgekd.host.distill.api import qat_finetune
+    from edgekd.host.experiments.demo_report import drops_text
     from edgekd.host.export.pipeline import export_bundle
 
     p = demo.profile
@@ -229,7 +230,7 @@ def stage_qat(demo: Demo) -> dict:
     for m in chosen:
         source = checkpoints[m]
         target = source.with_name(source.stem + ".qat.pt")
-        demo.echo(f"  QAT fine-tune of {source.name} (PTQ drops {_drops_text(ptq[m]['parity']['drops'])})")
+        demo.echo(f"  QAT fine-tune of {source.name} (PTQ drops {drops_text(ptq[m]['parity']['drops'])})")
         qat_finetune(source, demo.output("data", "dataset"), target,
                      teacher_ckpt=demo.output("teachers", "checkpoints", m), epochs=p.qat_epochs,
                      threads=p.threads, progress=demo.progress, log_path=target.with_suffix(".jsonl"))
@@ -248,10 +249,6 @@ def _method_of(checkpoint: Path) -> str | None:
     from edgekd.host.checkpoint import load_checkpoint
 
     return load_checkpoint(checkpoint).config.get("method")
-
-
-def _drops_text(drops: dict) -> str:
-    return ", ".join(f"{fmt} {d['points']:+.2f}" for fmt, d in drops.items())
 
 
 def deployed_bundle(demo: Demo) -> Path:

@@ -47,7 +47,7 @@ def write_demo_report(demo) -> Path:
         compression_section({m: demo.output("teachers", "checkpoints", m) for m in stages["students"]["checkpoints"]},
                             {m: demo.output("students", "checkpoints", m) for m in stages["students"]["checkpoints"]},
                             manifest),
-        parity_section(manifest) + qat_section(demo, stages["qat"]),
+        parity_section(manifest) + qat_section(demo, stages["qat"], manifest),
         switching_section(replays),
         bench_section(bench),
     ]
@@ -162,8 +162,14 @@ def parity_section(manifest: Mapping) -> str:
             f"constant beam.\n\n{table}{degraded}")
 
 
-def qat_section(demo, qat: Mapping) -> str:
-    """What the qat stage did: the PTQ drops that sent a student there, and its drops after QAT."""
+def drops_text(drops: Mapping) -> str:
+    """A parity entry's drops in one line: ``tflite_int8 +0.41, onnx_int8_qdq -0.08``."""
+    return ", ".join(f"{fmt} {d['points']:+.2f}" for fmt, d in drops.items())
+
+
+def qat_section(demo, qat: Mapping, manifest: Mapping) -> str:
+    """What the qat stage did: the PTQ drops that sent a student there, and its drops after QAT
+    (``manifest``: the deployed bundle's, i.e. the one exported after QAT)."""
     from edgekd.host.checkpoint import load_checkpoint
 
     p = demo.profile
@@ -172,14 +178,12 @@ def qat_section(demo, qat: Mapping) -> str:
                "only a data-free student failed (QAT would read training windows)" if qat["not_fine_tuned_data_free"]
                else "every student's post-training int8 files passed the gate")
         return f"\nThe bundle above is post-training quantised: no QAT fine-tune ({why}).\n"
-    manifest = json.loads((demo.output("qat", "bundle") / "manifest.json").read_text())["students"]
     rows = []
     for modality, ckpt in qat["fine_tuned"].items():
         metrics = load_checkpoint(demo.out / ckpt).metrics
-        ptq, after = qat["ptq_drops"][modality], manifest[modality]["parity"]["drops"]
         cost = metrics["qat"]
-        rows.append([modality, ", ".join(f"{k} {v['points']:+.2f}" for k, v in ptq.items()),
-                     ", ".join(f"{k} {v['points']:+.2f}" for k, v in after.items()),
+        rows.append([modality, drops_text(qat["ptq_drops"][modality]),
+                     drops_text(manifest["students"][modality]["parity"]["drops"]),
                      f"{_pct(metrics['float_run']['test']['top2_mean'])} -> {_pct(metrics['test']['top2_mean'])}",
                      f"{cost['epochs']} ({cost['seconds']:.0f} s, +{100 * cost['cost_vs_float_run']:.0f}%)"])
     table = _table(["student", "PTQ top-2 drop (points)", "after QAT", "float top-2 before -> after",
