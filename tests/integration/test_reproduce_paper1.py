@@ -15,6 +15,7 @@ import torch
 from click.testing import CliRunner
 
 from edgekd.cli import cli
+from edgekd.device.errors import EdgekdError
 from edgekd.host.experiments import paper1, runner
 
 pytestmark = pytest.mark.slow
@@ -111,6 +112,13 @@ def test_report_files_and_structure(finished):
     summary = json.loads((out / "summary.json").read_text())
     gain_checks = [c for c in summary["acceptance"] if "gains" in c["check"]]
     assert len(gain_checks) == 4 and not any(c["passed"] for c in gain_checks)   # 2 seeds < 3
+    regime = [c for c in summary["acceptance"] if c["check"].startswith("paper's regime")]
+    assert len(regime) == 2 and not any(c["passed"] for c in regime)   # one epoch learns nothing
+    assert "(paper: 43.8%)" in regime[0]["value"]   # mean of the paper's .464 .471 .432 .383
+    # ours beside the paper's: its Table II gains of the image teacher, and the self-KD comparison
+    assert "## Beside paper 1" in report and "+9.2 / +8.9 / +5.8 / +0.9" in report
+    assert "## Self-KD teacher vs teacher, per horizon" in report and "no verdict" in report
+    assert summary["self_kd_vs_teacher"]["seeds"] == [42, 43]
 
 
 def test_rerun_skips_finished_runs(finished, tiny_config):
@@ -216,6 +224,42 @@ def test_shared_teachers_are_planned_once():
     assert paper1.teacher_seed(shared, 44) == 42
     per_seed = paper1.load_profile("quick", seeds=2, teachers_per_seed=True)
     assert len(paper1.planned_runs(per_seed)) == 2 * len(paper1.RUNS)
+
+
+def test_self_kd_seeds_distil_from_the_one_shared_teacher():
+    profile = paper1.load_profile("quick", seeds=3, teachers_per_seed=False, self_kd_seeds=3)
+    plan = [(seed, spec.name) for seed, spec in paper1.planned_runs(profile) if spec.role == "teacher"]
+    assert plan == [(42, "image_teacher"), (42, "image_teacher_self"), (42, "fusion_teacher"),
+                    (43, "image_teacher_self"), (44, "image_teacher_self")]
+    assert {paper1.teacher_seed(profile, s) for s in (42, 43, 44)} == {42}
+    # more self-KD seeds add runs to a finished folder; they change none of its runs
+    assert profile.fingerprint_fields() == paper1.load_profile("quick", seeds=3, teachers_per_seed=False)\
+        .fingerprint_fields()
+    with pytest.raises(EdgekdError, match="self_kd_seeds"):
+        paper1.load_profile("quick", self_kd_seeds=0)
+
+
+def test_self_kd_comparison_is_paired_per_horizon_and_states_a_verdict():
+    from edgekd.host.experiments.paper1_matrix import RunRecord
+    from edgekd.host.experiments.paper1_report import format_self_kd, self_kd_comparison
+
+    def record(run, seed, top2):
+        return RunRecord(run=run, seed=seed, model="image_teacher", method="none", checkpoint="", train_windows=1,
+                         epochs_run=1, best_epoch=1, seconds=0.0,
+                         test={"top1": [v / 2 for v in top2], "top2": top2})
+
+    teacher = record("image_teacher", 42, [0.60, 0.55, 0.50, 0.45])
+    selves = [record("image_teacher_self", s, [0.58, 0.55, 0.50 + d, 0.45 + d])
+              for s, d in ((42, 0.04), (43, 0.05), (44, 0.06))]
+    comparison = self_kd_comparison([teacher, *selves])
+    assert comparison["seeds"] == [42, 43, 44]
+    assert comparison["top2"]["mean"] == pytest.approx([-0.02, 0.0, 0.05, 0.05])
+    assert comparison["top2"]["std"][2] == pytest.approx(0.01)          # sample std of .04 .05 .06
+    assert comparison["top1"]["mean"][3] == pytest.approx(0.025)
+    assert "the paper's claim holds here" in format_self_kd(comparison)
+    worse = [record("image_teacher_self", s, [0.6, 0.55, 0.45, 0.40]) for s in (42, 43, 44)]
+    assert "refuted here" in format_self_kd(self_kd_comparison([teacher, *worse]))
+    assert self_kd_comparison([teacher]) is None
 
 
 def test_quick_profile_selects_students_alike_and_caches_teachers():

@@ -157,9 +157,11 @@ def planned_runs(profile: Paper1Profile) -> list[tuple[int, RunSpec]]:
     plan = []
     for seed in profile.seed_list():
         for spec in RUNS:
-            if spec.role == "teacher" and teacher_seed(profile, seed) != seed:
-                continue   # shared teachers are trained once, with the first seed
-            plan.append((seed, spec))
+            if spec.method == "self":
+                if seed in profile.self_kd_seed_list():
+                    plan.append((seed, spec))
+            elif spec.role != "teacher" or teacher_seed(profile, seed) == seed:
+                plan.append((seed, spec))   # shared teachers are trained once, with the first seed
     return plan
 
 
@@ -240,9 +242,6 @@ def run_paper1(profile: Paper1Profile, out: str | os.PathLike, data: str | os.Pa
         how = "done before, skipped" if record.skipped else \
             f"{record.epochs_run} epochs in {time.perf_counter() - run_started:.1f} s"
         echo(f"[{i}/{len(plan)}] seed {seed} {spec.name}: {how}; test top-2 mean {100 * top2:.1f}%")
-    if not profile.teachers_per_seed:   # shared teachers count once per seed in the aggregates
-        shared = {r.run: r for r in records if RUN_BY_NAME[r.run].role == "teacher"}
-        records = [r for r in records if RUN_BY_NAME[r.run].role != "teacher"] + list(shared.values())
     costs = model_costs(data_path)
     result = Paper1Result(profile=profile, data=data_path, records=records, local_windows=local,
                           train_windows=train_windows, model_costs=costs,
@@ -285,7 +284,7 @@ def _plain(obj: Any) -> Any:
 
 @click.command("paper1")
 @click.option("--profile", "profile_name", type=click.Choice(sorted(PROFILES)), default="quick", show_default=True,
-              help="quick: a small synthetic run for this 2-core host (< 20 min); paper: the paper's schedule.")
+              help="quick: a small synthetic run for this 2-core host (< 25 min); paper: the paper's schedule.")
 @click.option("--seeds", type=int, default=None,
               help="Number of seeds (first_seed, first_seed+1, ...) [profile quick: 5, paper: 3].")
 @click.option("--out", "out", type=click.Path(file_okay=False, path_type=Path), default=Path("paper1"),
