@@ -150,6 +150,29 @@ def test_interrupted_run_resumes(finished, tiny_config, tmp_path):
     assert load_checkpoint(out / "runs" / "seed43" / "image_student_rkd.pt").config["method"] == "rkd-park"
 
 
+def test_students_side_by_side_match_the_runs_in_turn(finished, tiny_config, tmp_path):
+    """--workers 2 trains seed 43's students in two worker processes of one thread each (the tiny profile's
+    thread count): same seeds, same data, same float order, so the same test metrics as in turn."""
+    import shutil
+
+    out = tmp_path / "copy"
+    shutil.copytree(finished[0], out)
+    students = [s.name for s in paper1.RUNS if s.role == "student" and s.group == "image"]
+    for name in students:
+        for suffix in (".json", ".pt", ".log.jsonl"):
+            (out / "runs" / "seed43" / f"{name}{suffix}").unlink()
+    result = invoke("reproduce", "paper1", "--config", tiny_config, "--seeds", "2", "--out", out, "--workers", "2",
+                    "--no-progress")
+    # only the missing runs go to the workers; the others are read back as before
+    assert "3 runs side by side on 2 worker processes" in result.output
+    assert result.output.count("done before, skipped") == 2 * len(paper1.RUNS) - 3
+    for name in students:
+        again = json.loads((out / "runs" / "seed43" / f"{name}.json").read_text())
+        before = json.loads((finished[0] / "runs" / "seed43" / f"{name}.json").read_text())
+        assert again["test"]["top2"] == before["test"]["top2"], name
+        assert again["skipped"] is False
+
+
 def test_other_profile_in_same_folder_is_refused(finished, tiny_config, tmp_path):
     out, _ = finished
     changed = tmp_path / "changed.yaml"

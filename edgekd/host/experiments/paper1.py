@@ -165,6 +165,11 @@ def planned_runs(profile: Paper1Profile) -> list[tuple[int, RunSpec]]:
     return plan
 
 
+def _finished(out: Path, seed: int, spec: RunSpec) -> bool:
+    return runner.Markers(out / "runs").done(f"seed{seed}/{spec.name}") is not None and \
+        (run_dir(out, seed) / f"{spec.name}.pt").is_file()
+
+
 def execute_run(spec: RunSpec, seed: int, profile: Paper1Profile, out: Path, data: Path, local_windows: int,
                 *, progress: bool) -> RunRecord:
     """Train (or resume, or just read) one run; returns its record and writes ``<run>.json``."""
@@ -232,16 +237,19 @@ def run_paper1(profile: Paper1Profile, out: str | os.PathLike, data: str | os.Pa
     train_windows = int(read_meta(data_path)["splits"]["train"]["windows"])
     echo(f"paper 1: data {data_path} ({train_windows} training windows; students use the first {local}); "
          f"{profile.seeds} seed(s); results in {out}")
-    records = []
     plan = planned_runs(profile)
-    for i, (seed, spec) in enumerate(plan, start=1):
-        run_started = time.perf_counter()
-        record = execute_run(spec, seed, profile, out, data_path, local, progress=progress)
-        records.append(record)
-        top2 = record.test.get("top2_mean", math.nan)
-        how = "done before, skipped" if record.skipped else \
-            f"{record.epochs_run} epochs in {time.perf_counter() - run_started:.1f} s"
-        echo(f"[{i}/{len(plan)}] seed {seed} {spec.name}: {how}; test top-2 mean {100 * top2:.1f}%")
+    first = [(seed, spec) for seed, spec in plan if spec.role == "teacher" and spec.teacher_run is None]
+    rest = [(seed, spec) for seed, spec in plan if (seed, spec) not in first]
+    records = [_run_and_echo(i, len(plan), seed, spec, profile, out, data_path, local, progress, echo)
+               for i, (seed, spec) in enumerate(first, start=1)]
+    todo = [(seed, spec) for seed, spec in rest if not _finished(out, seed, spec)]
+    if profile.workers > 1 and len(todo) > 1:
+        records += [_run_and_echo(i, len(plan), seed, spec, profile, out, data_path, local, progress, echo)
+                    for i, (seed, spec) in enumerate(rest, start=len(first) + 1) if (seed, spec) not in todo]
+        records += _runs_side_by_side(todo, profile, out, data_path, local, progress=progress, echo=echo)
+    else:
+        records += [_run_and_echo(i, len(plan), seed, spec, profile, out, data_path, local, progress, echo)
+                    for i, (seed, spec) in enumerate(rest, start=len(first) + 1)]
     costs = model_costs(data_path)
     result = Paper1Result(profile=profile, data=data_path, records=records, local_windows=local,
                           train_windows=train_windows, model_costs=costs,
@@ -249,6 +257,51 @@ def run_paper1(profile: Paper1Profile, out: str | os.PathLike, data: str | os.Pa
                           load_average=(load_start, os.getloadavg()[0]))
     write_report(result, out)
     return result
+
+
+def _run_and_echo(i: int, total: int, seed: int, spec: RunSpec, profile: Paper1Profile, out: Path, data: Path,
+                  local: int, progress: bool, echo: Callable[[str], None]) -> RunRecord:
+    started = time.perf_counter()
+    record = execute_run(spec, seed, profile, out, data, local, progress=progress)
+    top2 = record.test.get("top2_mean", math.nan)
+    how = "done before, skipped" if record.skipped else \
+        f"{record.epochs_run} epochs in {time.perf_counter() - started:.1f} s"
+    echo(f"[{i}/{total}] seed {seed} {spec.name}: {how}; test top-2 mean {100 * top2:.1f}%")
+    return record
+
+
+def _job_run(run: str, seed: int, profile: Paper1Profile, out: Path, data: Path, local: int) -> dict:
+    """One run in a side-by-side worker (module level: it is pickled to a fresh process)."""
+    return dataclasses.asdict(execute_run(RUN_BY_NAME[run], seed, profile, out, data, local, progress=False))
+
+
+def _runs_side_by_side(runs: list[tuple[int, RunSpec]], profile: Paper1Profile, out: Path, data: Path, local: int,
+                       *, progress: bool, echo: Callable[[str], None]) -> list[RunRecord]:
+    """The runs after the teachers (they only read the teachers' checkpoints), ``profile.workers`` at a time,
+    one torch thread each; the costliest (the teacher-sized self-KD runs) start first."""
+    from edgekd.host.experiments import side_by_side
+
+    one_thread = dataclasses.replace(profile, threads=1)
+    jobs = []
+    for seed, spec in runs:
+        cfg = _train_config(spec, profile, seed=seed, local_windows=local)
+        windows = 1.0 if spec.role == "student" else 1.0 / profile.local_fraction
+        jobs.append(side_by_side.Job(
+            f"seed{seed}/{spec.name}", _job_run, {"run": spec.name, "seed": seed, "profile": one_thread, "out": out,
+                                                  "data": data, "local": local},
+            epochs=cfg.epochs, log=run_dir(out, seed) / f"{spec.name}.log.jsonl",
+            cost=cfg.epochs * windows * (10.0 if spec.model.endswith("teacher") else 1.0),
+            about=f"seed {seed} {spec.name}"))
+    echo(f"{len(jobs)} runs side by side on {profile.workers} worker processes, one torch thread each")
+    results = side_by_side.run_jobs(jobs, profile.workers, progress=progress, desc="paper 1 runs", echo=echo)
+    records = []
+    for seed, spec in runs:
+        record = RunRecord.from_json(results[f"seed{seed}/{spec.name}"])
+        top2 = record.test.get("top2_mean", math.nan)
+        echo(f"seed {seed} {spec.name}: " + ("done before, skipped" if record.skipped else
+                                             f"{record.epochs_run} epochs") + f"; test top-2 mean {100 * top2:.1f}%")
+        records.append(record)
+    return records
 
 
 def model_costs(data: Path) -> dict[str, dict[str, int]]:
@@ -294,16 +347,20 @@ def _plain(obj: Any) -> Any:
 @click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="YAML with Paper1Profile keys overriding the profile (unknown keys are errors).")
 @click.option("--threads", type=int, default=None, help="torch intra-op threads per run [profile: 2 for quick].")
+@click.option("--workers", type=int, default=None,
+              help="After the teachers, run this many students side by side, one torch thread each "
+                   "[profile: 1, one after another].")
 @click.option("--local-fraction", type=float, default=None,
               help="Share of the training windows a node (student) holds [profile: 0.25].")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Show per-epoch progress bars.")
 def command(profile_name: str, seeds: int | None, out: Path, data: Path | None, config_path: Path | None,
-            threads: int | None, local_fraction: float | None, progress: bool) -> None:
+            threads: int | None, workers: int | None, local_fraction: float | None, progress: bool) -> None:
     """Run the paper-1 matrix (image-only and image+radar teachers and students, no KD / response KD /
     relation KD / self-KD) over seeds and write report.md, results.csv, runs.csv and fig4.png."""
     if seeds is not None and seeds <= 0:
         raise EdgekdError(f"must be positive, got {seeds}", field="seeds", fix="pass --seeds 3 or more")
-    profile = load_profile(profile_name, config_path, seeds=seeds, threads=threads, local_fraction=local_fraction)
+    profile = load_profile(profile_name, config_path, seeds=seeds, threads=threads, workers=workers,
+                           local_fraction=local_fraction)
     result = run_paper1(profile, out, data, progress=progress, echo=click.echo)
     summary = aggregate(result.records)
     for check in acceptance(result, summary):

@@ -135,6 +135,9 @@ class Paper1Profile(SeededProfile):
     # trained teacher, so its per-horizon comparison has a spread; null = one, like the other teachers
     self_kd_seeds: int | None = None
     threads: int | None = 2
+    # after the teachers, the students (and self-KD teachers) of every seed side by side in this many
+    # processes of one torch thread each; 1: one after another with ``threads`` threads
+    workers: int = 1
     common: dict[str, Any] = dataclasses.field(default_factory=dict)
     teacher: dict[str, Any] = dataclasses.field(default_factory=dict)
     self_kd: dict[str, Any] = dataclasses.field(default_factory=dict)
@@ -151,6 +154,8 @@ class Paper1Profile(SeededProfile):
             raise ValueError(f"local_fraction must be in (0, 1], got {self.local_fraction}")
         if self.threads is not None and self.threads <= 0:
             raise ValueError(f"threads must be positive or null, got {self.threads}")
+        if self.workers < 1:
+            raise ValueError(f"workers must be at least 1, got {self.workers}")
         if self.self_kd_seeds is not None and self.self_kd_seeds <= 0:
             raise ValueError(f"self_kd_seeds must be positive or null, got {self.self_kd_seeds}")
         unknown = sorted(set(self.runs) - set(RUN_BY_NAME))
@@ -167,6 +172,7 @@ class Paper1Profile(SeededProfile):
     def fingerprint_fields(self) -> dict[str, Any]:
         fields = super().fingerprint_fields()
         fields.pop("self_kd_seeds")   # more self-KD seeds add runs; they change none already finished
+        fields.pop("workers")         # how runs are scheduled, like threads
         return fields
 
     def self_kd_seed_list(self) -> list[int]:
