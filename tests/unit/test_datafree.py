@@ -385,3 +385,45 @@ def test_student_init_copies_and_freezes_the_teacher_embedding():
 def test_config_rejects_an_unknown_student_init():
     with pytest.raises(ValueError, match="student_init"):
         DataFreeConfig(student_init="random")
+
+
+# --------------------------------------------------------------------------- adversarial refinement (competition term)
+
+
+def test_competition_loss_golden():
+    # identical distributions: JS 0, loss 1; disjoint one-hot-like ones: JS -> ln 2, loss -> 0
+    logits = torch.randn(5, 4, 64)
+    assert float(D.competition_loss(logits, logits)) == pytest.approx(1.0, abs=1e-6)
+    a = torch.full((1, 1, 2), -50.0)
+    a[..., 0] = 50.0
+    assert float(D.competition_loss(a, a.flip(-1))) == pytest.approx(0.0, abs=1e-6)
+    # p = (1/2, 1/2), q = (1, 0): JS = 1/2 [KL(p||m) + KL(q||m)] with m = (3/4, 1/4), by hand
+    p, q, m = torch.tensor([0.5, 0.5]), torch.tensor([1.0, 0.0]), torch.tensor([0.75, 0.25])
+    js = 0.5 * ((p * (p / m).log()).sum() + q[0] * (q[0] / m[0]).log())
+    loss = D.competition_loss(torch.zeros(1, 1, 2), torch.tensor([[[50.0, -50.0]]]))
+    assert float(loss) == pytest.approx(float(1 - js / math.log(2)), abs=1e-5)
+
+
+def test_adversarial_steps_seek_disagreement_and_hand_the_student_back():
+    teacher = _teacher()
+    mean, var = _stats(teacher, _real_like_windows(256))
+    student = create_model("lidar_student").train()
+    frozen_before = [p.requires_grad for p in student.parameters()]
+    cfg = DataFreeConfig(generator_loss="metadata", generator_steps=40, metadata_weight=0.0 + 1e-9,
+                         resample_each_epoch=True, adversarial_steps=60, adversarial_weight=1.0)
+    generator, _ = D.train_generator(teacher, (mean, var), cfg, seed=0, progress=False)
+    history = D.fit_generator(generator, teacher, D.TeacherMetadata(mean, var), cfg, steps=60, seed=1,
+                              student=student, log_every=20)
+    assert [h["step"] for h in history] == [20, 40, 60]
+    assert history[-1]["loss_competition"] < history[0]["loss_competition"]   # more disagreement found
+    # the student did not move, took no gradient, and is handed back in train mode with its flags
+    assert all(p.grad is None for p in student.parameters())
+    assert student.training and [p.requires_grad for p in student.parameters()] == frozen_before
+
+
+def test_adversarial_steps_need_fresh_sets():
+    with pytest.raises(ValueError, match="resample_each_epoch"):
+        DataFreeConfig(adversarial_steps=10)
+    with pytest.raises(ValueError, match="adversarial_steps"):
+        DataFreeConfig(adversarial_steps=-1, resample_each_epoch=True)
+    assert D.beyond_paper_options(DataFreeConfig())["adversarial_steps"] == 0

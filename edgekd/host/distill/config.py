@@ -63,6 +63,11 @@ class DataFreeConfig:
     # frame-to-frame smoothness prior on generated scans (0 = off)
     student_init: Literal["scratch", "teacher_embedding"] = "teacher_embedding"
     smoothness_weight: float = 0.0
+    # beyond the paper: before each epoch's fresh set (resample_each_epoch), the generator takes this many
+    # more steps that also reward teacher-student disagreement on what it makes (the competition term of
+    # Yin et al.'s Adaptive DeepInversion, CVPR 2020), weighted by adversarial_weight; 0 steps: off
+    adversarial_steps: int = 0
+    adversarial_weight: float = 1.0
 
     def __post_init__(self) -> None:
         for name in ("noise_dim", "generator_hidden", "generator_steps", "generator_batch_size",
@@ -74,7 +79,13 @@ class DataFreeConfig:
         if self.student_init not in ("scratch", "teacher_embedding"):   # YAML checks the Literal; code may not
             raise ValueError("datafree.student_init must be 'scratch' or 'teacher_embedding', "
                              f"got {self.student_init!r}")
-        for name in ("metadata_weight", "activation_weight", "entropy_weight", "smoothness_weight"):
+        if self.adversarial_steps < 0:
+            raise ValueError(f"datafree.adversarial_steps must be >= 0, got {self.adversarial_steps!r}")
+        if self.adversarial_steps and not self.resample_each_epoch:
+            raise ValueError("datafree.adversarial_steps refines the generator between epochs' fresh sets: "
+                             "it needs resample_each_epoch: true")
+        for name in ("metadata_weight", "activation_weight", "entropy_weight", "smoothness_weight",
+                     "adversarial_weight"):
             if getattr(self, name) < 0:
                 raise ValueError(f"datafree.{name} must be >= 0, got {getattr(self, name)!r}")
         low, high = self.input_range

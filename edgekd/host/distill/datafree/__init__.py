@@ -47,11 +47,18 @@ its metadata), :mod:`.generator` (the generator and the synthetic set), :mod:`.r
 (the student phase and the whole run). Everything is importable from here.
 """
 
-from edgekd.host.distill.datafree.generator import LidarGenerator, SyntheticSet, synthesize_set, train_generator
+from edgekd.host.distill.datafree.generator import (
+    LidarGenerator,
+    SyntheticSet,
+    fit_generator,
+    synthesize_set,
+    train_generator,
+)
 from edgekd.host.distill.datafree.losses import (
     GENERATOR_VARIANTS,
     TeacherMetadata,
     activation_loss,
+    competition_loss,
     entropy_loss,
     generator_loss_terms,
     generator_loss_weights,
@@ -89,7 +96,8 @@ from edgekd.host.distill.datafree.teacher import (
 __all__ = [
     "BEYOND_PAPER_OPTIONS", "EVALUATION_SPLIT", "GENERATOR_VARIANTS", "METADATA_LAYERS", "MODALITY", "SHAPE_KWARGS",
     "STUDENT_INITS", "DataFreeResult", "LidarGenerator", "SyntheticSet", "SyntheticSource", "TeacherMetadata",
-    "activation_loss", "add_layer_metadata", "beyond_paper_options", "check_layer_metadata", "distill_datafree",
+    "activation_loss", "add_layer_metadata", "beyond_paper_options", "check_layer_metadata", "competition_loss",
+    "distill_datafree", "fit_generator",
     "entropy_loss", "evaluate_on", "generator_loss_terms", "generator_loss_weights", "init_student_from_teacher",
     "layer_metadata_loss", "layer_statistics", "load_teacher", "metadata_loss", "needs_metadata",
     "open_evaluation_split", "smoothness_loss", "student_kwargs_from_teacher", "synthesize_set",

@@ -5,8 +5,10 @@ Input mapping: see :mod:`edgekd.host.distill.datafree`.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -14,7 +16,13 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from edgekd.host.distill.config import DataFreeConfig
-from edgekd.host.distill.datafree.losses import TeacherMetadata, entropy_loss, generator_loss_terms, needs_metadata
+from edgekd.host.distill.datafree.losses import (
+    TeacherMetadata,
+    competition_loss,
+    entropy_loss,
+    generator_loss_terms,
+    needs_metadata,
+)
 from edgekd.host.distill.datafree.teacher import MODALITY, teacher_layer_features
 from edgekd.host.distill.methods import freeze
 from edgekd.host.distill.optim import build_optimizer, check_finite, optimizer_step
@@ -77,6 +85,8 @@ def train_generator(teacher: BeamModel, metadata: TeacherMetadata | tuple[Tensor
     Every step draws a fresh noise batch; only the generator's weights move
     (the teacher is frozen and in eval mode, its gradients reach the inputs only).
     With per-layer metadata the teacher runs through :func:`teacher_layer_features`.
+    The steps themselves are :func:`fit_generator`'s, which also refines the generator
+    against a student during a data-free run (``DataFreeConfig.adversarial_steps``).
 
     A loop of its own rather than the trainer's: it counts steps, not epochs over a
     set of windows; every batch is fresh noise; there is no deployed model to
@@ -88,36 +98,75 @@ def train_generator(teacher: BeamModel, metadata: TeacherMetadata | tuple[Tensor
         raise ValueError("the generator loss uses the metadata term but no metadata was given")
     if metadata is not None and not isinstance(metadata, TeacherMetadata):
         metadata = TeacherMetadata(*metadata)
-    features_of = (functools.partial(teacher_layer_features, teacher) if metadata is not None and metadata.layers
-                   else teacher.forward_features)
-    smoothness = cfg.smoothness_weight
     freeze(teacher)
     window, bins = teacher.input_shapes()[MODALITY]
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         generator = LidarGenerator.from_config(cfg, window=window, bins=bins)
+    history = fit_generator(generator, teacher, metadata, cfg, steps=cfg.generator_steps, seed=seed,
+                            progress=progress, log_every=log_every)
+    return generator.eval(), history
+
+
+def fit_generator(generator: LidarGenerator, teacher: BeamModel, metadata: TeacherMetadata | None,
+                  cfg: DataFreeConfig, *, steps: int, seed: int, student: BeamModel | None = None,
+                  progress: bool = False, log_every: int = 50) -> list[dict]:
+    """``steps`` optimiser steps of ``generator`` on its loss against the frozen teacher; returns the history.
+
+    With a ``student``, each step also pays ``cfg.adversarial_weight`` x :func:`competition_loss`
+    (the generator seeks inputs where student and teacher disagree); the student is held in eval
+    mode with its weights frozen for these steps and handed back as it came.
+    """
+    features_of = (functools.partial(teacher_layer_features, teacher) if metadata is not None and metadata.layers
+                   else teacher.forward_features)
     params = list(generator.parameters())
     optimizer = build_optimizer(params, "adam", cfg.generator_lr)
     noise = torch.Generator().manual_seed(seed)
     history: list[dict] = []
     sums: dict[str, float] = {}
     generator.train()
-    bar = tqdm(range(1, cfg.generator_steps + 1), desc=f"generator ({cfg.generator_loss})", unit="step",
-               leave=False, disable=not progress)
-    for step in bar:
-        inputs = generator(generator.noise(cfg.generator_batch_size, noise))
-        terms = generator_loss_terms(features_of(inputs), metadata, cfg, inputs=inputs, smoothness_weight=smoothness)
-        check_finite(terms["loss"], "generator loss", f"at step {step}", field="datafree.generator_lr",
-                     fix="lower datafree.generator_lr or the loss weights")
-        optimizer_step(terms["loss"], optimizer, params)
-        for name, value in terms.items():
-            sums[name] = sums.get(name, 0.0) + float(value.detach())
-        if step % log_every == 0 or step == cfg.generator_steps:
-            count = step - (history[-1]["step"] if history else 0)
-            history.append({"step": step, **{k: v / count for k, v in sums.items()}})
-            bar.set_postfix(loss=f"{history[-1]['loss']:.4f}")
-            sums = {}
-    return generator.eval(), history
+    bar = tqdm(range(1, steps + 1), desc=f"generator ({cfg.generator_loss})", unit="step", leave=False,
+               disable=not progress)
+    with _held(student):
+        for step in bar:
+            inputs = generator(generator.noise(cfg.generator_batch_size, noise))
+            features = features_of(inputs)
+            terms = generator_loss_terms(features, metadata, cfg, inputs=inputs,
+                                         smoothness_weight=cfg.smoothness_weight)
+            if student is not None:
+                terms["loss_competition"] = competition_loss(features["logits"], student(inputs))
+                terms["loss"] = terms["loss"] + cfg.adversarial_weight * terms["loss_competition"]
+            check_finite(terms["loss"], "generator loss", f"at step {step}", field="datafree.generator_lr",
+                         fix="lower datafree.generator_lr or the loss weights")
+            optimizer_step(terms["loss"], optimizer, params)
+            for name, value in terms.items():
+                sums[name] = sums.get(name, 0.0) + float(value.detach())
+            if step % log_every == 0 or step == steps:
+                count = step - (history[-1]["step"] if history else 0)
+                history.append({"step": step, **{k: v / count for k, v in sums.items()}})
+                bar.set_postfix(loss=f"{history[-1]['loss']:.4f}")
+                sums = {}
+    generator.eval()
+    return history
+
+
+@contextlib.contextmanager
+def _held(model: BeamModel | None) -> Iterator[None]:
+    """``model`` in eval mode with no trainable weight for the block; its modes and flags restored after."""
+    if model is None:
+        yield
+        return
+    was_training = model.training
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    model.eval()
+    for p in trainable:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p in trainable:
+            p.requires_grad_(True)
+        model.train(was_training)
 
 
 # ---------------------------------------------------------------------------

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor
 
@@ -81,6 +82,22 @@ def layer_metadata_loss(features: Mapping[str, Tensor], layers: Mapping[str, tup
     if total is None:
         raise ValueError("no layer metadata given")
     return total
+
+
+def competition_loss(teacher_logits: Tensor, student_logits: Tensor) -> Tensor:
+    """``1 - JS(teacher || student) / ln 2`` over every (window, horizon) row, in [0, 1].
+
+    Adaptive DeepInversion's competition term (Yin et al., CVPR 2020): a generator that lowers it makes
+    inputs on which the student disagrees with the teacher, i.e. the ones the student still has to learn.
+    """
+    p = F.softmax(teacher_logits, dim=-1)
+    q = F.softmax(student_logits, dim=-1)
+    m = 0.5 * (p + q)
+    log_m = m.clamp_min(1e-12).log()
+    kl_pm = (p * (p.clamp_min(1e-12).log() - log_m)).sum(-1)
+    kl_qm = (q * (q.clamp_min(1e-12).log() - log_m)).sum(-1)
+    js = 0.5 * (kl_pm + kl_qm)
+    return 1.0 - (js / torch.log(torch.tensor(2.0))).mean()
 
 
 def smoothness_loss(lidar: Tensor) -> Tensor:

@@ -9,6 +9,7 @@ No validation data exists in a data-free run: the last epoch's weights are kept.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import logging
 import os
@@ -26,7 +27,13 @@ from edgekd.device.io import sha256_file
 from edgekd.host.checkpoint import Checkpoint
 from edgekd.host.distill.checks import accepted_arguments, check_model_fits_data, prepare_threads, resume_checkpoint
 from edgekd.host.distill.config import DataFreeConfig, TrainConfig
-from edgekd.host.distill.datafree.generator import LidarGenerator, SyntheticSet, synthesize_set, train_generator
+from edgekd.host.distill.datafree.generator import (
+    LidarGenerator,
+    SyntheticSet,
+    fit_generator,
+    synthesize_set,
+    train_generator,
+)
 from edgekd.host.distill.datafree.losses import TeacherMetadata
 from edgekd.host.distill.datafree.teacher import MODALITY, load_teacher
 from edgekd.host.distill.methods import TeacherCache, build_distiller
@@ -50,7 +57,9 @@ STUDENT_INITS = ("scratch", "teacher_embedding")
 #  layers: no data involved, and the student then only learns the recurrent part on the
 #  teacher's own view of a scan (generated scans can stray in directions the teacher ignores;
 #  a student with its own first layer would learn from that noise); "scratch": the paper's student.
-BEYOND_PAPER_OPTIONS = ("smoothness_weight", "student_init")
+#  adversarial_steps / adversarial_weight: between epochs the generator also seeks inputs where
+#  the student disagrees with the teacher (Adaptive DeepInversion's competition term); 0 steps: off.
+BEYOND_PAPER_OPTIONS = ("smoothness_weight", "student_init", "adversarial_steps", "adversarial_weight")
 
 
 def beyond_paper_options(cfg: DataFreeConfig) -> dict[str, Any]:
@@ -245,8 +254,9 @@ def distill_datafree(teacher_ckpt: str | os.PathLike | Checkpoint, student_name:
         if ck.data.get("fingerprint") not in (None, test_ds.fingerprint):
             log.warning("teacher %s was trained on another dataset than %s", ck.path, data)
         metrics["teacher_test"] = evaluate_on(teacher, test_ds, cfg.eval_batch_size)
-    source = SyntheticSource(synthetic, batch_size=cfg.batch_size, seed=cfg.seed,
-                             resample=_resampler(generator, teacher, cfg) if df.resample_each_epoch else None)
+    resample = (_resampler(generator, teacher, cfg, student=student if df.adversarial_steps else None,
+                           metadata=metadata) if df.resample_each_epoch else None)
+    source = SyntheticSource(synthetic, batch_size=cfg.batch_size, seed=cfg.seed, resample=resample)
     meta = _checkpoint_meta(student, ck, cfg, synthetic.summary(), generator, generator_history, test_ds)
     trainer = student_trainer(student, teacher, source, cfg, test_ds=test_ds, out=out, log_path=log_path,
                               checkpoint_meta={**meta, "metrics": metrics},
@@ -278,13 +288,22 @@ def _generator_and_set(teacher: BeamModel, metadata: TeacherMetadata | None, cfg
     return generator, history or [], synthetic
 
 
-def _resampler(generator: LidarGenerator | None, teacher: BeamModel,
-               cfg: TrainConfig) -> Callable[[int], SyntheticSet]:
+def _resampler(generator: LidarGenerator | None, teacher: BeamModel, cfg: TrainConfig, *,
+               student: BeamModel | None = None,
+               metadata: TeacherMetadata | None = None) -> Callable[[int], SyntheticSet]:
+    """Epoch ``e``'s fresh set; with a ``student`` (``adversarial_steps``), drawn after the generator has taken
+    those steps toward inputs the student gets wrong (a resumed run refines from the stored generator)."""
     if generator is None:
         raise ValueError("resample_each_epoch needs the generator, not only a synthetic set")
+    df = cfg.datafree
+    if student is not None:   # refine a copy: the checkpoint keeps the generator the run started from
+        generator = copy.deepcopy(generator)
 
     def resample(epoch: int) -> SyntheticSet:
-        return synthesize_set(generator, teacher, cfg.datafree.synthetic_samples, seed=cfg.seed + 1 + 1000 * epoch)
+        if student is not None:
+            fit_generator(generator, teacher, metadata, df, steps=df.adversarial_steps,
+                          seed=cfg.seed + 2 + 1000 * epoch, student=student)
+        return synthesize_set(generator, teacher, df.synthetic_samples, seed=cfg.seed + 1 + 1000 * epoch)
     return resample
 
 
