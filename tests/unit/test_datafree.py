@@ -427,3 +427,40 @@ def test_adversarial_steps_need_fresh_sets():
     with pytest.raises(ValueError, match="adversarial_steps"):
         DataFreeConfig(adversarial_steps=-1, resample_each_epoch=True)
     assert D.beyond_paper_options(DataFreeConfig())["adversarial_steps"] == 0
+
+
+# --------------------------------------------------------------------------- null-space noise
+
+
+def test_null_space_noise_leaves_every_teacher_output_unchanged():
+    teacher = _teacher()
+    projector = D.teacher_null_space(teacher)
+    weight = teacher.embed.weight.detach()
+    assert projector.shape == (216, 216)
+    assert torch.allclose(projector, projector.T, atol=1e-5) and torch.allclose(projector @ projector, projector,
+                                                                                atol=1e-5)
+    assert torch.allclose(weight @ projector, torch.zeros_like(weight), atol=1e-5)
+    assert float(torch.trace(projector)) == pytest.approx(216 - 64, abs=1e-3)   # rank of a random 64 x 216 layer
+    x = _real_like_windows(16)
+    noisy = x + torch.randn(x.shape) @ projector
+    with torch.no_grad():
+        assert torch.allclose(teacher(noisy), teacher(x), atol=1e-4)
+    assert float((noisy - x).abs().mean()) > 0.5   # the inputs did change, by a lot
+
+
+def test_synthetic_batches_carry_seeded_null_space_noise():
+    teacher = _teacher()
+    synthetic = D.synthesize_set(D.LidarGenerator(), teacher, 40, seed=0)
+    projector = D.teacher_null_space(teacher)
+
+    def first_batch(null_space, seed=3):
+        source = D.SyntheticSource(synthetic, batch_size=40, seed=seed, null_space=null_space)
+        return next(source.epoch_batches(1)[1])
+
+    plain, noisy, again = first_batch(None), first_batch((projector, 1.0)), first_batch((projector, 1.0))
+    assert torch.equal(noisy["lidar"], again["lidar"]) and not torch.equal(noisy["lidar"], plain["lidar"])
+    assert torch.equal(noisy["teacher_logits"], plain["teacher_logits"])   # the labels stay the teacher's
+    with torch.no_grad():
+        assert torch.allclose(teacher(noisy["lidar"]), noisy["teacher_logits"], atol=1e-4)
+    with pytest.raises(ValueError, match="null_space_noise"):
+        DataFreeConfig(null_space_noise=-1.0)
