@@ -68,10 +68,10 @@ class DataFreeConfig:
     # Yin et al.'s Adaptive DeepInversion, CVPR 2020), weighted by adversarial_weight; 0 steps: off
     adversarial_steps: int = 0
     adversarial_weight: float = 1.0
-    # beyond the paper: every synthetic batch the student sees gets Gaussian noise of this std (per value,
-    # before projection) projected onto the null space of the teacher's first layer; the teacher's
-    # outputs are then exactly unchanged, so the student learns to ignore what the teacher cannot see
-    null_space_noise: float = 0.0
+    # beyond the paper: every synthetic batch the student sees gets Gaussian noise of this std (metres / 10,
+    # per value) and the frozen teacher labels the noisy windows afresh: the student then also learns the
+    # teacher's answers off the generator's low-dimensional output manifold (0 = off)
+    input_noise: float = 0.0
 
     def __post_init__(self) -> None:
         for name in ("noise_dim", "generator_hidden", "generator_steps", "generator_batch_size",
@@ -89,7 +89,7 @@ class DataFreeConfig:
             raise ValueError("datafree.adversarial_steps refines the generator between epochs' fresh sets: "
                              "it needs resample_each_epoch: true")
         for name in ("metadata_weight", "activation_weight", "entropy_weight", "smoothness_weight",
-                     "adversarial_weight", "null_space_noise"):
+                     "adversarial_weight", "input_noise"):
             if getattr(self, name) < 0:
                 raise ValueError(f"datafree.{name} must be >= 0, got {getattr(self, name)!r}")
         low, high = self.input_range

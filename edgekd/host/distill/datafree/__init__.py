@@ -80,7 +80,6 @@ from edgekd.host.distill.datafree.run import (
     init_student_from_teacher,
     open_evaluation_split,
     student_kwargs_from_teacher,
-    teacher_null_space,
     train_student,
 )
 from edgekd.host.distill.datafree.teacher import (
@@ -102,5 +101,5 @@ __all__ = [
     "entropy_loss", "evaluate_on", "generator_loss_terms", "generator_loss_weights", "init_student_from_teacher",
     "layer_metadata_loss", "layer_statistics", "load_teacher", "metadata_loss", "needs_metadata",
     "open_evaluation_split", "smoothness_loss", "student_kwargs_from_teacher", "synthesize_set",
-    "teacher_layer_features", "teacher_metadata", "teacher_null_space", "train_generator", "train_student",
+    "teacher_layer_features", "teacher_metadata", "train_generator", "train_student",
 ]

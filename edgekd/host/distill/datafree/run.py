@@ -59,10 +59,11 @@ STUDENT_INITS = ("scratch", "teacher_embedding")
 #  a student with its own first layer would learn from that noise); "scratch": the paper's student.
 #  adversarial_steps / adversarial_weight: between epochs the generator also seeks inputs where
 #  the student disagrees with the teacher (Adaptive DeepInversion's competition term); 0 steps: off.
-#  null_space_noise: noise in the null space of the teacher's first layer on every synthetic batch
-#  (the teacher's outputs do not change under it; the student learns the teacher's blind directions).
+#  input_noise: Gaussian noise on every synthetic batch, relabelled by the teacher (the generator's
+#  outputs span a low-dimensional set; real scans lie off it, where a from-scratch student would
+#  otherwise never have seen the teacher's answer).
 BEYOND_PAPER_OPTIONS = ("smoothness_weight", "student_init", "adversarial_steps", "adversarial_weight",
-                        "null_space_noise")
+                        "input_noise")
 
 
 def beyond_paper_options(cfg: DataFreeConfig) -> dict[str, Any]:
@@ -82,9 +83,9 @@ class SyntheticSource:
 
     def __init__(self, synthetic: SyntheticSet, *, batch_size: int, seed: int,
                  resample: Callable[[int], SyntheticSet] | None = None,
-                 null_space: tuple[Tensor, float] | None = None):
+                 noisy: tuple[float, Callable[[Tensor], Tensor]] | None = None):
         self.synthetic, self.batch_size, self.seed, self.resample = synthetic, batch_size, seed, resample
-        self.null_space = null_space   # (projector [bins, bins], noise std): see teacher_null_space
+        self.noisy = noisy   # (noise std, the teacher that labels the noisy windows): datafree.input_noise
 
     def __len__(self) -> int:
         return len(self.synthetic)
@@ -94,18 +95,21 @@ class SyntheticSource:
             self.synthetic = self.resample(epoch)
         chunks = batch_slices(epoch_permutation(len(self.synthetic), self.seed, epoch), self.batch_size, min_last=2)
         noise = torch.Generator().manual_seed(self.seed * 100_003 + epoch)   # per (seed, epoch): resume repeats it
-        return len(chunks), self._batches(self.synthetic, chunks, self.null_space, noise)
+        return len(chunks), self._batches(self.synthetic, chunks, self.noisy, noise)
 
     @staticmethod
-    def _batches(synthetic: SyntheticSet, chunks: Sequence[np.ndarray], null_space: tuple[Tensor, float] | None,
+    def _batches(synthetic: SyntheticSet, chunks: Sequence[np.ndarray],
+                 noisy: tuple[float, Callable[[Tensor], Tensor]] | None,
                  noise: torch.Generator) -> Iterator[dict[str, Tensor]]:
         for chunk in chunks:
             index = torch.from_numpy(chunk)
-            inputs = synthetic.inputs[index]
-            if null_space is not None:
-                projector, std = null_space
-                inputs = inputs + (std * torch.randn(inputs.shape, generator=noise)) @ projector
-            yield {MODALITY: inputs, "teacher_logits": synthetic.teacher_logits[index]}
+            inputs, logits = synthetic.inputs[index], synthetic.teacher_logits[index]
+            if noisy is not None:
+                std, teacher = noisy
+                inputs = inputs + std * torch.randn(inputs.shape, generator=noise)
+                with torch.no_grad():
+                    logits = teacher(inputs)
+            yield {MODALITY: inputs, "teacher_logits": logits}
 
     def teacher_cache(self, teacher: BeamModel, names: Sequence[str], batch_size: int,
                       device: torch.device) -> TeacherCache | None:
@@ -113,19 +117,6 @@ class SyntheticSource:
 
     def hidden_state_stats(self, model: BeamModel, batch_size: int, device: torch.device) -> dict[str, Any] | None:
         return None   # no real training window: no metadata for a later data-free run of this student
-
-
-def teacher_null_space(teacher: BeamModel) -> Tensor:
-    """The orthogonal projector ``[bins, bins]`` onto the null space of the teacher's first layer.
-
-    The LiDAR teacher sees a scan only through ``embed(x) = W x + b``: noise projected by this matrix
-    changes no teacher output, so a synthetic window plus such noise keeps its teacher logits exactly.
-    """
-    weight = cast(nn.Linear, teacher.embed).weight.detach()            # [64, bins]
-    _, singular, vh = torch.linalg.svd(weight, full_matrices=False)
-    rank = int((singular > singular.max() * 1e-6).sum())
-    row_space = vh[:rank]                                                  # [rank, bins], orthonormal rows
-    return torch.eye(weight.shape[1]) - row_space.T @ row_space
 
 
 def init_student_from_teacher(student: BeamModel, teacher: BeamModel, how: str) -> BeamModel:
@@ -144,6 +135,11 @@ def init_student_from_teacher(student: BeamModel, teacher: BeamModel, how: str) 
         s_embed.bias.copy_(t_embed.bias)
     s_embed.requires_grad_(False)
     return student
+
+
+def _noisy(teacher: BeamModel, df: DataFreeConfig) -> tuple[float, Callable[[Tensor], Tensor]] | None:
+    """``SyntheticSource``'s noise setting: the std and the frozen teacher (eval mode) that relabels."""
+    return (df.input_noise, teacher.eval()) if df.input_noise > 0 else None
 
 
 def student_trainer(student: BeamModel, teacher: BeamModel, source: SyntheticSource, cfg: TrainConfig,
@@ -168,10 +164,9 @@ def train_student(student: BeamModel, teacher: BeamModel, synthetic: SyntheticSe
     """
     if progress is not None:
         cfg = dataclasses.replace(cfg, progress=progress)
-    null_space = ((teacher_null_space(teacher), cfg.datafree.null_space_noise)
-                  if cfg.datafree.null_space_noise > 0 else None)
+    noisy = _noisy(teacher, cfg.datafree)
     source = SyntheticSource(synthetic, batch_size=cfg.batch_size, seed=cfg.seed, resample=resample,
-                             null_space=null_space)
+                             noisy=noisy)
     result = student_trainer(student, teacher, source, cfg).fit()
     return student.eval(), student_history(result)
 
@@ -283,9 +278,9 @@ def distill_datafree(teacher_ckpt: str | os.PathLike | Checkpoint, student_name:
         metrics["teacher_test"] = evaluate_on(teacher, test_ds, cfg.eval_batch_size)
     resample = (_resampler(generator, teacher, cfg, student=student if df.adversarial_steps else None,
                            metadata=metadata) if df.resample_each_epoch else None)
-    null_space = (teacher_null_space(teacher), df.null_space_noise) if df.null_space_noise > 0 else None
+    noisy = _noisy(teacher, df)
     source = SyntheticSource(synthetic, batch_size=cfg.batch_size, seed=cfg.seed, resample=resample,
-                             null_space=null_space)
+                             noisy=noisy)
     meta = _checkpoint_meta(student, ck, cfg, synthetic.summary(), generator, generator_history, test_ds)
     trainer = student_trainer(student, teacher, source, cfg, test_ds=test_ds, out=out, log_path=log_path,
                               checkpoint_meta={**meta, "metrics": metrics},
@@ -359,5 +354,5 @@ def _checkpoint_meta(student: BeamModel, teacher_ck: Checkpoint, cfg: TrainConfi
 __all__ = [
     "BEYOND_PAPER_OPTIONS", "EVALUATION_SPLIT", "SHAPE_KWARGS", "STUDENT_INITS", "DataFreeResult", "SyntheticSource",
     "beyond_paper_options", "distill_datafree", "evaluate_on", "init_student_from_teacher", "open_evaluation_split",
-    "student_kwargs_from_teacher", "teacher_null_space", "train_student",
+    "student_kwargs_from_teacher", "train_student",
 ]
