@@ -165,7 +165,8 @@ class Experiment:
         df = DataFreeConfig(generator_loss=variant, student_loss=student_loss, metadata_weight=p.metadata_weight,
                             activation_weight=p.activation_weight, entropy_weight=p.entropy_weight,
                             generator_steps=p.generator_steps, synthetic_samples=p.synthetic_samples,
-                            output_mapping=p.output_mapping, resample_each_epoch=p.resample_each_epoch)
+                            output_mapping=p.output_mapping, resample_each_epoch=p.resample_each_epoch,
+                            student_init=p.student_init, input_noise=p.input_noise)
         cfg = self.train_config(seed, p.datafree_epochs, temperature=p.datafree_temperature, datafree=df)
         return dataclasses.replace(cfg, lr=p.datafree_lr, batch_size=p.datafree_batch_size)
 
@@ -276,8 +277,8 @@ def check_plan(out: Path, profile: Paper2Profile, data: Path) -> None:
     """A rerun into the same folder must use the same settings and dataset (finished runs are reused)."""
     from edgekd.host.data import read_meta
 
-    plan = {"format": PLAN_FORMAT, "profile": profile.fingerprint_fields(), "datafree_options": datafree_options(),
-            "data_fingerprint": read_meta(data)["fingerprint"]}
+    plan = {"format": PLAN_FORMAT, "profile": profile.fingerprint_fields(),
+            "datafree_options": datafree_options(profile), "data_fingerprint": read_meta(data)["fingerprint"]}
     runner.check_plan(out, plan, fix="choose another --out, or delete the folder to start over")
 
 

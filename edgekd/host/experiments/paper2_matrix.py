@@ -52,6 +52,10 @@ class Paper2Profile(SeededProfile):
     metadata_weight: float = 1.0   # alpha / beta / gamma of the weighted generator loss
     activation_weight: float = 0.1
     entropy_weight: float = 0.1
+    # beyond the paper (DataFreeConfig): "teacher_embedding" = weight transfer, the student starts from a
+    # frozen copy of the teacher's first layer; "scratch" = the paper's student, no teacher weight
+    student_init: Literal["teacher_embedding", "scratch"] = "teacher_embedding"
+    input_noise: float = 0.0       # noise on the synthetic windows, relabelled by the teacher (0 = off)
 
     def __post_init__(self) -> None:
         for name in ("windows", "seeds", "lr", "batch_size", "teacher_epochs", "student_epochs", "patience",
@@ -63,6 +67,10 @@ class Paper2Profile(SeededProfile):
             raise ValueError(f"kd_alpha must be in [0, 1], got {self.kd_alpha}")
         if self.threads is not None and self.threads <= 0:
             raise ValueError(f"threads must be positive or null, got {self.threads}")
+        if self.student_init not in ("teacher_embedding", "scratch"):
+            raise ValueError(f"student_init must be teacher_embedding or scratch, got {self.student_init!r}")
+        if self.input_noise < 0:
+            raise ValueError(f"input_noise must be >= 0, got {self.input_noise}")
 
 
 # the named profiles (profiles/paper2-<name>.yaml): smoke is a tiny pass for the tests, quick runs under
@@ -89,9 +97,9 @@ def figure_rows(best: str) -> list[Row]:
     return rows
 
 
-def datafree_options() -> dict[str, Any]:
-    """The data-free settings beyond the paper that are not profile fields (DataFreeConfig's defaults)."""
+def datafree_options(profile: Paper2Profile) -> dict[str, Any]:
+    """The data-free settings beyond the paper: the profile's, and DataFreeConfig's defaults for the rest."""
     from edgekd.host.distill import datafree as D
     from edgekd.host.distill.config import DataFreeConfig
 
-    return D.beyond_paper_options(DataFreeConfig())
+    return D.beyond_paper_options(DataFreeConfig(student_init=profile.student_init, input_noise=profile.input_noise))

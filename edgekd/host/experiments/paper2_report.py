@@ -117,10 +117,14 @@ def _fmt(agg: Mapping[str, Any], metric: str) -> list[str]:
     cells = [f"{m:.3f} ± {s:.3f}" for m, s in zip(agg[metric], agg[f"{metric}_std"])]
     return cells + [f"**{agg[f'{metric}_mean']:.3f} ± {agg[f'{metric}_mean_std']:.3f}**"]
 
-def _datafree_options_note() -> str:
-    options = datafree_options()
-    init = ("the student starts from the teacher's first layer, kept frozen (DistilBERT-style, no data)"
-            if options["student_init"] == "teacher_embedding" else "the student starts from scratch")
+def _datafree_options_note(profile: Paper2Profile) -> str:
+    options = datafree_options(profile)
+    init = ("weight transfer: the student starts from the teacher's first layer, kept frozen (DistilBERT-style, "
+            "no data)" if options["student_init"] == "teacher_embedding"
+            else "the student starts from scratch (no teacher weight)")
+    if options["input_noise"] > 0:
+        init += (f"; every synthetic batch gets Gaussian noise of std {options['input_noise']:g} and the teacher "
+                 "labels the noisy windows")
     prior = (f"; every generator variant adds a scan smoothness prior (weight {options['smoothness_weight']:g})"
              if options["smoothness_weight"] > 0 else "")
     return f"Beyond the paper: {init}{prior}."
@@ -146,7 +150,7 @@ def report_markdown(profile_name: str, profile: Paper2Profile, data: Path, summa
         "Data-free students read no training input and no label: the generator learns from the frozen teacher "
         "and its stored metadata only (last hidden state plus per-step layer statistics), the student from the "
         "generator's synthetic sets only"
-        + (", a fresh set every epoch" if profile.resample_each_epoch else "") + ". " + _datafree_options_note(),
+        + (", a fresh set every epoch" if profile.resample_each_epoch else "") + ". " + _datafree_options_note(profile),
         "",
         "## Acceptance",
         "",
