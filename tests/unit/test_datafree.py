@@ -440,12 +440,26 @@ def test_synthetic_batches_carry_seeded_noise_relabelled_by_the_teacher():
         source = D.SyntheticSource(synthetic, batch_size=40, seed=seed, noisy=noisy)
         return next(source.epoch_batches(1)[1])
 
-    plain, noisy, again = first_batch(None), first_batch((0.5, teacher)), first_batch((0.5, teacher))
+    relabelled = D.Relabelled(0.5, 0.0, teacher)
+    plain, noisy, again = first_batch(None), first_batch(relabelled), first_batch(relabelled)
     assert torch.equal(noisy["lidar"], again["lidar"]) and torch.equal(noisy["teacher_logits"], again["teacher_logits"])
     assert float((noisy["lidar"] - plain["lidar"]).std()) == pytest.approx(0.5, rel=0.05)
     with torch.no_grad():   # the labels are the teacher's answers on the noisy windows, not the clean ones'
         assert torch.equal(noisy["teacher_logits"], teacher(noisy["lidar"]))
     assert not torch.allclose(noisy["teacher_logits"], plain["teacher_logits"], atol=1e-3)
-    assert not torch.equal(first_batch((0.5, teacher), seed=4)["lidar"], noisy["lidar"])
+    assert not torch.equal(first_batch(relabelled, seed=4)["lidar"], noisy["lidar"])
     with pytest.raises(ValueError, match="input_noise"):
         DataFreeConfig(input_noise=-1.0)
+
+
+def test_bin_noise_keeps_its_std_and_correlates_neighbouring_bins():
+    def neighbour_correlation(x):
+        return float(torch.corrcoef(torch.stack([x[..., 20:-21].reshape(-1), x[..., 21:-20].reshape(-1)]))[0, 1])
+
+    white = D.bin_noise((400, 8, 216), 0.7, 0.0, torch.Generator().manual_seed(0))
+    smooth = D.bin_noise((400, 8, 216), 0.7, 5.0, torch.Generator().manual_seed(0))
+    assert float(white.std()) == pytest.approx(0.7, rel=0.02)
+    assert float(smooth[..., 20:-20].std()) == pytest.approx(0.7, rel=0.05)   # away from the zero-padded ends
+    assert abs(neighbour_correlation(white)) < 0.02
+    # a Gaussian kernel of std w correlates neighbours by exp(-1 / (4 w^2)): 0.990 for w = 5
+    assert neighbour_correlation(smooth) == pytest.approx(math.exp(-1 / 100), abs=0.005)

@@ -72,6 +72,9 @@ class DataFreeConfig:
     # per value) and the frozen teacher labels the noisy windows afresh: the student then also learns the
     # teacher's answers off the generator's low-dimensional output manifold (0 = off)
     input_noise: float = 0.0
+    # the noise's correlation along the azimuth bins: std (in bins) of a Gaussian kernel it is smoothed
+    # with, then rescaled to input_noise; 0 = white. Real scans deviate in smooth runs (a wall, a car)
+    input_noise_width: float = 0.0
 
     def __post_init__(self) -> None:
         for name in ("noise_dim", "generator_hidden", "generator_steps", "generator_batch_size",
@@ -89,7 +92,7 @@ class DataFreeConfig:
             raise ValueError("datafree.adversarial_steps refines the generator between epochs' fresh sets: "
                              "it needs resample_each_epoch: true")
         for name in ("metadata_weight", "activation_weight", "entropy_weight", "smoothness_weight",
-                     "adversarial_weight", "input_noise"):
+                     "adversarial_weight", "input_noise", "input_noise_width"):
             if getattr(self, name) < 0:
                 raise ValueError(f"datafree.{name} must be >= 0, got {getattr(self, name)!r}")
         low, high = self.input_range

@@ -166,7 +166,8 @@ class Experiment:
                             activation_weight=p.activation_weight, entropy_weight=p.entropy_weight,
                             generator_steps=p.generator_steps, synthetic_samples=p.synthetic_samples,
                             output_mapping=p.output_mapping, resample_each_epoch=p.resample_each_epoch,
-                            student_init=p.student_init, input_noise=p.input_noise)
+                            student_init=p.student_init, input_noise=p.input_noise,
+                            input_noise_width=p.input_noise_width)
         cfg = self.train_config(seed, p.datafree_epochs, temperature=p.datafree_temperature, datafree=df)
         return dataclasses.replace(cfg, lr=p.datafree_lr, batch_size=p.datafree_batch_size)
 

@@ -56,6 +56,7 @@ class Paper2Profile(SeededProfile):
     # frozen copy of the teacher's first layer; "scratch" = the paper's student, no teacher weight
     student_init: Literal["teacher_embedding", "scratch"] = "teacher_embedding"
     input_noise: float = 0.0       # noise on the synthetic windows, relabelled by the teacher (0 = off)
+    input_noise_width: float = 0.0  # its correlation along the bins (Gaussian kernel std in bins; 0 = white)
 
     def __post_init__(self) -> None:
         for name in ("windows", "seeds", "lr", "batch_size", "teacher_epochs", "student_epochs", "patience",
@@ -69,8 +70,9 @@ class Paper2Profile(SeededProfile):
             raise ValueError(f"threads must be positive or null, got {self.threads}")
         if self.student_init not in ("teacher_embedding", "scratch"):
             raise ValueError(f"student_init must be teacher_embedding or scratch, got {self.student_init!r}")
-        if self.input_noise < 0:
-            raise ValueError(f"input_noise must be >= 0, got {self.input_noise}")
+        for name in ("input_noise", "input_noise_width"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
 
 
 # the named profiles (profiles/paper2-<name>.yaml): smoke is a tiny pass for the tests, quick runs under
@@ -102,4 +104,5 @@ def datafree_options(profile: Paper2Profile) -> dict[str, Any]:
     from edgekd.host.distill import datafree as D
     from edgekd.host.distill.config import DataFreeConfig
 
-    return D.beyond_paper_options(DataFreeConfig(student_init=profile.student_init, input_noise=profile.input_noise))
+    return D.beyond_paper_options(DataFreeConfig(student_init=profile.student_init, input_noise=profile.input_noise,
+                                                 input_noise_width=profile.input_noise_width))

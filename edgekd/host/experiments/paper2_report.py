@@ -123,8 +123,10 @@ def _datafree_options_note(profile: Paper2Profile) -> str:
             "no data)" if options["student_init"] == "teacher_embedding"
             else "the student starts from scratch (no teacher weight)")
     if options["input_noise"] > 0:
-        init += (f"; every synthetic batch gets Gaussian noise of std {options['input_noise']:g} and the teacher "
-                 "labels the noisy windows")
+        width = options["input_noise_width"]
+        init += (f"; every synthetic batch gets Gaussian noise of std {options['input_noise']:g}"
+                 + (f" (smoothed along the bins, kernel std {width:g} bins)" if width > 0 else "")
+                 + " and the teacher labels the noisy windows")
     prior = (f"; every generator variant adds a scan smoothness prior (weight {options['smoothness_weight']:g})"
              if options["smoothness_weight"] > 0 else "")
     return f"Beyond the paper: {init}{prior}."

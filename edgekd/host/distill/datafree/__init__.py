@@ -73,8 +73,10 @@ from edgekd.host.distill.datafree.run import (
     SHAPE_KWARGS,
     STUDENT_INITS,
     DataFreeResult,
+    Relabelled,
     SyntheticSource,
     beyond_paper_options,
+    bin_noise,
     distill_datafree,
     evaluate_on,
     init_student_from_teacher,
@@ -94,12 +96,12 @@ from edgekd.host.distill.datafree.teacher import (
 )
 
 __all__ = [
-    "BEYOND_PAPER_OPTIONS", "EVALUATION_SPLIT", "GENERATOR_VARIANTS", "METADATA_LAYERS", "MODALITY", "SHAPE_KWARGS",
-    "STUDENT_INITS", "DataFreeResult", "LidarGenerator", "SyntheticSet", "SyntheticSource", "TeacherMetadata",
-    "activation_loss", "add_layer_metadata", "beyond_paper_options", "check_layer_metadata", "competition_loss",
-    "distill_datafree", "fit_generator",
-    "entropy_loss", "evaluate_on", "generator_loss_terms", "generator_loss_weights", "init_student_from_teacher",
-    "layer_metadata_loss", "layer_statistics", "load_teacher", "metadata_loss", "needs_metadata",
-    "open_evaluation_split", "smoothness_loss", "student_kwargs_from_teacher", "synthesize_set",
-    "teacher_layer_features", "teacher_metadata", "train_generator", "train_student",
+    "BEYOND_PAPER_OPTIONS", "DataFreeResult", "EVALUATION_SPLIT", "GENERATOR_VARIANTS", "LidarGenerator",
+    "METADATA_LAYERS", "MODALITY", "Relabelled", "SHAPE_KWARGS", "STUDENT_INITS", "SyntheticSet", "SyntheticSource",
+    "TeacherMetadata", "activation_loss", "add_layer_metadata", "beyond_paper_options", "bin_noise",
+    "check_layer_metadata", "competition_loss", "distill_datafree", "entropy_loss", "evaluate_on", "fit_generator",
+    "generator_loss_terms", "generator_loss_weights", "init_student_from_teacher", "layer_metadata_loss",
+    "layer_statistics", "load_teacher", "metadata_loss", "needs_metadata", "open_evaluation_split", "smoothness_loss",
+    "student_kwargs_from_teacher", "synthesize_set", "teacher_layer_features", "teacher_metadata", "train_generator",
+    "train_student",
 ]

@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import logging
+import math
 import os
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -20,6 +21,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from edgekd.device.errors import EdgekdError
@@ -63,7 +65,7 @@ STUDENT_INITS = ("scratch", "teacher_embedding")
 #  outputs span a low-dimensional set; real scans lie off it, where a from-scratch student would
 #  otherwise never have seen the teacher's answer).
 BEYOND_PAPER_OPTIONS = ("smoothness_weight", "student_init", "adversarial_steps", "adversarial_weight",
-                        "input_noise")
+                        "input_noise", "input_noise_width")
 
 
 def beyond_paper_options(cfg: DataFreeConfig) -> dict[str, Any]:
@@ -72,6 +74,31 @@ def beyond_paper_options(cfg: DataFreeConfig) -> dict[str, Any]:
 
 # ---------------------------------------------------------------------------
 # step 4: the student on the synthetic set
+
+
+@dataclasses.dataclass(frozen=True)
+class Relabelled:
+    """``datafree.input_noise``: noise of this std (and correlation width in bins) on every synthetic batch,
+    whose windows the frozen ``teacher`` (eval mode) then labels afresh."""
+
+    std: float
+    width: float
+    teacher: Callable[[Tensor], Tensor]
+
+
+def bin_noise(shape: Sequence[int], std: float, width: float, generator: torch.Generator) -> Tensor:
+    """Gaussian noise of per-value std ``std``; with ``width > 0`` correlated along the last axis (bins) by a
+    Gaussian kernel of that std in bins (zero-padded at the ends), the kernel normed so the std is kept."""
+    white = torch.randn(tuple(shape), generator=generator)
+    if width <= 0:
+        return std * white
+    half = max(1, int(math.ceil(3 * width)))
+    taps = torch.arange(-half, half + 1, dtype=white.dtype)
+    kernel = torch.exp(-0.5 * (taps / width) ** 2)
+    kernel = kernel / kernel.norm()
+    bins = white.shape[-1]
+    smooth = F.conv1d(white.reshape(-1, 1, bins), kernel.view(1, 1, -1), padding=half).reshape(white.shape)
+    return std * smooth
 
 
 class SyntheticSource:
@@ -83,9 +110,9 @@ class SyntheticSource:
 
     def __init__(self, synthetic: SyntheticSet, *, batch_size: int, seed: int,
                  resample: Callable[[int], SyntheticSet] | None = None,
-                 noisy: tuple[float, Callable[[Tensor], Tensor]] | None = None):
+                 noisy: Relabelled | None = None):
         self.synthetic, self.batch_size, self.seed, self.resample = synthetic, batch_size, seed, resample
-        self.noisy = noisy   # (noise std, the teacher that labels the noisy windows): datafree.input_noise
+        self.noisy = noisy
 
     def __len__(self) -> int:
         return len(self.synthetic)
@@ -98,17 +125,15 @@ class SyntheticSource:
         return len(chunks), self._batches(self.synthetic, chunks, self.noisy, noise)
 
     @staticmethod
-    def _batches(synthetic: SyntheticSet, chunks: Sequence[np.ndarray],
-                 noisy: tuple[float, Callable[[Tensor], Tensor]] | None,
+    def _batches(synthetic: SyntheticSet, chunks: Sequence[np.ndarray], noisy: Relabelled | None,
                  noise: torch.Generator) -> Iterator[dict[str, Tensor]]:
         for chunk in chunks:
             index = torch.from_numpy(chunk)
             inputs, logits = synthetic.inputs[index], synthetic.teacher_logits[index]
             if noisy is not None:
-                std, teacher = noisy
-                inputs = inputs + std * torch.randn(inputs.shape, generator=noise)
+                inputs = inputs + bin_noise(inputs.shape, noisy.std, noisy.width, noise)
                 with torch.no_grad():
-                    logits = teacher(inputs)
+                    logits = noisy.teacher(inputs)
             yield {MODALITY: inputs, "teacher_logits": logits}
 
     def teacher_cache(self, teacher: BeamModel, names: Sequence[str], batch_size: int,
@@ -137,9 +162,8 @@ def init_student_from_teacher(student: BeamModel, teacher: BeamModel, how: str) 
     return student
 
 
-def _noisy(teacher: BeamModel, df: DataFreeConfig) -> tuple[float, Callable[[Tensor], Tensor]] | None:
-    """``SyntheticSource``'s noise setting: the std and the frozen teacher (eval mode) that relabels."""
-    return (df.input_noise, teacher.eval()) if df.input_noise > 0 else None
+def _noisy(teacher: BeamModel, df: DataFreeConfig) -> Relabelled | None:
+    return Relabelled(df.input_noise, df.input_noise_width, teacher.eval()) if df.input_noise > 0 else None
 
 
 def student_trainer(student: BeamModel, teacher: BeamModel, source: SyntheticSource, cfg: TrainConfig,
@@ -352,7 +376,7 @@ def _checkpoint_meta(student: BeamModel, teacher_ck: Checkpoint, cfg: TrainConfi
 
 
 __all__ = [
-    "BEYOND_PAPER_OPTIONS", "EVALUATION_SPLIT", "SHAPE_KWARGS", "STUDENT_INITS", "DataFreeResult", "SyntheticSource",
-    "beyond_paper_options", "distill_datafree", "evaluate_on", "init_student_from_teacher", "open_evaluation_split",
-    "student_kwargs_from_teacher", "train_student",
+    "BEYOND_PAPER_OPTIONS", "DataFreeResult", "EVALUATION_SPLIT", "Relabelled", "SHAPE_KWARGS", "STUDENT_INITS",
+    "SyntheticSource", "beyond_paper_options", "bin_noise", "distill_datafree", "evaluate_on",
+    "init_student_from_teacher", "open_evaluation_split", "student_kwargs_from_teacher", "train_student",
 ]
