@@ -242,14 +242,13 @@ def run_paper1(profile: Paper1Profile, out: str | os.PathLike, data: str | os.Pa
     rest = [(seed, spec) for seed, spec in plan if (seed, spec) not in first]
     records = [_run_and_echo(i, len(plan), seed, spec, profile, out, data_path, local, progress, echo)
                for i, (seed, spec) in enumerate(first, start=1)]
+    # with workers, what is left to train goes side by side; finished runs are only read back, here
     todo = [(seed, spec) for seed, spec in rest if not _finished(out, seed, spec)]
-    if profile.workers > 1 and len(todo) > 1:
-        records += [_run_and_echo(i, len(plan), seed, spec, profile, out, data_path, local, progress, echo)
-                    for i, (seed, spec) in enumerate(rest, start=len(first) + 1) if (seed, spec) not in todo]
-        records += _runs_side_by_side(todo, profile, out, data_path, local, progress=progress, echo=echo)
-    else:
-        records += [_run_and_echo(i, len(plan), seed, spec, profile, out, data_path, local, progress, echo)
-                    for i, (seed, spec) in enumerate(rest, start=len(first) + 1)]
+    parallel = todo if profile.workers > 1 and len(todo) > 1 else []
+    records += [_run_and_echo(i, len(plan), seed, spec, profile, out, data_path, local, progress, echo)
+                for i, (seed, spec) in enumerate(rest, start=len(first) + 1) if (seed, spec) not in parallel]
+    if parallel:
+        records += _runs_side_by_side(parallel, profile, out, data_path, local, progress=progress, echo=echo)
     costs = model_costs(data_path)
     result = Paper1Result(profile=profile, data=data_path, records=records, local_windows=local,
                           train_windows=train_windows, model_costs=costs,
