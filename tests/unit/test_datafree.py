@@ -463,3 +463,14 @@ def test_bin_noise_keeps_its_std_and_correlates_neighbouring_bins():
     assert abs(neighbour_correlation(white)) < 0.02
     # a Gaussian kernel of std w correlates neighbours by exp(-1 / (4 w^2)): 0.990 for w = 5
     assert neighbour_correlation(smooth) == pytest.approx(math.exp(-1 / 100), abs=0.005)
+
+
+def test_the_shipped_from_scratch_recipe_loads_as_measured():
+    from edgekd.host.distill.config import example_configs
+
+    cfg = load_train_config(example_configs()["datafree_scratch"])
+    df = cfg.datafree
+    assert (df.student_init, df.input_noise, df.input_noise_width) == ("scratch", 1.0, 0.0)
+    assert (cfg.epochs, cfg.lr, cfg.batch_size, df.generator_loss, df.student_loss) == (200, 0.01, 128, "metadata",
+                                                                                       "mse")
+    assert df.resample_each_epoch and df.synthetic_samples == 3000 and df.generator_steps == 400
