@@ -43,7 +43,7 @@ from edgekd.host.data.gps import GpsConfig
 from edgekd.host.data.lidar import LidarConfig
 from edgekd.host.data.radar import RadarConfig
 from edgekd.host.data.scene import DriveTruth, StreetConfig, TrafficConfig, UserConfig, simulate_pass
-from edgekd.host.data.workers import one_thread_children, worker_init, workers_ignore_ctrl_c
+from edgekd.host.data.workers import one_thread_children, stop_pool, worker_init, workers_ignore_ctrl_c
 
 log = logging.getLogger(__name__)
 
@@ -281,23 +281,9 @@ def _render_drives(cfg: SceneConfig, seed: int, drives: list[int], workers: int)
         except BaseException:
             # Ctrl-C, an error or a consumer that stopped: drop the queued drives (a plain `with` would
             # render every one of them before letting the interrupt through)
-            _stop_pool(pool)
+            stop_pool(pool)
             raise
         pool.shutdown()
-
-
-def _stop_pool(pool: concurrent.futures.ProcessPoolExecutor) -> None:
-    """Cancel the queued drives and stop the running renders (they only fill memory: nothing to lose).
-
-    Not ``shutdown(wait=True, cancel_futures=True)``: with every pending item cancelled it can wait forever
-    (cpython#94440; one CI run of the Ctrl-C test hung 60 s in it, a race the test rarely hits)."""
-    # pid -> Process; no public accessor before Python 3.14's terminate_workers()
-    processes = list((getattr(pool, "_processes", None) or {}).values())
-    pool.shutdown(wait=False, cancel_futures=True)
-    for process in processes:
-        process.terminate()          # SIGTERM: the workers ignore SIGINT only
-    for process in processes:
-        process.join(timeout=10)
 
 
 @contextlib.contextmanager

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+from typing import Any
 
 WORKER_NAME = "edgekd-synth"   # the render workers' process name once their death signal is armed
 
@@ -49,6 +50,22 @@ def workers_ignore_ctrl_c():
         yield
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+def stop_pool(pool: Any) -> None:
+    """Ctrl-C or an error in the parent of a ``ProcessPoolExecutor``: drop its queued work and kill its
+    running workers (render workers only fill memory; training workers leave resumable checkpoints).
+
+    Not ``shutdown(wait=True, cancel_futures=True)`` alone: it waits for every running item to finish,
+    and with the queue cancelled it can wait forever (cpython#94440).
+    """
+    # pid -> Process; no public accessor before Python 3.14's terminate_workers()
+    processes = list((getattr(pool, "_processes", None) or {}).values())
+    pool.shutdown(wait=False, cancel_futures=True)
+    for process in processes:
+        process.kill()
+    for process in processes:
+        process.join(timeout=10)
 
 
 def worker_init(parent_pid: int) -> None:

@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from edgekd.host.data.workers import die_with_parent, one_thread_children, workers_ignore_ctrl_c
+from edgekd.host.data.workers import die_with_parent, one_thread_children, stop_pool, workers_ignore_ctrl_c
 
 TRAINER_NAME = "edgekd-train"   # a worker's process name once its death signal is armed
 
@@ -76,20 +76,12 @@ def run_jobs(jobs: Sequence[Job], workers: int, *, progress: bool = True, desc: 
                     echo(f"  {job.name} finished in {results[job.name]['seconds']:.0f} s")
                 _show(bar, jobs, results)
         except BaseException:
-            _stop(pool)
+            stop_pool(pool)   # each running job may have most of an hour to go; it leaves a checkpoint
             raise
         finally:
             bar.close()
     pool.shutdown()
     return results
-
-
-def _stop(pool: concurrent.futures.ProcessPoolExecutor) -> None:
-    """A failed job or Ctrl-C: kill the running jobs too (each may have most of an hour to go; what they
-    wrote is a resumable checkpoint) and drop the queued ones."""
-    for process in list((getattr(pool, "_processes", None) or {}).values()):   # no public API before 3.14
-        process.kill()
-    pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _show(bar: Any, jobs: Sequence[Job], results: dict[str, dict]) -> None:
