@@ -8,9 +8,9 @@ optional ``loss_smoothness`` prior beyond the paper).
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Mapping
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor
 
@@ -92,12 +92,10 @@ def competition_loss(teacher_logits: Tensor, student_logits: Tensor) -> Tensor:
     """
     p = F.softmax(teacher_logits, dim=-1)
     q = F.softmax(student_logits, dim=-1)
-    m = 0.5 * (p + q)
-    log_m = m.clamp_min(1e-12).log()
-    kl_pm = (p * (p.clamp_min(1e-12).log() - log_m)).sum(-1)
-    kl_qm = (q * (q.clamp_min(1e-12).log() - log_m)).sum(-1)
-    js = 0.5 * (kl_pm + kl_qm)
-    return 1.0 - (js / torch.log(torch.tensor(2.0))).mean()
+    log_m = (0.5 * (p + q)).clamp_min(1e-30).log()   # finite where both softmaxes underflow to 0
+    # kl_div(log m, p) = sum p (log p - log m), with 0 log 0 = 0
+    js = 0.5 * (F.kl_div(log_m, p, reduction="none") + F.kl_div(log_m, q, reduction="none")).sum(-1)
+    return 1.0 - js.mean() / math.log(2.0)
 
 
 def smoothness_loss(lidar: Tensor) -> Tensor:
