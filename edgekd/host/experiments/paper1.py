@@ -165,9 +165,10 @@ def planned_runs(profile: Paper1Profile) -> list[tuple[int, RunSpec]]:
     return plan
 
 
-def _finished(out: Path, seed: int, spec: RunSpec) -> bool:
-    return runner.Markers(out / "runs").done(f"seed{seed}/{spec.name}") is not None and \
-        (run_dir(out, seed) / f"{spec.name}.pt").is_file()
+def _finished(out: Path, seed: int, spec: RunSpec) -> dict[str, Any] | None:
+    """The record a finished run left (its ``<run>.json``, with its checkpoint still there), else None."""
+    done = runner.Markers(out / "runs").done(f"seed{seed}/{spec.name}")
+    return done if done is not None and (run_dir(out, seed) / f"{spec.name}.pt").is_file() else None
 
 
 def execute_run(spec: RunSpec, seed: int, profile: Paper1Profile, out: Path, data: Path, local_windows: int,
@@ -176,11 +177,11 @@ def execute_run(spec: RunSpec, seed: int, profile: Paper1Profile, out: Path, dat
     from edgekd.host.checkpoint import load_checkpoint
     from edgekd.host.distill.api import distill_model, evaluate_checkpoint, train_model
 
+    done = _finished(out, seed, spec)
+    if done is not None:
+        return dataclasses.replace(RunRecord.from_json(done), skipped=True)
     markers, key = runner.Markers(out / "runs"), f"seed{seed}/{spec.name}"
     ckpt = run_dir(out, seed) / f"{spec.name}.pt"
-    done = markers.done(key)
-    if done is not None and ckpt.is_file():
-        return dataclasses.replace(RunRecord.from_json(done), skipped=True)
     cfg = _train_config(spec, profile, seed=seed, local_windows=local_windows, progress=progress)
     clock = runner.Clock()
     state = load_checkpoint(ckpt).extra.get("train_state", {}) if ckpt.is_file() else {}
@@ -243,7 +244,7 @@ def run_paper1(profile: Paper1Profile, out: str | os.PathLike, data: str | os.Pa
     records = [_run_and_echo(i, len(plan), seed, spec, profile, out, data_path, local, progress, echo)
                for i, (seed, spec) in enumerate(first, start=1)]
     # with workers, what is left to train goes side by side; finished runs are only read back, here
-    todo = [(seed, spec) for seed, spec in rest if not _finished(out, seed, spec)]
+    todo = [(seed, spec) for seed, spec in rest if _finished(out, seed, spec) is None]
     parallel = todo if profile.workers > 1 and len(todo) > 1 else []
     records += [_run_and_echo(i, len(plan), seed, spec, profile, out, data_path, local, progress, echo)
                 for i, (seed, spec) in enumerate(rest, start=len(first) + 1) if (seed, spec) not in parallel]
