@@ -120,6 +120,47 @@ def test_training_learns_the_task(lidar_data):
     assert top5 > 0.3, result.metrics["test"]
 
 
+def test_bf16_precision_trains_under_autocast_and_saves_fp32(lidar_data, tmp_path):
+    # A global forward hook sees the dtype every Linear layer really computed in; training and
+    # evaluation both pass through it, so the two are told apart by the module's training flag.
+    seen: dict[bool, set] = {True: set(), False: set()}
+
+    def record(module, _inputs, output):
+        if isinstance(module, torch.nn.Linear):
+            seen[module.training].add(output.dtype)
+
+    hook = torch.nn.modules.module.register_module_forward_hook(record)
+    try:
+        _, result = train_model("lidar_student", lidar_data, quick(epochs=6, lr=5e-3, precision="bf16"),
+                                out=tmp_path / "bf16.pt")
+    finally:
+        hook.remove()
+    assert seen[True] == {torch.bfloat16}      # the training forward ran in bf16 ...
+    assert seen[False] == {torch.float32}      # ... evaluation (val, test, stats) in fp32
+    assert result.metrics["train_precision"] == "bf16"
+    ck = load_checkpoint(tmp_path / "bf16.pt")
+    assert ck.config["train"]["precision"] == "bf16"
+    assert {v.dtype for v in ck.state_dict.values() if v.is_floating_point()} == {torch.float32}
+    assert result.metrics["test"]["top5_mean"] > 0.3, result.metrics["test"]   # it still learns the task
+
+
+def test_auto_precision_follows_the_cpu(monkeypatch):
+    from edgekd.host.distill.optim import resolve_precision
+
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False, raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False, raising=False)
+    assert resolve_precision("auto", cpu) == "fp32"
+    assert resolve_precision("bf16", cpu) == "bf16"   # asked for by name: honoured (emulated, slower)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True, raising=False)
+    assert resolve_precision("auto", cpu) == "bf16"
+    monkeypatch.delattr(torch.cpu, "_is_amx_tile_supported")
+    monkeypatch.delattr(torch.cpu, "_is_avx512_bf16_supported")
+    assert resolve_precision("auto", cpu) == "fp32"   # a torch without the probes: fp32, no failure
+    with pytest.raises(EdgekdError, match="precision"):
+        load_train_config(None, precision="fp16")
+
+
 def test_max_train_windows_limits_training_and_stats(lidar_data, tmp_path):
     out = tmp_path / "small.pt"
     train_model("lidar_student", lidar_data, quick(epochs=1, max_train_windows=40), out=out)

@@ -6,6 +6,7 @@ One place builds the optimiser and the schedule, refuses a non-finite loss
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable, Sequence
 
 import torch
@@ -43,3 +44,28 @@ def optimizer_step(loss: Tensor, optimizer: torch.optim.Optimizer, params: Seque
     if grad_clip is not None:
         torch.nn.utils.clip_grad_norm_(params, grad_clip)
     optimizer.step()
+
+
+def native_bf16(device: torch.device) -> bool:
+    """Whether ``device`` computes bfloat16 natively (any CUDA device; a CPU with AVX512-BF16 or AMX).
+
+    torch exposes the CPU test only as private helpers; missing ones read as "no", so an older or
+    newer torch falls back to fp32 instead of failing."""
+    if device.type != "cpu":
+        return device.type == "cuda"
+    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in probes)
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """``"auto"`` -> ``"bf16"`` where the device has native bf16, else ``"fp32"``; others unchanged."""
+    if precision == "auto":
+        return "bf16" if native_bf16(device) else "fp32"
+    return precision
+
+
+def training_autocast(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
+    """The autocast context of a training forward pass at the resolved ``precision`` (a no-op for fp32)."""
+    if precision == "bf16":
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()

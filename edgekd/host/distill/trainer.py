@@ -40,7 +40,14 @@ from edgekd.host.distill import ddp
 from edgekd.host.distill.config import TrainConfig
 from edgekd.host.distill.losses import cross_entropy_loss, focal_loss
 from edgekd.host.distill.methods import Distiller
-from edgekd.host.distill.optim import build_optimizer, build_scheduler, check_finite, optimizer_step
+from edgekd.host.distill.optim import (
+    build_optimizer,
+    build_scheduler,
+    check_finite,
+    optimizer_step,
+    resolve_precision,
+    training_autocast,
+)
 from edgekd.host.distill.sources import BatchSource, DatasetSource, predict, train_indices
 
 if TYPE_CHECKING:
@@ -137,6 +144,7 @@ class Trainer:
         self.log_preamble, self.log_tags = list(log_preamble), dict(log_tags or {})
         self.dist = dist or ddp.DistInfo()
         self.device = torch.device(cfg.device)
+        self.precision = resolve_precision(cfg.precision, self.device)
         self.distiller.to(self.device)
         self.module = ddp.wrap(self.distiller, self.dist, self.device)
         self.params = [p for p in self.distiller.parameters() if p.requires_grad]
@@ -173,7 +181,8 @@ class Trainer:
         bar = tqdm(total=count, desc=f"epoch {epoch}", leave=False, unit="batch",
                    disable=not (self.cfg.progress and self.dist.is_main))
         for step, batch in enumerate(batches, start=1):
-            _, terms = self.module(batch)
+            with training_autocast(self.precision, self.device):
+                _, terms = self.module(batch)
             if not torch.isfinite(terms["loss"]).all():
                 _check_finite_inputs(batch, f"epoch {epoch}, batch {step}")   # bad data, not a bad lr
             check_finite(terms["loss"], "training loss", f"at epoch {epoch}", field="lr",
@@ -274,7 +283,8 @@ class Trainer:
         deploy = self.distiller.deploy_model()
         if st.best_weights is not None:
             deploy.load_state_dict(st.best_weights)
-        metrics: dict[str, Any] = {**self.meta.get("metrics", {}), "best_epoch": st.best_epoch}
+        metrics: dict[str, Any] = {**self.meta.get("metrics", {}), "best_epoch": st.best_epoch,
+                                   "train_precision": self.precision}
         if self.val_ds is not None and len(self.val_ds):
             metrics["val"] = self.evaluate(self.val_ds, deploy)
         if self.test_ds is not None and len(self.test_ds):

@@ -54,6 +54,7 @@ MODALITIES = RUNTIME_MODALITIES
 # the named profiles (profiles/demo-<name>.yaml): quick runs under 20 minutes on the 2-core host (issue 8),
 # smoke is a tiny end-to-end pass for the tests whose numbers mean nothing
 PROFILES = ("quick", "smoke")
+PRECISIONS = ("fp32", "bf16", "auto")
 
 
 @dataclasses.dataclass
@@ -71,6 +72,10 @@ class DemoProfile:
     workers: int = 1                  # training jobs side by side (processes of one thread each); 1: in turn
     teacher_epochs: int = 16          # image and radar teachers
     teacher_width: float = 0.5        # channel width of the image and radar teachers (1.0 = the paper's)
+    # the image teacher's training arithmetic (TrainConfig.precision): auto = bf16 autocast on a CPU with
+    # native bf16 (AVX512-BF16/AMX: its epochs take ~half the time), fp32 elsewhere; the other models are
+    # too small to gain (BENCHMARKS.md, "The demo in 10 minutes")
+    image_teacher_precision: str = "auto"
     student_epochs: int = 25          # the image student
     radar_student_epochs: int = 80
     radar_student_width: float = 1.5
@@ -116,6 +121,9 @@ class DemoProfile:
             raise ValueError(f"qat_epochs must be at least 1 or null, got {self.qat_epochs}")
         if self.workers < 1:
             raise ValueError(f"workers must be at least 1, got {self.workers}")
+        if self.image_teacher_precision not in PRECISIONS:
+            raise ValueError(f"image_teacher_precision must be one of {', '.join(PRECISIONS)}, "
+                             f"got {self.image_teacher_precision!r}")
 
 
 def load_profile(name: str, config_path: str | os.PathLike | None = None) -> DemoProfile:

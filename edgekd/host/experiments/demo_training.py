@@ -58,6 +58,8 @@ def job_teacher(profile: DemoProfile, modality: str, data: Path, ckpt: Path, pro
 
     cfg = _train_cfg(profile, "teacher", profile.teacher_epochs, profile.teacher_lr, progress=progress,
                      threads=threads)
+    if modality == "image":
+        cfg = dataclasses.replace(cfg, precision=profile.image_teacher_precision)
     _, result = train_model(f"{modality}_teacher", data, cfg, out=ckpt, resume=ckpt.is_file(),
                             model_kwargs={"width": profile.teacher_width})
     return {"test": result.metrics["test"]}
