@@ -133,6 +133,15 @@ def test_inproc_and_flower_agree_on_ledger_and_metrics(tiny_world: tuple) -> Non
     assert totals["semi-centralized"]["edge_teacher_macs_per_ap"] == 0
     assert totals["oracle"]["up_bytes"] > 0 and totals["fedavg"]["up_bytes"] > totals["fd"]["up_bytes"]
     assert totals["semi-centralized"]["down_bytes"] > totals["semi-norehearsal"]["down_bytes"]
+    # the teacher's own top-2 that decentralized reports per AP is the server teacher's score on that AP's test
+    # windows (recomputed here from a fresh server cache: same seeds, so the same teacher)
+    from edgekd.host.fleet.topology_base import ServerCache
+
+    teacher, _ = ServerCache(cfg, world).teacher()
+    for ap, m in ra["decentralized"].items():
+        site = world.site(ap)
+        assert m["teacher_top2"] == learn.topk_accuracy(learn.predict(teacher, site, "test"), site.batch("test")[1], 2)
+    assert all("teacher_top2" not in m for m in ra["local"].values())
     # decentralized-adapted ships the same teacher and also trains it at the AP: teacher_adapt_epochs x 3 x
     # forward MACs of every local window, beside the forward pass that labels them
     adapted, plain = totals["decentralized-adapted"], totals["decentralized"]
@@ -152,6 +161,9 @@ def test_cli_compare_writes_the_report(tmp_path: Path) -> None:
     summary = json.loads((out / "summary.json").read_text())
     assert set(summary["rows"]) == {"local", "decentralized", "fd"}
     assert "| decentralized |" in (out / "report.md").read_text()
+    assert 0 <= summary["rows"]["decentralized"]["teacher_top2_at_aps"] <= 1
+    assert summary["rows"]["local"]["teacher_top2_at_aps"] is None
+    assert "decentralized: teacher" in (out / "report.md").read_text()
     assert len((out / "per_ap.csv").read_text().splitlines()) == 1 + 3 * 3
     # --overwrite is required the second time
     again = CliRunner().invoke(cli, ["fleet", "simulate", "--topology", "local", "--config", "tiny", "--aps", "3",

@@ -99,7 +99,7 @@ def run_topology(name: str, cfg: FleetConfig, world: World, cache: ServerCache, 
             ledger.add_compute(Compute(name, rnd, ap, ex.train_macs, ex.teacher_macs, round(seconds, 6)))
             if "top2" in ex.reply.config:
                 metrics[ap] = {k: float(v) for k, v in ex.reply.config.items()
-                               if k in ("top1", "top2", "top2_server")}
+                               if k in ("top1", "top2", "top2_server", "teacher_top2")}
         ledger.add_round(name, rnd, times, cfg.deadline_s, dropped)
         ledger.add_server_macs(name, topo.up(rnd, {ap: got[ap].reply for ap in sorted(got)}))
     return metrics

@@ -38,6 +38,7 @@ def summarize(cfg: FleetConfig, names: Sequence[str], runs: Sequence[dict[str, A
     for name in names:
         top2 = [m["top2"] for r in runs for m in r["results"][name].values()]
         server = [m["top2_server"] for r in runs for m in r["results"][name].values() if "top2_server" in m]
+        teacher = [m["teacher_top2"] for r in runs for m in r["results"][name].values() if "teacher_top2" in m]
         worst = [worst_decile([m["top2"] for m in r["results"][name].values()]) for r in runs]
         per_seed_mean = [_mean([m["top2"] for m in r["results"][name].values()]) for r in runs]
         totals = [r["ledger"].totals(name, r["aps"]) for r in runs]
@@ -45,6 +46,7 @@ def summarize(cfg: FleetConfig, names: Sequence[str], runs: Sequence[dict[str, A
                                "top2_mean": _mean(top2), "top2_std": float(np.std(top2)) if top2 else float("nan"),
                                "top2_seed_means": per_seed_mean, "top2_worst_decile": _mean(worst),
                                "top2_server": _mean(server) if server else None,
+                               "teacher_top2_at_aps": _mean(teacher) if teacher else None,
                                "aps_evaluated": len(top2)}
         for key in totals[0]:
             if isinstance(totals[0][key], (int, float)):
@@ -123,6 +125,7 @@ def per_ap_rows(runs: Sequence[dict[str, Any]], names: Sequence[str]) -> list[di
                              "beam_js": r["heterogeneity"]["per_ap_js"].get(ap),
                              "top1": round(m["top1"], 4), "top2": round(m["top2"], 4),
                              "top2_server": round(m["top2_server"], 4) if "top2_server" in m else "",
+                             "teacher_top2": round(m["teacher_top2"], 4) if "teacher_top2" in m else "",
                              "down_bytes": sum(e.measured for e in msgs if e.direction == "down"),
                              "up_bytes": sum(e.measured for e in msgs if e.direction == "up"),
                              "train_macs": sum(c.train_macs for c in comp),
@@ -174,6 +177,15 @@ def markdown(cfg: FleetConfig, rows: dict[str, dict[str, Any]], checks: list[dic
               "Edge MACs: student training = 3 x forward MACs per sample pass; teacher = forward MACs per window "
               "it labels. Simulated time: bytes over the links "
               f"({cfg.downlink_mbps:g}/{cfg.uplink_mbps:g} Mbit/s) + MACs over each board's assumed rate.", ""]
+    teacher_rows = {name: r["teacher_top2_at_aps"] for name, r in rows.items()
+                    if r.get("teacher_top2_at_aps") is not None}
+    if teacher_rows:
+        lines += ["The shipped teacher's own top-2 on the APs' test windows (mean over APs and seeds; measured at "
+                  "the AP, not charged to the ledger), beside the local-only student's: KD can add little over "
+                  "an AP's own labels where the teacher knows the site less. "
+                  + "; ".join(f"{name}: teacher {100 * v:.1f}%" for name, v in teacher_rows.items())
+                  + (f"; local-only student {100 * rows['local']['top2_mean']:.1f}%" if "local" in rows else "")
+                  + ".", ""]
     if run.get("stragglers"):
         lines += ["Slowest APs (simulated round time, first seed):", ""]
         for name, s in run["stragglers"].items():

@@ -102,8 +102,14 @@ class Decentralized(Topology):
         passes = learn.fit(student, data, "train", epochs=cfg.local_epochs, seed=derive_seed(cfg.seed, ctx.ap, TRAIN),
                            lr=cfg.lr, batch_size=cfg.batch_size, teacher_logits=t_logits, alpha=cfg.kd_alpha,
                            temperature=cfg.kd_temperature)
-        return cls.trained(ctx, student, state, passes,
-                           teacher_macs=adapt_macs + learn.model_cost(cfg.teacher)["macs"] * data.count("train"))
+        result = cls.trained(ctx, student, state, passes,
+                             teacher_macs=adapt_macs + learn.model_cost(cfg.teacher)["macs"] * data.count("train"))
+        # The shipped teacher's own score on the AP's test windows: how much it knows this site, the bound on
+        # what KD can add over the AP's labels. A measurement for the report, not part of the protocol: its
+        # MACs are not charged to the AP.
+        t_test = learn.predict(teacher, data, "test")
+        result.reply.config["teacher_top2"] = learn.topk_accuracy(t_test, data.batch("test")[1], 2)
+        return result
 
 
 @register
