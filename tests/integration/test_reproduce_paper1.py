@@ -283,6 +283,10 @@ def test_self_kd_comparison_is_paired_per_horizon_and_states_a_verdict():
     worse = [record("image_teacher_self", s, [0.6, 0.55, 0.45, 0.40]) for s in (42, 43, 44)]
     assert "refuted here" in format_self_kd(self_kd_comparison([teacher, *worse]))
     assert self_kd_comparison([teacher]) is None
+    # the table prints a spread over 3 seeds, and none over one (a single run's 0 is not a spread)
+    assert "+5.00 ± 1.00" in format_self_kd(comparison)
+    single = format_self_kd(self_kd_comparison([teacher, selves[0]]))
+    assert "| top-2 | -2.00 | +0.00 | +4.00 | +4.00 |" in single and "±" not in single.split("\n\n")[1]
 
 
 def test_quick_profile_selects_students_alike_and_caches_teachers():

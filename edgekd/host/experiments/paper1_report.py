@@ -33,7 +33,7 @@ from edgekd.host.experiments.paper1_matrix import (
     baseline_run,
     teacher_row,
 )
-from edgekd.host.experiments.writers import csv_text, grouped_bars, pyplot, save_png, std_over_seeds
+from edgekd.host.experiments.writers import csv_text, grouped_bars, plus_minus, pyplot, save_png, std_over_seeds
 
 
 def aggregate(records: Sequence[RunRecord]) -> dict[str, dict[str, Any]]:
@@ -149,8 +149,8 @@ def format_self_kd(comparison: Mapping[str, Any] | None) -> str:
              "above it at t2 / t3.", "",
              "| metric | t0 | t1 | t2 | t3 |", "|---|---|---|---|---|"]
     for k in (1, 2):
-        cells = [f"{100 * m:+.2f} ± {100 * s:.2f}" for m, s in zip(comparison[f"top{k}"]["mean"],
-                                                               comparison[f"top{k}"]["std"])]
+        cells = [f"{100 * m:+.2f}{plus_minus(100 * s, n)}" for m, s in zip(comparison[f"top{k}"]["mean"],
+                                                                        comparison[f"top{k}"]["std"])]
         lines.append(f"| top-{k} | " + " | ".join(cells) + " |")
     far = comparison["top2"]["mean"][2:]
     spread = comparison["top2"]["std"][2:]
@@ -204,7 +204,7 @@ def table_rows(result: Paper1Result, summary: Mapping[str, Mapping[str, Any]]):
         teacher = teacher_row(spec.group)
         rows.append(Table2Row(
             name=_model_name(spec), params=cost["params"], macs=cost["macs"], metrics=row["mean"],
-            metrics_std=row["std"],
+            metrics_std=row["std"] if len(row["seeds"]) > 1 else None,   # one seed: no spread to print
             teacher=_model_name(RUN_BY_NAME[teacher]) if spec.role == "student" and teacher in summary else None,
             baseline=(_model_name(RUN_BY_NAME[baseline_run(spec.group)])
                       if spec.name != baseline_run(spec.group) and baseline_run(spec.group) in summary else None)))
@@ -219,8 +219,10 @@ def format_gain_table(summary: Mapping[str, Mapping[str, Any]]) -> str:
         row = summary.get(spec.name)
         if row is None or "top2" not in row["gain"] or spec.name == baseline_run(spec.group):
             continue
-        cells = [f"{100 * g:+.2f} ± {100 * s:.2f}" for g, s in zip(row["gain"]["top2"], row["gain_std"]["top2"])]
-        cells.append(f"**{100 * row['gain']['top2_mean']:+.2f}** ± {100 * row['gain_std']['top2_mean']:.2f}")
+        n = len(row["seeds"])
+        cells = [f"{100 * g:+.2f}{plus_minus(100 * s, n)}"
+                 for g, s in zip(row["gain"]["top2"], row["gain_std"]["top2"])]
+        cells.append(f"**{100 * row['gain']['top2_mean']:+.2f}**{plus_minus(100 * row['gain_std']['top2_mean'], n)}")
         per_seed = ", ".join(f"{s}: {100 * g:+.1f}" for s, g in row["gain_per_seed"]["top2_mean"].items())
         lines.append(f"| {GROUPS[spec.group]} | {spec.label} | " + " | ".join(cells) + f" | {per_seed} |")
     return "\n".join(lines) + "\n"

@@ -22,7 +22,7 @@ from edgekd.host.experiments.paper2_matrix import (
     datafree_options,
     figure_rows,
 )
-from edgekd.host.experiments.writers import csv_text, grouped_bars, pyplot, save_png, std_over_seeds
+from edgekd.host.experiments.writers import csv_text, grouped_bars, plus_minus, pyplot, save_png, std_over_seeds
 
 Done = Callable[[int, str], Any]   # (seed, run key) -> the run's record
 
@@ -114,8 +114,9 @@ def plot_figures(summary: Mapping[str, dict], best: str, path: Path) -> None:
 
 
 def _fmt(agg: Mapping[str, Any], metric: str) -> list[str]:
-    cells = [f"{m:.3f} ± {s:.3f}" for m, s in zip(agg[metric], agg[f"{metric}_std"])]
-    return cells + [f"**{agg[f'{metric}_mean']:.3f} ± {agg[f'{metric}_mean_std']:.3f}**"]
+    n = agg["seeds"]
+    cells = [f"{m:.3f}{plus_minus(s, n, '.3f')}" for m, s in zip(agg[metric], agg[f"{metric}_std"])]
+    return cells + [f"**{agg[f'{metric}_mean']:.3f}{plus_minus(agg[f'{metric}_mean_std'], n, '.3f')}**"]
 
 def _datafree_options_note(profile: Paper2Profile) -> str:
     options = datafree_options(profile)

@@ -35,6 +35,11 @@ def std_over_seeds(values: np.ndarray) -> np.ndarray:
     return values.std(axis=0, ddof=1) if values.shape[0] > 1 else np.zeros(values.shape[1:])
 
 
+def plus_minus(std: float, seeds: int, fmt: str = ".2f") -> str:
+    """``" ± std"`` over two or more seeds; nothing for one: a single run has no spread to show (its 0 is not one)."""
+    return f" ± {std:{fmt}}" if seeds > 1 else ""
+
+
 def pyplot():
     """matplotlib.pyplot on the Agg backend (no display needed)."""
     import matplotlib
