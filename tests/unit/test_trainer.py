@@ -144,6 +144,22 @@ def test_bf16_precision_trains_under_autocast_and_saves_fp32(lidar_data, tmp_pat
     assert result.metrics["test"]["top5_mean"] > 0.3, result.metrics["test"]   # it still learns the task
 
 
+def test_cli_precision_flag_reaches_the_run(lidar_data, tmp_path):
+    from click.testing import CliRunner
+
+    from edgekd.cli import cli
+
+    out = tmp_path / "cli.pt"
+    res = CliRunner().invoke(cli, ["train", "--model", "lidar_student", "--data", str(lidar_data), "--out", str(out),
+                                   "--epochs", "1", "--precision", "bf16", "--no-progress"])
+    assert res.exit_code == 0, res.output
+    ck = load_checkpoint(out)
+    assert ck.config["train"]["precision"] == "bf16" and ck.metrics["train_precision"] == "bf16"
+    bad = CliRunner().invoke(cli, ["train", "--model", "lidar_student", "--data", str(lidar_data), "--out",
+                                   str(tmp_path / "x.pt"), "--precision", "fp16"])
+    assert bad.exit_code == 2 and "--precision" in bad.output
+
+
 def test_auto_precision_follows_the_cpu(monkeypatch):
     from edgekd.host.distill.optim import resolve_precision
 

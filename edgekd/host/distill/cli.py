@@ -31,6 +31,10 @@ def _common_options(func=None, *, data_required: bool = True):
                      help="Use only the first N training windows (emulates a node's small local dataset)."),
         click.option("--patience", type=int, default=None, help="Early-stopping patience in epochs (val loss)."),
         click.option("--threads", type=int, default=None, help="torch intra-op threads."),
+        click.option("--precision", type=click.Choice(["fp32", "bf16", "auto"]), default=None,
+                     help="Arithmetic of the training forward pass: fp32 (default), bf16 (torch.autocast; "
+                          "evaluation and saved weights stay fp32), or auto = bf16 where the CPU has native bf16 "
+                          "(AVX512-BF16/AMX). Pays for wide conv nets (the image teacher ~2x), not small students."),
         click.option("--device", type=str, default=None, help="cpu, cuda or cuda:N."),
         click.option("--log", "log_path", type=click.Path(path_type=Path), default=None,
                      help="JSONL log path (default: OUT with suffix .log.jsonl)."),
