@@ -28,6 +28,10 @@ LOSS_FALLBACKS: dict[str, Any] = {
 }
 
 
+# Arithmetic of a training forward pass (TrainConfig.precision; the demo's image_teacher_precision)
+Precision = Literal["fp32", "bf16", "auto"]
+
+
 @dataclasses.dataclass
 class DataFreeConfig:
     """Data-free KD (paper 2, ``--method datafree``): the generator, its loss and the synthetic set.
@@ -172,7 +176,7 @@ class TrainConfig:
     # Arithmetic of the training forward pass (evaluation, the teacher cache and the saved weights stay
     # fp32): "bf16" runs it under torch.autocast in bfloat16; "auto" does so only on a CPU with native
     # bf16 (AVX512-BF16 or AMX), where a wide conv net trains ~2x faster; small students get slower.
-    precision: Literal["fp32", "bf16", "auto"] = "fp32"
+    precision: Precision = "fp32"
     progress: bool = True
 
     def __post_init__(self) -> None:

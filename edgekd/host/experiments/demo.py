@@ -41,6 +41,7 @@ import click
 from edgekd.device.config import config_to_dict
 from edgekd.device.contracts import RUNTIME_MODALITIES
 from edgekd.device.errors import EdgekdError
+from edgekd.host.distill.config import Precision
 from edgekd.host.experiments import runner
 from edgekd.host.experiments.demo_training import stage_students, stage_teachers
 from edgekd.host.experiments.paper2_matrix import GeneratorLoss, StudentLoss
@@ -54,7 +55,6 @@ MODALITIES = RUNTIME_MODALITIES
 # the named profiles (profiles/demo-<name>.yaml): quick runs under 20 minutes on the 2-core host (issue 8),
 # smoke is a tiny end-to-end pass for the tests whose numbers mean nothing
 PROFILES = ("quick", "smoke")
-PRECISIONS = ("fp32", "bf16", "auto")
 
 
 @dataclasses.dataclass
@@ -75,7 +75,7 @@ class DemoProfile:
     # the image teacher's training arithmetic (TrainConfig.precision): auto = bf16 autocast on a CPU with
     # native bf16 (AVX512-BF16/AMX: its epochs take ~half the time), fp32 elsewhere; the other models are
     # too small to gain (BENCHMARKS.md, "The demo in 10 minutes")
-    image_teacher_precision: str = "auto"
+    image_teacher_precision: Precision = "auto"
     student_epochs: int = 25          # the image student
     radar_student_epochs: int = 80
     radar_student_width: float = 1.5
@@ -121,9 +121,6 @@ class DemoProfile:
             raise ValueError(f"qat_epochs must be at least 1 or null, got {self.qat_epochs}")
         if self.workers < 1:
             raise ValueError(f"workers must be at least 1, got {self.workers}")
-        if self.image_teacher_precision not in PRECISIONS:
-            raise ValueError(f"image_teacher_precision must be one of {', '.join(PRECISIONS)}, "
-                             f"got {self.image_teacher_precision!r}")
 
 
 def load_profile(name: str, config_path: str | os.PathLike | None = None) -> DemoProfile:

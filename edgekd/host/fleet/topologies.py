@@ -107,8 +107,7 @@ class Decentralized(Topology):
         # The shipped teacher's own score on the AP's test windows: how much it knows this site, the bound on
         # what KD can add over the AP's labels. A measurement for the report, not part of the protocol: its
         # MACs are not charged to the AP.
-        t_test = learn.predict(teacher, data, "test")
-        result.reply.config["teacher_top2"] = learn.topk_accuracy(t_test, data.batch("test")[1], 2)
+        result.reply.config["teacher_top2"] = evaluate(ctx, teacher, server_test=False)["top2"]
         return result
 
 
