@@ -154,7 +154,8 @@ def test_cli_compare_writes_the_report(tmp_path: Path) -> None:
     out = tmp_path / "out"
     res = CliRunner().invoke(cli, ["fleet", "simulate", "--topology", "local", "--topology", "decentralized",
                                    "--topology", "fd", "--config", "tiny", "--aps", "3", "--engine", "inproc",
-                                   "--cache", str(tmp_path / "cache"), "--out", str(out), "--quiet"])
+                                   "--unlabelled-windows", "16", "--cache", str(tmp_path / "cache"), "--out",
+                                   str(out), "--quiet"])
     assert res.exit_code == 0, res.output
     for name in ("report.md", "summary.json", "per_ap.csv", "ledger.json", "accuracy_vs_mb.png", "per_ap_accuracy.png"):
         assert (out / name).is_file(), name
@@ -164,11 +165,58 @@ def test_cli_compare_writes_the_report(tmp_path: Path) -> None:
     assert 0 <= summary["rows"]["decentralized"]["teacher_top2_at_aps"] <= 1
     assert summary["rows"]["local"]["teacher_top2_at_aps"] is None
     assert "decentralized: teacher" in (out / "report.md").read_text()
+    assert "and 16 unlabelled ones" in (out / "report.md").read_text()
+    assert json.loads((out / "run.json").read_text())["config"]["unlabelled_windows"] == 16
     assert len((out / "per_ap.csv").read_text().splitlines()) == 1 + 3 * 3
     # --overwrite is required the second time
     again = CliRunner().invoke(cli, ["fleet", "simulate", "--topology", "local", "--config", "tiny", "--aps", "3",
                                      "--engine", "inproc", "--cache", str(tmp_path / "cache"), "--out", str(out)])
     assert again.exit_code == 2 and "--overwrite" in again.output
+
+
+def test_unlabelled_windows_reach_only_the_teacher(tmp_path: Path) -> None:
+    """An AP's unlabelled windows: rendered after its labelled splits (which stay as they were), stored with no
+    label, learnt from by decentralized alone (through the teacher), and charged to its edge MACs."""
+    from edgekd.host.fleet.engine_inproc import run_inproc
+    from edgekd.host.fleet.scenario import NO_LABEL, UNLABELLED
+    from edgekd.host.fleet.topologies import Decentralized, ServerCache
+
+    plain_cfg = load_fleet_config("tiny", aps=3)
+    cfg = load_fleet_config("tiny", aps=3, unlabelled_windows=24)
+    plain = World(build_world(plain_cfg, tmp_path / "plain", progress=False))
+    world = World(build_world(cfg, tmp_path / "unlabelled", progress=False))
+    for ap in world.ap_ids:
+        with_u, without = world.site(ap), plain.site(ap)
+        assert with_u.count(UNLABELLED) == 24 and UNLABELLED not in without.starts
+        for split in ("train", "test"):
+            xs_u, beams_u = with_u.batch(split)
+            xs, beams = without.batch(split)
+            np.testing.assert_array_equal(beams_u, beams)
+            np.testing.assert_array_equal(xs_u[0], xs[0])
+        assert (with_u.batch(UNLABELLED)[1] == NO_LABEL).all()
+    # a label read off an unlabelled window fails instead of training on the synthesiser's ground truth
+    model = learn.seeded_model(cfg.student, 0)
+    with pytest.raises(IndexError):
+        learn.fit(model, world.site(0), UNLABELLED, epochs=1, seed=0, lr=cfg.lr, batch_size=8)
+    with pytest.raises(ValueError, match="teacher_logits"):
+        learn.fit(model, world.site(0), "train", epochs=1, seed=0, lr=cfg.lr, batch_size=8,
+                  labelled=np.ones(cfg.train_windows, bool))
+
+    names = ["local", "decentralized"]
+    a, b = Ledger(), Ledger()
+    with_u_metrics = run_inproc(cfg, world, names, a, progress=False)
+    plain_metrics = run_inproc(plain_cfg, plain, names, b, progress=False)
+    assert with_u_metrics["local"] == plain_metrics["local"]                 # labels only: the same students
+    assert with_u_metrics["decentralized"] != plain_metrics["decentralized"]
+    teacher_macs, student_macs = learn.model_cost(cfg.teacher)["macs"], learn.model_cost(cfg.student)["macs"]
+    n = cfg.train_windows + cfg.unlabelled_windows
+    got = a.totals("decentralized", 3)
+    assert got["edge_teacher_macs_per_ap"] == teacher_macs * n
+    assert got["edge_train_macs_per_ap"] == TRAIN_MACS_FACTOR * student_macs * n * cfg.local_epochs
+    assert b.totals("decentralized", 3)["edge_teacher_macs_per_ap"] == teacher_macs * cfg.train_windows
+    # the straggler deadline predicts what the AP then spends
+    topo = Decentralized(cfg, world, world.ap_ids, ServerCache(cfg, world))
+    assert topo.expected_macs(0, 1) == got["edge_teacher_macs_per_ap"] + got["edge_train_macs_per_ap"]
 
 
 def test_compare_runs_the_issue_topologies() -> None:
@@ -195,6 +243,7 @@ BAD = [
     ("modality no AP has", _no_lidar, "no access point has lidar"),
     ("impossible deadline", lambda tmp: ["--deadline-s", "1e-9"], "no access point can meet"),
     ("zero seeds", lambda tmp: ["--seeds", "0"], "--seeds must be at least 1"),
+    ("negative unlabelled windows", lambda tmp: ["--unlabelled-windows", "-1"], "unlabelled_windows must be >= 0"),
     ("unknown config key", lambda tmp: ["--config", str(_write(tmp / "bad.yaml", "apz: 3\n"))], "unknown key 'apz'"),
 ]
 

@@ -135,6 +135,9 @@ def _common(f: Any) -> Any:
                      help="Straggler deadline per round (simulated seconds): slower APs sit the round out."),
         click.option("--rounds", type=int, default=None, help="FedAvg / FD rounds (default: the profile's)."),
         click.option("--train-windows", type=int, default=None, help="Training windows per AP (the profile's)."),
+        click.option("--unlabelled-windows", type=int, default=None,
+                     help="Windows per AP with no beam label; only decentralized learns from them, through the "
+                          "teacher's outputs (the profile's; default 0)."),
         click.option("--cache", type=click.Path(file_okay=False), default=None,
                      help="Where rendered worlds are kept and reused (default: $EDGEKD_CACHE/fleet or "
                           "~/.cache/edgekd/fleet)."),
@@ -183,11 +186,13 @@ def _echo_summary(result: dict[str, Any], out: str) -> None:
 @_common
 def simulate(topologies: tuple[str, ...], aps: int | None, modality: str | None, seeds: int, seed: int | None,
              engine: str, workers: int, config: str | None, deadline_s: float | None, rounds: int | None,
-             train_windows: int | None, cache: str | None, out: str, overwrite: bool, quiet: bool) -> None:
+             train_windows: int | None, unlabelled_windows: int | None, cache: str | None, out: str, overwrite: bool,
+             quiet: bool) -> None:
     """Run one or more topologies on a simulated fleet."""
     result = run_fleet(names=list(topologies), config=config, out=out, seeds=seeds, engine=engine, workers=workers,
                        cache=cache, overwrite=overwrite, progress=not quiet, aps=aps, modality=modality, seed=seed,
-                       deadline_s=deadline_s, rounds=rounds, train_windows=train_windows)
+                       deadline_s=deadline_s, rounds=rounds, train_windows=train_windows,
+                       unlabelled_windows=unlabelled_windows)
     _echo_summary(result, out)
 
 
@@ -195,11 +200,12 @@ def simulate(topologies: tuple[str, ...], aps: int | None, modality: str | None,
 @_common
 def compare(aps: int | None, modality: str | None, seeds: int, seed: int | None, engine: str, workers: int,
             config: str | None, deadline_s: float | None, rounds: int | None, train_windows: int | None,
-            cache: str | None, out: str, overwrite: bool, quiet: bool) -> None:
+            unlabelled_windows: int | None, cache: str | None, out: str, overwrite: bool, quiet: bool) -> None:
     """Every topology on the same fleet, one table (report.md); decentralized-adapted runs by name only."""
     from edgekd.host.fleet.topologies import compared
 
     result = run_fleet(names=compared(), config=config, out=out, seeds=seeds, engine=engine, workers=workers,
                        cache=cache, overwrite=overwrite, progress=not quiet, aps=aps, modality=modality, seed=seed,
-                       deadline_s=deadline_s, rounds=rounds, train_windows=train_windows)
+                       deadline_s=deadline_s, rounds=rounds, train_windows=train_windows,
+                       unlabelled_windows=unlabelled_windows)
     _echo_summary(result, out)

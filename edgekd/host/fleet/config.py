@@ -73,6 +73,10 @@ class FleetConfig:
     # per access point: fresh local data (labelled) for training and for testing
     train_windows: int = 120
     test_windows: int = 60
+    # per access point: windows its sensors recorded with no beam label (no beam sweep ran for them). Only a
+    # topology with the teacher at the AP (decentralized) learns from them, through the teacher's outputs;
+    # the others train on labels and never see them. 0: the AP holds labelled windows only.
+    unlabelled_windows: int = 0
     site_mix: SiteMix = dataclasses.field(default_factory=SiteMix)
     # probability that a site has each sensor (a board without the sensor cannot run that student)
     sensor_probs: dict[str, float] = dataclasses.field(
@@ -124,8 +128,8 @@ class FleetConfig:
                      "batch_size", "server_batch_size", "teacher_adapt_epochs"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
-        if self.rehearsal_windows < 0 or self.finetune_epochs < 0:
-            raise ValueError("rehearsal_windows and finetune_epochs must be >= 0")
+        if self.rehearsal_windows < 0 or self.finetune_epochs < 0 or self.unlabelled_windows < 0:
+            raise ValueError("rehearsal_windows, finetune_epochs and unlabelled_windows must be >= 0")
         if self.rehearsal_windows > self.proxy_windows:
             raise ValueError("rehearsal_windows cannot exceed proxy_windows")
         if not 0 <= self.kd_alpha <= 1 or not 0 <= self.fd_beta <= 1:

@@ -95,14 +95,21 @@ def _tensors(xs: Sequence[np.ndarray]) -> list[torch.Tensor]:
 
 def fit(model: BeamModel, data: SiteData, split: str, *, epochs: int, seed: int, lr: float, batch_size: int,
         teacher_logits: np.ndarray | None = None, alpha: float = 0.0, temperature: float = 4.0,
-        rehearsal: Rehearsal | None = None, label_logits: np.ndarray | None = None, beta: float = 0.0) -> int:
+        rehearsal: Rehearsal | None = None, label_logits: np.ndarray | None = None, beta: float = 0.0,
+        labelled: np.ndarray | None = None) -> int:
     """Train ``model`` in place; returns the sample passes (forward + backward) it made.
 
     Loss terms: ``loss_ce`` always; ``loss_kd`` (KL to ``teacher_logits[i]`` of each window, weight
     ``alpha`` against ``1 - alpha`` for CE); ``loss_rehearsal`` (KL to the rehearsal set's teacher
     logits, one rehearsal batch beside every local batch, weight ``alpha``); ``loss_fd`` (KL to the
     per-label average logits of the label of each row, weight ``beta``).
+
+    ``labelled`` (bool per window of ``split``) marks the windows that have beam labels: ``loss_ce`` then
+    sums over those rows only, divided by the batch size (a batch of unlabelled windows learns from the
+    teacher alone); it needs ``teacher_logits``, which is what the other windows learn from.
     """
+    if labelled is not None and teacher_logits is None:
+        raise ValueError("unlabelled windows need teacher_logits to learn from")
     single_thread()
     n = data.count(split)
     if n == 0 or epochs == 0:
@@ -127,7 +134,8 @@ def fit(model: BeamModel, data: SiteData, split: str, *, epochs: int, seed: int,
             xs, beams = data.batch(split, idx)
             logits = model(*_tensors(xs))
             y = torch.from_numpy(beams)
-            terms = {"loss_ce": cross_entropy_loss(logits, y)}
+            terms = {"loss_ce": cross_entropy_loss(logits, y) if labelled is None
+                     else _labelled_ce(logits, y, torch.from_numpy(labelled[idx]))}
             passes += len(idx)
             if teacher_logits is not None:
                 terms["loss_kd"] = kl_div_loss(logits, torch.from_numpy(teacher_logits[idx]), temperature)
@@ -145,6 +153,13 @@ def fit(model: BeamModel, data: SiteData, split: str, *, epochs: int, seed: int,
             torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
             opt.step()
     return passes
+
+
+def _labelled_ce(logits: torch.Tensor, beams: torch.Tensor, labelled: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy over the labelled rows, scaled by their share of the batch (0 with none)."""
+    if not bool(labelled.any()):
+        return logits.sum() * 0.0
+    return cross_entropy_loss(logits[labelled], beams[labelled]) * labelled.float().mean()
 
 
 def predict(model: BeamModel, data: SiteData, split: str, batch_size: int = 256) -> np.ndarray:

@@ -152,7 +152,11 @@ def markdown(cfg: FleetConfig, rows: dict[str, dict[str, Any]], checks: list[dic
              f"({learn.model_cost(cfg.teacher)['params']:,} params). Heterogeneity: mean JS divergence of an AP's "
              f"beam histogram from the fleet's {run['heterogeneity_mean_js']:.3f} (server data vs fleet "
              f"{run['server_vs_fleet_js']:.3f}). Wall time {run['wall_s']:.0f} s, peak memory "
-             f"{run['peak_rss_mb']:.0f} MB (process tree), load average {run['load_average']}.", "",
+             f"{run['peak_rss_mb']:.0f} MB (process tree), load average {run['load_average']}. Each AP holds "
+             f"{cfg.train_windows} labelled training windows"
+             + (f" and {cfg.unlabelled_windows} unlabelled ones (no beam label; only decentralized learns from "
+                "them, through the teacher's outputs)" if cfg.unlabelled_windows else "")
+             + f", and {cfg.test_windows} test windows.", "",
              "| topology | rounds | MB down | MB up | MB AP-AP | MB down/AP | MB up/AP | int8 MB down | "
              "edge GMAC/AP train | edge GMAC/AP teacher | server GMAC | top-2 % (mean ± std) | worst decile % | "
              "gain vs local pts | gap to oracle pts | ledger vs closed form | sim. time s |",

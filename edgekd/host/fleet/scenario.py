@@ -36,6 +36,10 @@ SERVER = -1   # the server's site id in seeds and file names
 HORIZONS = 4
 WINDOW = 8
 SPAN = WINDOW + HORIZONS - 1
+# an AP's split of windows without beam labels; their beams are stored as NO_LABEL so that reading one as a
+# label fails (cross-entropy rejects a negative class) instead of leaking the synthesiser's ground truth
+UNLABELLED = "unlabelled"
+NO_LABEL = -1
 
 
 def derive_seed(*parts: int) -> int:
@@ -128,6 +132,8 @@ def config_fingerprint(cfg: FleetConfig) -> str:
     keys = ("aps", "seed", "train_windows", "test_windows", "site_mix", "sensor_probs", "server_mix",
             "server_sites", "server_windows", "server_test_windows", "proxy_windows", "image_size", "boards")
     data = {k: cfg.to_dict()[k] for k in keys}
+    if cfg.unlabelled_windows:   # only when used, so worlds rendered before the key existed stay valid
+        data["unlabelled_windows"] = cfg.unlabelled_windows
     data["inputs"] = list(cfg.inputs)
     data["format"] = WORLD_FORMAT
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
@@ -153,7 +159,7 @@ def _render(site: SiteSpec, splits: dict[str, int], inputs: tuple[str, ...], ima
         out[f"starts_{split}"] = starts.astype(np.int32)
         for m in inputs:
             frames[m].append(rec.frames[m])
-        beams.append(rec.beams.astype(np.int16))
+        beams.append(np.full(rec.num_frames, NO_LABEL, np.int16) if split == UNLABELLED else rec.beams.astype(np.int16))
         offset += rec.num_frames
     for m in inputs:
         out[f"frames_{m}"] = np.concatenate(frames[m])
@@ -185,9 +191,11 @@ def build_world(cfg: FleetConfig, folder: str | Path, *, workers: int = 0, progr
             pass
     folder.mkdir(parents=True, exist_ok=True)
     jobs = []
+    ap_splits = {"train": cfg.train_windows, "test": cfg.test_windows}
+    if cfg.unlabelled_windows:   # rendered last: the labelled splits stay the drives they were without it
+        ap_splits[UNLABELLED] = cfg.unlabelled_windows
     for site in fleet:
-        jobs.append((site, {"train": cfg.train_windows, "test": cfg.test_windows}, cfg.inputs, cfg.image_size,
-                     cfg.seed, str(folder / f"ap_{site.site:04d}.npz")))
+        jobs.append((site, ap_splits, cfg.inputs, cfg.image_size, cfg.seed, str(folder / f"ap_{site.site:04d}.npz")))
     per = {"train": -(-cfg.server_windows // cfg.server_sites), "test": -(-cfg.server_test_windows // cfg.server_sites),
            "proxy": -(-cfg.proxy_windows // cfg.server_sites)}
     for site in server:

@@ -28,7 +28,7 @@ import numpy as np
 from edgekd.host.fleet import learn
 from edgekd.host.fleet.federated import FedAvg, FederatedDistillation, label_stats, split_label_stats  # noqa: F401
 from edgekd.host.fleet.ledger import TRAIN_MACS_FACTOR, Payload
-from edgekd.host.fleet.scenario import SPAN, SiteData, derive_seed
+from edgekd.host.fleet.scenario import SPAN, UNLABELLED, SiteData, derive_seed
 from edgekd.host.fleet.topology_base import (  # noqa: F401  (re-exported: the engines and the CLI import them here)
     FRAME_ITEMSIZE,
     INIT,
@@ -47,6 +47,8 @@ from edgekd.host.fleet.topology_base import (  # noqa: F401  (re-exported: the e
     register,
     rehearsal_from,
 )
+
+DISTIL = "distil"   # an AP's labelled + unlabelled training windows, the ones its teacher labels
 
 
 @register
@@ -69,6 +71,16 @@ class Centralized(Topology):
         return ApResult(Payload(config=evaluate(ctx, model, server_test=cls.server_test)), state)
 
 
+def distil_split(data: SiteData) -> tuple[str, np.ndarray | None]:
+    """The windows an AP distils on: its labelled training windows, then its unlabelled ones if it holds any
+    (a split added to ``data``); and which of them carry labels (None: all of them)."""
+    unlabelled = data.starts.get(UNLABELLED)
+    if unlabelled is None or len(unlabelled) == 0:
+        return "train", None
+    data.starts[DISTIL] = np.concatenate([data.starts["train"], unlabelled])
+    return DISTIL, np.concatenate([np.ones(data.count("train"), bool), np.zeros(len(unlabelled), bool)])
+
+
 @register
 class Decentralized(Topology):
     name = "decentralized"
@@ -83,7 +95,7 @@ class Decentralized(Topology):
         return {ap: merge(msg, final=1) for ap in aps}
 
     def expected_macs(self, ap: int, rnd: int) -> int:
-        n = self._train_count(ap)
+        n = self._train_count(ap) + self.cfg.unlabelled_windows
         return self._student_train_macs(n, self.cfg.local_epochs) + learn.model_cost(self.cfg.teacher)["macs"] * n
 
     @classmethod
@@ -97,13 +109,14 @@ class Decentralized(Topology):
         teacher = load_model(cfg.teacher, payload, "teacher")
         data = ctx.data()
         adapt_macs = cls.adapt_teacher(ctx, teacher, data)
-        t_logits = learn.predict(teacher, data, "train")
+        split, labelled = distil_split(data)
+        t_logits = learn.predict(teacher, data, split)
         student = learn.seeded_model(cfg.student, derive_seed(cfg.seed, ctx.ap, INIT))
-        passes = learn.fit(student, data, "train", epochs=cfg.local_epochs, seed=derive_seed(cfg.seed, ctx.ap, TRAIN),
+        passes = learn.fit(student, data, split, epochs=cfg.local_epochs, seed=derive_seed(cfg.seed, ctx.ap, TRAIN),
                            lr=cfg.lr, batch_size=cfg.batch_size, teacher_logits=t_logits, alpha=cfg.kd_alpha,
-                           temperature=cfg.kd_temperature)
+                           temperature=cfg.kd_temperature, labelled=labelled)
         result = cls.trained(ctx, student, state, passes,
-                             teacher_macs=adapt_macs + learn.model_cost(cfg.teacher)["macs"] * data.count("train"))
+                             teacher_macs=adapt_macs + learn.model_cost(cfg.teacher)["macs"] * data.count(split))
         # The shipped teacher's own score on the AP's test windows: how much it knows this site, the bound on
         # what KD can add over the AP's labels. A measurement for the report, not part of the protocol: its
         # MACs are not charged to the AP.
