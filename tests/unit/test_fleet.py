@@ -71,6 +71,25 @@ def test_worst_decile_and_label_stats() -> None:
     assert n[7] == 8 and sums[7, 5] == 8 and sums.sum() == 8
 
 
+def test_labelled_cross_entropy_counts_only_labelled_rows() -> None:
+    """CE with unlabelled rows = the per-row losses of the labelled rows summed, over the whole batch size."""
+    import torch
+
+    from edgekd.host.distill.losses import cross_entropy_loss
+
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(6, 4, 64, generator=g)
+    beams = torch.randint(0, 64, (6, 4), generator=g)
+    mask = torch.tensor([True, False, True, True, False, False])
+    per_row = torch.stack([cross_entropy_loss(logits[i:i + 1], beams[i:i + 1]) for i in range(6)])
+    expected = per_row[mask].sum() / 6
+    assert learn._labelled_ce(logits, beams, mask).item() == pytest.approx(expected.item(), rel=1e-6)
+    assert learn._labelled_ce(logits, beams, torch.ones(6, dtype=torch.bool)).item() == \
+        pytest.approx(cross_entropy_loss(logits, beams).item(), rel=1e-6)
+    none = learn._labelled_ce(logits.requires_grad_(), beams, torch.zeros(6, dtype=torch.bool))
+    assert none.item() == 0.0 and none.requires_grad
+
+
 def test_sites_differ_and_are_reproducible() -> None:
     cfg = load_fleet_config("tiny", aps=20)
     aps, server = plan_sites(cfg)
