@@ -266,6 +266,10 @@ class SiteData:
     def count(self, split: str) -> int:
         return len(self.starts[split])
 
+    def pool(self, name: str, splits: Sequence[str]) -> None:
+        """Add split ``name``: the windows of ``splits``, in that order (frames are shared, not copied)."""
+        self.starts[name] = np.concatenate([self.starts[s] for s in splits])
+
     def batch(self, split: str, idx: np.ndarray | None = None) -> tuple[list[np.ndarray], np.ndarray]:
         starts = self.starts[split] if idx is None else self.starts[split][np.asarray(idx, dtype=np.int64)]
         return window_batch(self.frames, self.beams, starts)

@@ -77,7 +77,7 @@ def distil_split(data: SiteData) -> tuple[str, np.ndarray | None]:
     unlabelled = data.starts.get(UNLABELLED)
     if unlabelled is None or len(unlabelled) == 0:
         return "train", None
-    data.starts[DISTIL] = np.concatenate([data.starts["train"], unlabelled])
+    data.pool(DISTIL, ("train", UNLABELLED))
     return DISTIL, np.concatenate([np.ones(data.count("train"), bool), np.zeros(len(unlabelled), bool)])
 
 
